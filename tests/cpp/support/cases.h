@@ -1,0 +1,62 @@
+// The shared case table (tests/cases.json) and the inputs, forward and backward runs built from it.
+// Every backend is compared with the fp64 reference over the same cases.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gka/gka.h"
+#include "support/tensor.h"
+
+namespace gka::test {
+
+struct Case {
+  std::string name;
+  int64_t B = 2, T = 64, H = 2, D = 16, Dv = -1;  // Dv = -1: same as D
+  std::string gates = "tied";       // tied (gk = g), untied, none, g_only, gk_only
+  std::string gate_strength = "mild";  // mild: log U(0.8, 0.999); strong: layer-like -A softplus(.), A ~ U(0, 16)
+  bool alpha = true;                // false: alpha absent (= 1)
+  bool h0 = false;                  // random initial states
+  std::vector<int64_t> varlen;      // sequence lengths packed into one row (B must be 1); empty: no varlen
+  int32_t num_iter = 30;
+  double ridge_ratio = 0.02;
+  int32_t chunk_size = 64;
+  std::string solver = "chebyshev";
+  bool lambda_grad = true;
+  std::string dtype = "f32";        // dtype of q, k, v (gates and states in fp32, fp64 with f64)
+
+  int64_t dv() const { return Dv < 0 ? D : Dv; }
+  int64_t num_seqs() const { return varlen.empty() ? B : static_cast<int64_t>(varlen.size()); }
+  Options options(Backend backend) const;
+};
+
+std::vector<Case> cases_load();   // tests/cases.json
+std::string case_id(const Case& c);  // GoogleTest-safe name
+
+// Inputs of a case, drawn from `seed` (layer-like: unit q, k; k, v scaled by sigmoid(randn) + 1e-6).
+struct CaseInputs {
+  Tensor q, k, v, alpha, g, gk, h0_kk, h0_kv, cu_seqlens;
+  Inputs view() const;
+};
+CaseInputs inputs_make(const Case& c, uint64_t seed);
+
+struct ForwardResult {
+  Tensor o, final_kk, final_kv, x, fro;
+};
+// Runs chunk_forward (or recurrent_forward) with NaN-poisoned outputs.
+ForwardResult forward_run(const Case& c, const CaseInputs& in, Backend backend, bool recurrent = false);
+
+struct BackwardResult {
+  Tensor dq, dk, dv, dalpha, dg, dgk, dh0_kk, dh0_kv;
+};
+// Gradient seeds for a case: d_o and gradients at both final states.
+struct BackwardSeeds {
+  Tensor d_o, d_final_kk, d_final_kv;
+};
+BackwardSeeds seeds_make(const Case& c, uint64_t seed);
+BackwardResult backward_run(const Case& c, const CaseInputs& in, const BackwardSeeds& seeds, Backend backend);
+
+DType dtype_parse(const std::string& name);
+
+}  // namespace gka::test
