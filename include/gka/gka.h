@@ -35,6 +35,9 @@ int32_t num_iter_for_tolerance(double ridge_ratio, double tolerance);
 // The a-priori Chebyshev bound above for a given num_iter.
 double chebyshev_error_bound(double ridge_ratio, int32_t num_iter);
 
+// Number of CUDA devices visible (0 when the CUDA backend is not built or no device/driver exists).
+int32_t cuda_device_count();
+
 // Floating-point operations per token and head of the chunked forward / backward, spec §B.4 and §C.4.
 double forward_flops_per_token(int64_t D, int64_t Dv, int64_t chunk, int32_t num_iter);
 double backward_flops_per_token(int64_t D, int64_t Dv, int64_t chunk, int32_t num_iter);

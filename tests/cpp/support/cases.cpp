@@ -256,3 +256,19 @@ BackwardResult backward_run(const Case& c, const CaseInputs& in, const BackwardS
 }
 
 }  // namespace gka::test
+
+namespace gka::test {
+
+CaseInputs inputs_to_f64(const CaseInputs& in) {
+  CaseInputs out = in;
+  for (Tensor* t : {&out.q, &out.k, &out.v, &out.alpha, &out.g, &out.gk, &out.h0_kk, &out.h0_kv})
+    if (t->defined()) *t = t->cast(DType::f64);
+  return out;
+}
+
+Case case_in_f64(Case c) {
+  c.dtype = "f64";
+  return c;
+}
+
+}  // namespace gka::test

@@ -60,3 +60,10 @@ BackwardResult backward_run(const Case& c, const CaseInputs& in, const BackwardS
 DType dtype_parse(const std::string& name);
 
 }  // namespace gka::test
+
+namespace gka::test {
+// The same inputs (exactly: every supported dtype embeds in fp64) as fp64 tensors, and the case in fp64:
+// what the oracle is run on.
+CaseInputs inputs_to_f64(const CaseInputs& in);
+Case case_in_f64(Case c);
+}  // namespace gka::test

@@ -80,6 +80,37 @@ Tensor Tensor::randn(DType dtype, std::vector<int64_t> sizes, std::mt19937_64& r
 
 Tensor Tensor::cast(DType dtype) const { return from_f64(to_f64(), dtype, sizes_); }
 
+Tensor Tensor::slice(int32_t dim, int64_t begin, int64_t end) const {
+  std::vector<int64_t> sizes = sizes_;
+  sizes[static_cast<size_t>(dim)] = end - begin;
+  Tensor out(dtype_, sizes);
+  int64_t outer = 1, inner = 1;
+  for (int32_t i = 0; i < dim; ++i) outer *= sizes_[static_cast<size_t>(i)];
+  for (size_t i = static_cast<size_t>(dim) + 1; i < sizes_.size(); ++i) inner *= sizes_[i];
+  const int64_t n = sizes_[static_cast<size_t>(dim)];
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t r = begin; r < end; ++r)
+      for (int64_t i = 0; i < inner; ++i)
+        out.set_f64((o * (end - begin) + (r - begin)) * inner + i, get_f64((o * n + r) * inner + i));
+  return out;
+}
+
+Tensor Tensor::concat(const Tensor& a, const Tensor& b, int32_t dim) {
+  std::vector<int64_t> sizes = a.sizes_;
+  const int64_t na = a.sizes_[static_cast<size_t>(dim)], nb = b.sizes_[static_cast<size_t>(dim)];
+  sizes[static_cast<size_t>(dim)] = na + nb;
+  Tensor out(a.dtype_, sizes);
+  int64_t outer = 1, inner = 1;
+  for (int32_t i = 0; i < dim; ++i) outer *= sizes[static_cast<size_t>(i)];
+  for (size_t i = static_cast<size_t>(dim) + 1; i < sizes.size(); ++i) inner *= sizes[i];
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t r = 0; r < na + nb; ++r)
+      for (int64_t i = 0; i < inner; ++i)
+        out.set_f64((o * (na + nb) + r) * inner + i,
+                    r < na ? a.get_f64((o * na + r) * inner + i) : b.get_f64((o * nb + r - na) * inner + i));
+  return out;
+}
+
 void Tensor::fill_nan() {
   for (int64_t i = 0; i < numel(); ++i) set_f64(i, std::numeric_limits<double>::quiet_NaN());
 }

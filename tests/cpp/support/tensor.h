@@ -29,6 +29,10 @@ class Tensor {
   void set_f64(int64_t i, double value);
   double get_f64(int64_t i) const;
 
+  // Rows [begin, end) of dimension `dim` (a copy), and the concatenation of two tensors along `dim`.
+  Tensor slice(int32_t dim, int64_t begin, int64_t end) const;
+  static Tensor concat(const Tensor& a, const Tensor& b, int32_t dim);
+
  private:
   DType dtype_ = DType::f32;
   std::vector<int64_t> sizes_;
