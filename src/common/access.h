@@ -91,7 +91,7 @@ void store(const TensorView& v, int64_t offset, const R* src, int64_t n) {
 template <class R>
 R load_scalar(const TensorView& v, int64_t b, int64_t t, int64_t h, R absent) {
   if (!v.defined()) return absent;
-  R x;
+  R x = absent;
   load(v, row_offset(v, b, t, h), &x, 1);
   return x;
 }
