@@ -68,7 +68,7 @@ struct Gradients {
 
 // A pool of per-request states updated in place by slot index (serving).
 struct StatePool {
-  TensorView kk, kv;                  // [P,H,D,D], [P,H,D,Dv] fp32
+  TensorView kk, kv;                  // [P,H,D,D], [P,H,D,Dv] fp32 (fp64 with fp64 q)
   TensorView slots;                   // [B] int32/int64; row b uses slot slots[b]; a negative slot skips row b
 };
 
