@@ -17,6 +17,7 @@ option(GKA_ENABLE_CUDA "Build the CUDA backend (default: on when nvcc is found)"
 option(GKA_BUILD_TESTS "Build the GoogleTest suite" ${_gka_top})
 option(GKA_BUILD_BENCH "Build the Google Benchmark programs" ${_gka_top})
 option(GKA_BUILD_APPS "Build the command-line programs" ${_gka_top})
+option(GKA_BUILD_TORCH "Build the PyTorch/LibTorch binding (gka::torch, the torch.ops.gka library)" OFF)
 option(GKA_NATIVE_ARCH "Compile the CPU kernels for this machine's instruction set (-march=native)" ON)
 set(GKA_CUDA_ARCHS "90a" CACHE STRING "CUDA architectures of the CUDA backend")
 
