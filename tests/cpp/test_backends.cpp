@@ -62,7 +62,8 @@ TEST_P(Backends, ForwardMatchesOracle) {
   const ForwardResult got = forward_run(c(), in, backend());
   const ForwardResult ref = forward_run(case_in_f64(c()), inputs_to_f64(in), Backend::reference);
   const double tol = tol_forward(fp64(), c().ridge_ratio);
-  expect_close(got.o, ref.o, tol_stored(dtype(), fp64(), c().ridge_ratio), "o");
+  const double amp = readout_amplification(c(), inputs_to_f64(in), ref);
+  expect_close(got.o, ref.o, tol_output(dtype(), fp64(), c().ridge_ratio, amp), "o");
   expect_close(got.final_kk, ref.final_kk, tol, "final_kk");
   expect_close(got.final_kv, ref.final_kv, tol, "final_kv");
   if (c().num_iter > 0) {
@@ -96,7 +97,10 @@ TEST_P(Backends, RecurrentMatchesChunked) {
   const ForwardResult chunked = forward_run(c(), in, backend());
   const ForwardResult recurrent = forward_run(c(), in, backend(), /*recurrent=*/true);
   const double tol = tol_forward(fp64(), c().ridge_ratio);
-  expect_close(recurrent.o, chunked.o, tol_stored(dtype(), fp64(), c().ridge_ratio), "o");
+  const ForwardResult ref = forward_run(case_in_f64(c()), inputs_to_f64(in), Backend::reference);
+  const double amp = readout_amplification(c(), inputs_to_f64(in), ref);
+  // Both paths carry the oracle-vs-fp32 error: twice the bound.
+  expect_close(recurrent.o, chunked.o, 2 * tol_output(dtype(), fp64(), c().ridge_ratio, amp), "o");
   expect_close(recurrent.final_kk, chunked.final_kk, tol, "final_kk");
   expect_close(recurrent.final_kv, chunked.final_kv, tol, "final_kv");
 }

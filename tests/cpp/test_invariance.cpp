@@ -227,3 +227,37 @@ TEST(Invariance, ThreadCountIndependentBitwise) {
 
 }  // namespace
 }  // namespace gka::test
+
+namespace gka::test {
+namespace {
+
+// Views with row strides of a larger buffer (e.g. q, k, v sliced out of one fused projection) give the
+// same result as contiguous tensors.
+TEST(Invariance, StridedViewsEqualContiguous) {
+  Case c;
+  c.name = "strided";
+  c.B = 2;
+  c.T = 70;
+  c.H = 2;
+  c.D = 16;
+  const CaseInputs in = inputs_make(c, 22);
+  const ForwardResult dense = forward_run(c, in, Backend::cpu);
+  // Pack q | k | v into one [B, T, H, 3D] buffer and view each third.
+  const Tensor qkv = Tensor::concat(Tensor::concat(in.q, in.k, 3), in.v, 3);
+  Inputs strided = in.view();
+  for (int i = 0; i < 3; ++i) {
+    TensorView v = qkv.view();
+    v.sizes[3] = c.D;
+    v.data = static_cast<float*>(v.data) + i * c.D;
+    (i == 0 ? strided.q : i == 1 ? strided.k : strided.v) = v;
+  }
+  Tensor o(DType::f32, {c.B, c.T, c.H, c.D});
+  o.fill_nan();
+  ForwardOutputs out;
+  out.o = o.view();
+  chunk_forward(strided, out, c.options(Backend::cpu));
+  EXPECT_EQ(o.to_f64(), dense.o.to_f64());
+}
+
+}  // namespace
+}  // namespace gka::test

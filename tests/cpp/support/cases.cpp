@@ -272,3 +272,49 @@ Case case_in_f64(Case c) {
 }
 
 }  // namespace gka::test
+
+namespace gka::test {
+
+double readout_amplification(const Case& c, const CaseInputs& in64, const ForwardResult& ref64) {
+  const int64_t D = c.D, Dv = c.dv(), H = c.H, T = c.T;
+  const double s = 1.0 / std::sqrt(static_cast<double>(D));
+  const std::vector<double> q = in64.q.to_f64(), k = in64.k.to_f64(), v = in64.v.to_f64(), x = ref64.x.to_f64();
+  const std::vector<double> alpha = in64.alpha.to_f64(), g = in64.g.to_f64(), h0 = in64.h0_kv.to_f64();
+  std::vector<int64_t> starts, lengths, rows;  // per sequence: first token, length, batch row
+  if (c.varlen.empty()) {
+    for (int64_t b = 0; b < c.B; ++b) starts.push_back(0), lengths.push_back(T), rows.push_back(b);
+  } else {
+    int64_t t0 = 0;
+    for (int64_t n : c.varlen) starts.push_back(t0), lengths.push_back(n), rows.push_back(0), t0 += n;
+  }
+  double sum_c2 = 0;
+  for (size_t n = 0; n < starts.size(); ++n)
+    for (int64_t h = 0; h < H; ++h) {
+      std::vector<double> S(static_cast<size_t>(D * Dv), 0.0);
+      if (!h0.empty())
+        for (int64_t i = 0; i < D * Dv; ++i) S[i] = h0[(static_cast<int64_t>(n) * H + h) * D * Dv + i];
+      for (int64_t t = starts[n]; t < starts[n] + lengths[n]; ++t) {
+        const int64_t r = (rows[n] * T + t) * H + h;  // index of (b, t, h)
+        const double decay = g.empty() ? 1.0 : std::exp(g[r]);
+        double s2 = 0, qt2 = 0;
+        for (int64_t i = 0; i < D; ++i)
+          for (int64_t j = 0; j < Dv; ++j) {
+            double& e = S[i * Dv + j];
+            e = decay * e + k[r * D + i] * v[r * Dv + j];
+            s2 += e * e;
+          }
+        const double a = alpha.empty() ? 1.0 : alpha[r];
+        for (int64_t i = 0; i < D; ++i) {
+          const double qi = q[r * D + i];
+          const double qt = c.num_iter > 0 ? qi + a * (x[r * D + i] - qi) : qi;
+          qt2 += qt * qt;
+        }
+        sum_c2 += s * s * s2 * qt2;
+      }
+    }
+  double o2 = 0;
+  for (double e : ref64.o.to_f64()) o2 += e * e;
+  return o2 > 0 ? std::sqrt(sum_c2 / o2) : 1.0;
+}
+
+}  // namespace gka::test

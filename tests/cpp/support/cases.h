@@ -67,3 +67,11 @@ namespace gka::test {
 CaseInputs inputs_to_f64(const CaseInputs& in);
 Case case_in_f64(Case c);
 }  // namespace gka::test
+
+namespace gka::test {
+// How much the readout o_t = s S_tᵀ q̃_t amplifies relative rounding of q̃ (or of x inside it):
+// sqrt(Σ_t (s ‖S_t‖_F ‖q̃_t‖)²) / ‖o‖, from fp64 inputs and the oracle's x and o. Early tokens after a
+// sequence start have ‖x_t‖ ~ ‖q_t‖/(r f_t) whose components outside the span of the keys cancel in
+// S_tᵀ q̃_t (spec §A.3), so an fp32 x of relative accuracy eps gives o a relative error of eps times this.
+double readout_amplification(const Case& c, const CaseInputs& in64, const ForwardResult& ref64);
+}  // namespace gka::test

@@ -25,6 +25,14 @@ inline double tol_stored(DType dtype, bool fp64, double ridge_ratio) {
   return compute;
 }
 
+// The output o: the readout s S_tᵀ q̃_t cancels large components of x (spec §A.3), amplifying the
+// relative rounding of x by `amplification` (cases.h: readout_amplification, 4..110 on our cases). So o
+// gets max(forward bound, amplification x (the accuracy of x: 1e-6 in fp32, 1e-13 in fp64)), plus storage.
+inline double tol_output(DType dtype, bool fp64, double ridge_ratio, double amplification) {
+  const double compute = std::max(tol_forward(fp64, ridge_ratio), amplification * (fp64 ? 1e-13 : 1e-6));
+  return tol_stored(dtype, fp64, ridge_ratio) - tol_forward(fp64, ridge_ratio) + compute;
+}
+
 inline double tol_gradient(DType dtype, bool fp64, double ridge_ratio) {
   return tol_stored(dtype, fp64, ridge_ratio) + (fp64 ? 1e-9 : 2e-4 * kappa_factor(ridge_ratio));
 }
