@@ -201,10 +201,8 @@ ForwardResult forward_run(const Case& c, const CaseInputs& in, Backend backend, 
   out.o = r.o.view();
   out.final_kk = r.final_kk.view();
   out.final_kv = r.final_kv.view();
-  if (c.num_iter > 0) {
-    out.x = r.x.view();
-    out.fro = r.fro.view();
-  }
+  out.x = r.x.view();
+  out.fro = r.fro.view();
   if (recurrent)
     recurrent_forward(in.view(), out, c.options(backend));
   else
