@@ -18,6 +18,9 @@ struct Param {
   Case c;
 };
 
+// What GoogleTest prints for a parameter: its id, not a byte dump.
+void PrintTo(const Param& p, std::ostream* os) { *os << case_id(p.c); }
+
 std::string backend_name(Backend b) { return b == Backend::cuda ? "cuda" : "cpu"; }
 
 class Backends : public ::testing::TestWithParam<Param> {
