@@ -152,7 +152,10 @@ CaseInputs inputs_make(const Case& c, uint64_t seed) {
       for (int64_t s = 0; s < m; ++s) {
         std::vector<double> key(c.D), val(c.dv());
         double norm = 0;
-        for (auto& x : key) norm += (x = nd(rng)) * x;
+        for (auto& x : key) {
+          x = nd(rng);
+          norm += x * x;
+        }
         for (auto& x : key) x /= std::sqrt(norm);
         for (auto& x : val) x = nd(rng) * 0.5;
         for (int64_t i = 0; i < c.D; ++i) {
