@@ -139,7 +139,9 @@ void step_b(const Problem& p, const ChebyshevPlan& cheb, const BackwardInputs& g
     std::copy(dx, dx + n * Dp, U);  // x = q exactly: the "solve" is the identity
   }
   for (int64_t i = 0; i < n; ++i) {
-    wl[i] = solve && p.lambda_grad ? static_cast<T>(p.ridge_ratio) * dot(U + i * Dp, w.X + i * Dp, Dp) / fro[i] : T(0);
+    wl[i] = solve && p.lambda_grad && fro[i] > 0
+                ? static_cast<T>(p.ridge_ratio) * dot(U + i * Dp, w.X + i * Dp, Dp) / fro[i]
+                : T(0);
     const T a = w.alpha()[i];
     for (int64_t c = 0; c < Dp; ++c) w.Ka[i * Dp + c] = (1 - a) * w.dQt[i * Dp + c] + U[i * Dp + c];
   }

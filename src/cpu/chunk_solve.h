@@ -81,7 +81,7 @@ T* solve_chebyshev(const ChunkOp<T>& op, const T* Q, const T* f, const Chebyshev
   T* hx = bufs.c;
   T eta[256], lam[256];
   for (int64_t i = 0; i < n; ++i) {
-    eta[i] = static_cast<T>(plan.eta_f) / f[i];
+    eta[i] = f[i] > 0 ? static_cast<T>(plan.eta_f) / f[i] : T(0);  // H = 0: x stays 0 (min-norm solution)
     lam[i] = static_cast<T>(r) * f[i];
     for (int64_t d = 0; d < Dp; ++d) {
       x[i * Dp + d] = eta[i] * Q[i * Dp + d];
@@ -172,6 +172,10 @@ struct ExactSolver {
       Eigen::Map<const Vec> k(K + i * Dp, D);
       Hc *= decay;
       Hc.noalias() += k * k.transpose();
+      if (f[i] == 0) {  // H = 0: the minimum-norm solution, as the iterative solvers give
+        Eigen::Map<Vec>(X + i * Dp, D).setZero();
+        continue;
+      }
       A = Hc;
       A.diagonal().array() += static_cast<T>(r) * f[i];
       llt.compute(A);

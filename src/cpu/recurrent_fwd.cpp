@@ -31,6 +31,8 @@ struct DecodeWork {
     const T lam = static_cast<T>(p.ridge_ratio) * f;
     if (p.num_iter == 0) {
       x = q;
+    } else if (f == 0) {  // H = 0: the minimum-norm solution x = 0 (docs/algorithm.md)
+      x.setZero();
     } else if (p.solver == Solver::exact) {
       A = H;
       A.diagonal().array() += lam;

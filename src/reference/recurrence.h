@@ -124,8 +124,11 @@ inline Vec exact_solve(const Mat& H, double lambda, const Vec& rhs) {
   return cholesky_solve(A, rhs);
 }
 
-// x ~ (H + r f I)^{-1} rhs with the problem's solver (f = ||H||_F, saved by the caller).
+// x ~ (H + r f I)^{-1} rhs with the problem's solver (f = ||H||_F, saved by the caller). H = 0 (only zero
+// keys so far, e.g. zero-padded tokens) has no ridge solution; we return its limit on the range of H, the
+// minimum-norm x = 0, where the authors' kernels produce NaN (docs/algorithm.md, "Zero Gram matrix").
 inline Vec ridge_solve(const Problem& p, const ChebyshevPlan& plan, const Mat& H, double f, const Vec& rhs) {
+  if (f == 0.0) return zeros(static_cast<int64_t>(rhs.size()));
   const double lambda = p.ridge_ratio * f;
   switch (p.solver) {
     case Solver::chebyshev: return chebyshev_solve(H, lambda, f, rhs, plan);

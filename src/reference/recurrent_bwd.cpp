@@ -85,7 +85,7 @@ void token_backward(const Problem& p, const ChebyshevPlan& plan, const BackwardI
     dalpha = dot(dq_mixed, x_minus_q);
     const Vec u = ridge_solve(p, plan, H, f, scaled(dq_mixed, tok.alpha));  // adjoint solve of dx = alpha dq~
     // Psi_t = -u x^T - w H_t: the lambda path w = r <u, x> / f comes from lambda_t = r ||H_t||_F.
-    const double w = p.lambda_grad ? p.ridge_ratio * dot(u, x) / f : 0.0;
+    const double w = p.lambda_grad && f > 0 ? p.ridge_ratio * dot(u, x) / f : 0.0;
     add_outer(H_hat, -1.0, u, x);
     add_scaled(H_hat, -w, H);
     for (size_t i = 0; i < dq.size(); ++i) dq[i] = (1.0 - tok.alpha) * dq_mixed[i] + u[i];

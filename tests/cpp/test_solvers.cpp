@@ -4,9 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
+#include <tuple>
 
 #include "support/cases.h"
 #include "support/metrics.h"
+#include "support/tolerance.h"
 
 namespace gka::test {
 namespace {
@@ -119,6 +122,47 @@ TEST(Solvers, ZeroIterationsIsGatedLinearAttention) {
   const ForwardResult r30 = forward_run(c30, zero_alpha, Backend::cpu);
   EXPECT_LE(rel_err(r.o, r30.o), 1e-12);
   EXPECT_EQ(r.x.to_f64(), in.q.to_f64());  // x is reported as q when nothing is solved
+}
+
+}  // namespace
+}  // namespace gka::test
+
+namespace gka::test {
+namespace {
+
+// Zero-padded tokens at a sequence start have zero keys, so H_t = 0: every solver returns x = 0 there
+// (docs/algorithm.md), nothing is NaN, and the CPU backend agrees with the oracle in values and gradients.
+TEST(Solvers, ZeroGramMatrixGivesMinimumNormSolution) {
+  for (const char* solver : {"chebyshev", "cg", "exact"}) {
+    Case c;
+    c.name = "zero_keys";
+    c.B = 1;
+    c.T = 80;
+    c.H = 2;
+    c.D = 16;
+    c.solver = solver;
+    CaseInputs in = inputs_make(c, 40);
+    std::vector<double> k = in.k.to_f64();
+    std::fill(k.begin(), k.begin() + 5 * c.H * c.D, 0.0);  // tokens 0..4 padded
+    in.k = Tensor::from_f64(k, in.k.dtype(), in.k.sizes());
+    const ForwardResult got = forward_run(c, in, Backend::cpu);
+    const ForwardResult ref = forward_run(case_in_f64(c), inputs_to_f64(in), Backend::reference);
+    ASSERT_EQ(nonfinite_count(got.o), 0) << solver;
+    ASSERT_EQ(nonfinite_count(ref.o), 0) << solver;
+    for (double x : got.x.slice(1, 0, 5).to_f64()) EXPECT_EQ(x, 0.0) << solver;
+    const double amp = readout_amplification(c, inputs_to_f64(in), ref);
+    EXPECT_LE(rel_err(got.o, ref.o), tol_output(DType::f32, false, c.ridge_ratio, amp)) << solver;
+    if (std::string(solver) == "cg") continue;
+    const BackwardSeeds seeds = seeds_make(c, 41);
+    const BackwardResult g = backward_run(c, in, seeds, Backend::cpu);
+    BackwardSeeds s64{seeds.d_o.cast(DType::f64), seeds.d_final_kk.cast(DType::f64), seeds.d_final_kv.cast(DType::f64)};
+    const BackwardResult gr = backward_run(case_in_f64(c), inputs_to_f64(in), s64, Backend::reference);
+    for (auto [a, b, name] : {std::tuple{&g.dq, &gr.dq, "dq"}, {&g.dk, &gr.dk, "dk"}, {&g.dgk, &gr.dgk, "dgk"},
+                              {&g.dalpha, &gr.dalpha, "dalpha"}, {&g.dh0_kk, &gr.dh0_kk, "dh0_kk"}}) {
+      ASSERT_EQ(nonfinite_count(*a), 0) << solver << " " << name;
+      EXPECT_LE(rel_err(*a, *b), tol_gradient(DType::f32, false, c.ridge_ratio)) << solver << " " << name;
+    }
+  }
 }
 
 }  // namespace
