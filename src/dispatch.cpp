@@ -12,8 +12,15 @@ namespace {
 Backend backend_resolve(const Problem& p, Backend requested, const char* fn) {
   const Device dev = p.in.q.device;
   if (requested == Backend::automatic) requested = dev == Device::cuda ? Backend::cuda : Backend::cpu;
-  if (requested == Backend::cuda)
+  if (requested == Backend::cuda) {
+#ifdef GKA_WITH_CUDA
+    if (dev != Device::cuda)
+      throw Error(std::string(fn) + ": the cuda backend needs tensors on the cuda device, got cpu tensors");
+    return requested;
+#else
     throw Error(std::string(fn) + ": the CUDA backend is not available in this build (tensors on cuda need it)");
+#endif
+  }
   if (dev != Device::cpu)
     throw Error(std::string(fn) + ": the " + (requested == Backend::reference ? "reference" : "cpu") +
                 " backend needs tensors on the cpu, got cuda tensors");
@@ -25,8 +32,13 @@ Backend backend_resolve(const Problem& p, Backend requested, const char* fn) {
 void chunk_forward(const Inputs& in, const ForwardOutputs& out, const Options& opt) {
   Problem p = problem_make(in, opt, Phase::chunk_forward);
   outputs_check(p, out);
-  if (backend_resolve(p, opt.backend, "gka::chunk_forward") == Backend::reference)
+  const Backend b = backend_resolve(p, opt.backend, "gka::chunk_forward");
+  if (b == Backend::reference)
     reference::forward(p, out);
+#ifdef GKA_WITH_CUDA
+  else if (b == Backend::cuda)
+    cuda::chunk_forward(p, out);
+#endif
   else
     cpu::chunk_forward(p, out);
 }
@@ -34,8 +46,13 @@ void chunk_forward(const Inputs& in, const ForwardOutputs& out, const Options& o
 void chunk_backward(const Inputs& in, const BackwardInputs& gin, const Gradients& gout, const Options& opt) {
   Problem p = problem_make(in, opt, Phase::chunk_backward);
   backward_check(p, gin, gout);
-  if (backend_resolve(p, opt.backend, "gka::chunk_backward") == Backend::reference)
+  const Backend b = backend_resolve(p, opt.backend, "gka::chunk_backward");
+  if (b == Backend::reference)
     reference::backward(p, gin, gout);
+#ifdef GKA_WITH_CUDA
+  else if (b == Backend::cuda)
+    cuda::chunk_backward(p, gin, gout);
+#endif
   else
     cpu::chunk_backward(p, gin, gout);
 }
@@ -43,8 +60,13 @@ void chunk_backward(const Inputs& in, const BackwardInputs& gin, const Gradients
 void recurrent_forward(const Inputs& in, const ForwardOutputs& out, const Options& opt) {
   Problem p = problem_make(in, opt, Phase::recurrent_forward);
   outputs_check(p, out);
-  if (backend_resolve(p, opt.backend, "gka::recurrent_forward") == Backend::reference)
+  const Backend b = backend_resolve(p, opt.backend, "gka::recurrent_forward");
+  if (b == Backend::reference)
     reference::forward(p, out);
+#ifdef GKA_WITH_CUDA
+  else if (b == Backend::cuda)
+    cuda::recurrent_forward(p, out);
+#endif
   else
     cpu::recurrent_forward(p, out);
 }
@@ -59,8 +81,13 @@ void decode_pool_step(const Inputs& in, const StatePool& pool, const TensorView&
   out.o = o;
   out.final_kk = pool.kk;
   out.final_kv = pool.kv;
-  if (backend_resolve(p, opt.backend, "gka::decode_pool_step") == Backend::reference)
+  const Backend b = backend_resolve(p, opt.backend, "gka::decode_pool_step");
+  if (b == Backend::reference)
     reference::forward(p, out);
+#ifdef GKA_WITH_CUDA
+  else if (b == Backend::cuda)
+    cuda::recurrent_forward(p, out);
+#endif
   else
     cpu::recurrent_forward(p, out);
 }

@@ -28,9 +28,18 @@ def _split_state(initial_state: Optional[State]):
     return initial_state[0], initial_state[1]
 
 
+def _host_index(index: Optional[torch.Tensor], host_copy: Optional[torch.Tensor] = None):
+    """The core reads sequence offsets and pool slots on the host (it plans the launch there): a device tensor
+    is replaced by its host copy if the caller gave one (fla's ``cu_seqlens_cpu``), else copied (one sync)."""
+    if index is None or index.device.type == "cpu":
+        return index
+    return host_copy if host_copy is not None else index.cpu()
+
+
 def _forward(op, q, k, v, g, gk, alpha, scale, ridge_ratio, num_iter, initial_state, output_final_state,
-             cu_seqlens, solver, lambda_grad, chunk_size, backend):
+             cu_seqlens, solver, lambda_grad, chunk_size, backend, cu_seqlens_cpu=None):
     h_kk, h_kv = _split_state(initial_state)
+    cu_seqlens = _host_index(cu_seqlens, cu_seqlens_cpu)
     o, final_kk, final_kv, _x, _fro = op(
         q, k, v, alpha, g, gk, h_kk, h_kv, cu_seqlens, None if scale is None else float(scale),
         float(ridge_ratio), int(num_iter), int(chunk_size), solver, bool(lambda_grad), backend)
@@ -71,9 +80,9 @@ def chunk_gka(
         num_iter: Chebyshev mat-vecs (0 = no solve, plain gated linear attention).
         initial_state: ``(h_kk [N, H, K, K], h_kv [N, H, K, V])`` or None (zero).
         output_final_state: return ``(h_kk, h_kv)`` after the last token of every sequence.
-        cu_seqlens: ``[N + 1]`` int32/int64 offsets of packed sequences (``B == 1``), on q's device.
-        cu_seqlens_cpu: a host copy of ``cu_seqlens``, accepted for fla compatibility; the CPU path reads
-            ``cu_seqlens`` directly, so it is unused for now.
+        cu_seqlens: ``[N + 1]`` int32/int64 offsets of packed sequences (``B == 1``), on any device (the
+            offsets are read on the host: a device tensor costs one copy unless ``cu_seqlens_cpu`` is given).
+        cu_seqlens_cpu: a host copy of ``cu_seqlens`` (as in fla), used instead of copying it.
         solver: "chebyshev" (the paper's), "exact" (Cholesky) or "cg" (forward only).
         lambda_grad: differentiate ``lambda_t`` through ``||H_t||_F`` (the authors' ``bp_lambda``).
         chunk_size: chunk length of the chunked forward and backward.
@@ -92,9 +101,8 @@ def chunk_gka(
         o, (h_kk, h_kv) = gka.chunk_gka(q, k, v, g, g, output_final_state=True,
                                         cu_seqlens=torch.tensor([0, 3, 8]))
     """
-    del cu_seqlens_cpu
     return _forward(torch.ops.gka.chunk_fwd, q, k, v, g, gk, alpha, scale, ridge_ratio, num_iter, initial_state,
-                    output_final_state, cu_seqlens, solver, lambda_grad, chunk_size, backend)
+                    output_final_state, cu_seqlens, solver, lambda_grad, chunk_size, backend, cu_seqlens_cpu)
 
 
 def fused_recurrent_gka(
@@ -162,5 +170,5 @@ def decode_pool_step_(
     states live in ``pool`` slot ``slots[b]`` (int32/int64, ``[B]``; a negative slot skips the row). The pool is
     updated in place; returns ``o [B, T, H, V]``. Not differentiable."""
     return torch.ops.gka.decode_pool_step_(
-        q, k, v, alpha, g, gk, pool.kk, pool.kv, slots, None if scale is None else float(scale),
+        q, k, v, alpha, g, gk, pool.kk, pool.kv, _host_index(slots), None if scale is None else float(scale),
         float(ridge_ratio), int(num_iter), solver, backend)

@@ -147,7 +147,8 @@ Problem problem_make(const Inputs& in, const Options& opt, Phase phase) {
       fail(fn, "cu_seqlens must have shape [N+1] with N >= 1, got " + shape_str(cu));
     if (cu.dtype != DType::i32 && cu.dtype != DType::i64)
       fail(fn, std::string("cu_seqlens must have dtype int32 or int64, got ") + dtype_name(cu.dtype));
-    if (cu.device != Device::cpu && dev == Device::cpu) fail(fn, "cu_seqlens must be on the cpu like q");
+    // Validation and the sequence plan read the offsets on the host, also for cuda tensors (no device sync).
+    if (cu.device != Device::cpu) fail(fn, "cu_seqlens must be a cpu tensor (its offsets are read on the host)");
     if (p.B != 1) fail(fn, "cu_seqlens requires B == 1 (packed sequences), got B = " + std::to_string(p.B));
     const int64_t n = cu.sizes[0] - 1;
     if (load_index(cu, 0) != 0) fail(fn, "cu_seqlens[0] must be 0, got " + std::to_string(load_index(cu, 0)));
@@ -312,6 +313,7 @@ void pool_check(const Problem& p, const StatePool& pool, const TensorView& o) {
     fail(fn, "pool.slots must have shape [B] = [" + std::to_string(p.B) + "], got " + shape_str(pool.slots));
   if (pool.slots.dtype != DType::i32 && pool.slots.dtype != DType::i64)
     fail(fn, std::string("pool.slots must have dtype int32 or int64, got ") + dtype_name(pool.slots.dtype));
+  if (pool.slots.device != Device::cpu) fail(fn, "pool.slots must be a cpu tensor (slot indices are read on the host)");
   std::vector<char> used(static_cast<size_t>(P), 0);
   for (int64_t b = 0; b < p.B; ++b) {
     const int64_t s = load_index(pool.slots, b);

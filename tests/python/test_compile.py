@@ -2,15 +2,15 @@
 import torch
 
 import gka
-from conftest import rel_rms
+from conftest import head_dims, rel_rms
 from gka.nn import GatedKalmaNet, GatedKalmaNetConfig
 
 
 class Block(torch.nn.Module):
-    def __init__(self, d=32):
+    def __init__(self, d=32, head_dim=16):
         super().__init__()
         self.norm = torch.nn.LayerNorm(d)
-        self.mixer = GatedKalmaNet(GatedKalmaNetConfig(hidden_size=d, num_heads=2, num_kv_heads=1, head_dim=16,
+        self.mixer = GatedKalmaNet(GatedKalmaNetConfig(hidden_size=d, num_heads=2, num_kv_heads=1, head_dim=head_dim,
                                                        chunk_size=16))
 
     def forward(self, x):
@@ -20,7 +20,7 @@ class Block(torch.nn.Module):
 
 def test_compile_fullgraph_layer(device):
     torch.manual_seed(0)
-    model = Block().to(device)
+    model = Block(head_dim=head_dims(device, 16, 16)[0]).to(device)
     x = torch.randn(2, 24, 32, device=device)
     ref = model(x)
     ref.square().mean().backward()
@@ -42,10 +42,11 @@ def test_compile_fullgraph_op_dynamic(device):
         return o.sum() + kk.sum() + kv.sum()
 
     compiled = torch.compile(f, fullgraph=True, dynamic=True, backend="aot_eager")
+    K = head_dims(device, 8, 8)[0]
     for T in (20, 33):
-        q = torch.nn.functional.normalize(torch.randn(1, T, 2, 8, device=device), dim=-1).requires_grad_(True)
-        k = torch.nn.functional.normalize(torch.randn(1, T, 2, 8, device=device), dim=-1)
-        v = torch.randn(1, T, 2, 8, device=device)
+        q = torch.nn.functional.normalize(torch.randn(1, T, 2, K, device=device), dim=-1).requires_grad_(True)
+        k = torch.nn.functional.normalize(torch.randn(1, T, 2, K, device=device), dim=-1)
+        v = torch.randn(1, T, 2, K, device=device)
         g = torch.nn.functional.logsigmoid(torch.randn(1, T, 2, device=device) + 3)
         out = compiled(q, k, v, g)
         (gq,) = torch.autograd.grad(out, q)

@@ -29,6 +29,9 @@ def run(fn, inp, names, cu=None, **kw):
 
 
 def prepared(device, B=1, T=6, H=1, K=4, V=3, N=None, gates=True):
+    if device == "cuda":
+        pytest.skip("fp64 gradcheck needs fp64 compute: the CUDA kernels compute in fp32 (C++ test_cuda compares "
+                    "their gradients with the fp64 oracle)")
     inp = to64(make_inputs(B, T, H, K, V, device=device, gates=gates, state=True, N=N))
     h0_kk, h0_kv = inp.pop("initial_state")
     inp["h0_kk"], inp["h0_kv"] = h0_kk, h0_kv

@@ -7,7 +7,7 @@ from gka.nn import GatedKalmaNet, GatedKalmaNetConfig
 
 def layer(device, **kw):
     torch.manual_seed(0)
-    cfg = dict(hidden_size=32, num_heads=4, num_kv_heads=2, head_dim=8, chunk_size=16)
+    cfg = dict(hidden_size=32, num_heads=4, num_kv_heads=2, head_dim=64 if device == "cuda" else 8, chunk_size=16)
     cfg.update(kw)
     return GatedKalmaNet(GatedKalmaNetConfig(**cfg)).to(device)
 

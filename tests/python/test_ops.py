@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import gka
-from conftest import assert_close_to_oracle, make_inputs, to64
+from conftest import assert_close_to_oracle, head_dims, make_inputs, to64
 
 CASES = [  # B, T, H, K, V, chunk_size
     pytest.param(2, 37, 2, 16, 8, 16, id="B2_T37_H2_K16_V8_C16"),
@@ -120,7 +120,8 @@ def test_varlen_equals_loop(device):
 
 
 def test_pool_step_matches_recurrent(device):
-    B, H, K, V, P = 3, 2, 8, 8, 5
+    B, H, P = 3, 2, 5
+    K, V = head_dims(device, 8, 8)
     pre = make_inputs(B, 6, H, K, V, device=device)
     _, (kk, kv) = gka.chunk_gka(**pre, output_final_state=True)
     pool = gka.StatePool.empty(P, H, K, V, device=device)

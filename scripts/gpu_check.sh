@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# On the GPU machine (see the device tool; carry .gpu-deps): build with CUDA, run every C++ test (test_cuda
+# included), install the torch package and run the pytest suite (cuda cases included), then the CUDA bench.
+# Logs go to $OUT (default /tmp/gka-out); a short summary is printed last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gka-out}
+mkdir -p "$OUT"
+eval "$(bash scripts/gpu_deps.sh unpack)"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+cmake -S . -B build-gpu -G Ninja -DGKA_BUILD_APPS=OFF -DGKA_BUILD_BENCH=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+cmake --build build-gpu -j16 >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+(cd build-gpu && ctest -j8 --output-on-failure) >"$OUT/ctest.log" 2>&1
+echo "ctest rc=$?"; grep -E "tests passed|tests failed|\(Failed\)" "$OUT/ctest.log" | head -20
+python3 -m pip install --no-build-isolation --no-deps -q . >"$OUT/pip.log" 2>&1 || { tail -30 "$OUT/pip.log"; exit 1; }
+python3 -m pytest tests/python -q -rs -p no:cacheprovider >"$OUT/pytest.log" 2>&1
+echo "pytest rc=$?"; grep -E "passed|failed|FAILED|Error" "$OUT/pytest.log" | tail -15
+./build-gpu/bench/gka_bench_cuda >"$OUT/bench.log" 2>&1; tail -25 "$OUT/bench.log"

@@ -1,0 +1,524 @@
+// Chunked backward of the CUDA backend (docs/algorithm.md, "Backward", steps (A)-(D)):
+//   (A) chunk-start states (chunk_states.cu);
+//   (B) one CTA per (chunk, head): dq~, dalpha, the adjoint solve u, dq, and the chunk sums Σ e^{G}Ψ, Σ e^{Gg}Φ;
+//   (C) elementwise reverse scan over each sequence's chunks: the adjoints R_c, Q_c arriving at each chunk's
+//       end state, and the initial-state gradients;
+//   (D) one CTA per (chunk, head): dk, dv, dgk, dg.
+// No atomics: every CTA writes only its own rows and tiles, so the result is bitwise reproducible.
+#include "backends.h"
+#include "cuda/chunk_states.h"
+#include "cuda/chunk_tile.cuh"
+
+namespace gka::cuda {
+
+struct BwdArgs {
+  DView q, k, v, alpha, g, gk, d_o, x_in, fro_in;
+  DView dq, dk, dv, dalpha, dg, dgk;
+  StateBufs st;
+  float *X, *U, *Psi, *Phi, *scal, *Rin, *Qin;  // scratch, see backward_run
+  ChebConst cc;
+  const float* omega;
+  float scale;
+  int H;
+  int lambda_grad;
+};
+
+template <int D>
+__device__ __forceinline__ void rows_scale(Regs<D>& r, const float* v) {
+  using F = Cfg<D>;
+  const int tr = threadIdx.x / 16;
+#pragma unroll
+  for (int i = 0; i < F::TM; ++i)
+#pragma unroll
+    for (int j = 0; j < F::TN; ++j) r[i][j] *= v[tr + 16 * i];
+}
+
+// Σ over this thread's columns of a[i][j] * b[row][col] for each of its rows, reduced over the row's threads.
+template <int D>
+__device__ __forceinline__ void rows_dot(const Regs<D>& a, const float* b, int ldb, float (&out)[Cfg<D>::TM]) {
+  using F = Cfg<D>;
+  const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
+#pragma unroll
+  for (int i = 0; i < F::TM; ++i) {
+    float v = 0.f;
+#pragma unroll
+    for (int j = 0; j < F::TN; ++j) v = fmaf(a[i][j], b[(tr + 16 * i) * ldb + tc + 16 * j], v);
+    out[i] = row_sum16(v);
+  }
+}
+
+// A D x D product into registers, acc(a, b) = Σ_i A[i ld + a] B[i ld + b] over i < n (Aᵀ B of two C x D tiles).
+template <int D>
+__device__ __forceinline__ void gram_mac(float (&acc)[D / 16][D / 16], const float* A, const float* B, int n) {
+  tile_mac(acc, A, 1, Cfg<D>::LD, B, Cfg<D>::LD, 1, n, threadIdx.x / 16, threadIdx.x % 16);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, BwdArgs a) {
+  using F = Cfg<D>;
+  extern __shared__ float4 smem_raw[];
+  ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
+  const Item it = items[blockIdx.x];
+  const int h = blockIdx.y, n = it.n, tr = threadIdx.x / 16, tc = threadIdx.x % 16;
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * a.H + h;
+  const int64_t tile = static_cast<int64_t>(it.slot) * a.H + h;
+  const bool solve = a.cc.n > 0;
+  constexpr int64_t DD = static_cast<int64_t>(D) * D;
+
+  rows_load<D>(s.K, a.k, it, h);
+  rows_load<D>(s.X, a.q, it, h);
+  square_load<D>(s.H, a.st.Hs + tile * DD);
+  if (threadIdx.x < F::C)
+    s.alpha[threadIdx.x] = threadIdx.x < n ? dscalar(a.alpha, it.batch, it.t0 + threadIdx.x, h, 1.f) : 0.f;
+  gate_build<D>(a.gk, it, h, s.G, s.eG, s.M);
+  __syncthreads();
+  Regs<D> q, x;
+  regs_from_smem<D>(q, s.X);
+  if (a.fro_in.dt) {
+    if (threadIdx.x < F::C) s.f[threadIdx.x] = threadIdx.x < n ? dload(a.fro_in, drow(a.fro_in, it.batch, it.t0 + threadIdx.x, h)) : 0.f;
+    __syncthreads();
+  } else {
+    fro_norms<D>(s, n);
+  }
+  if (solve && a.x_in.dt) {
+    __syncthreads();
+    rows_load<D>(s.X, a.x_in, it, h);
+    __syncthreads();
+    regs_from_smem<D>(x, s.X);
+  } else if (solve) {
+    cheb_solve<D>(s, n, a.cc, a.omega, q, false, x);
+  } else {
+#pragma unroll
+    for (int i = 0; i < F::TM; ++i)
+#pragma unroll
+      for (int j = 0; j < F::TN; ++j) x[i][j] = q[i][j];
+  }
+  regs_to_global<D>(x, a.X + id * F::C * D);
+
+  // dq~ = s [diag(e^Gg) dO S̄ᵀ + ((dO Vᵀ) ⊙ Mg) K]
+  __syncthreads();
+  rows_load<D>(s.X, a.d_o, it, h);
+  rows_load<D>(s.V, a.v, it, h);
+  square_load<D>(s.H, a.st.Ss + tile * DD);
+  gate_build<D>(a.g, it, h, s.Gg, s.eGg, s.M);
+  __syncthreads();
+  scores_lower<D>(s.P, s.X, F::LD, s.V, F::LD, s.M, n, 1.f);
+  Regs<D> dqt;
+  tile_zero(dqt);
+  tile_mac(dqt, s.X, F::LD, 1, s.H, 1, F::LD, D, tr, tc);
+  rows_scale<D>(dqt, s.eGg);
+  __syncthreads();
+  tile_mac(dqt, s.P, F::LC, 1, s.K, F::LD, 1, n, tr, tc);
+  Regs<D> qt, dx;
+#pragma unroll
+  for (int i = 0; i < F::TM; ++i) {
+    const int row = tr + 16 * i;
+    const float al = s.alpha[row];
+    float da = 0.f, qd = 0.f;
+#pragma unroll
+    for (int j = 0; j < F::TN; ++j) {
+      dqt[i][j] *= a.scale;
+      qt[i][j] = q[i][j] + al * (x[i][j] - q[i][j]);
+      da = fmaf(dqt[i][j], x[i][j] - q[i][j], da);
+      qd = fmaf(qt[i][j], dqt[i][j], qd);
+      dx[i][j] = al * dqt[i][j];
+    }
+    da = row_sum16(da);
+    qd = row_sum16(qd);
+    if (tc == 0) {
+      if (a.dalpha.dt && row < n) dstore(a.dalpha, drow(a.dalpha, it.batch, it.t0 + row, h), da);
+      a.scal[id * 3 * F::C + 2 * F::C + row] = qd;
+    }
+  }
+
+  // Adjoint solve Hᵀ u = dx (same solver), w, dq = (1 - alpha) dq~ + u.
+  __syncthreads();
+  square_load<D>(s.H, a.st.Hs + tile * DD);
+  gate_build<D>(a.gk, it, h, s.G, s.eG, s.M);
+  __syncthreads();
+  Regs<D> u;
+  if (solve) {
+    cheb_solve<D>(s, n, a.cc, a.omega, dx, true, u);
+  } else {
+#pragma unroll
+    for (int i = 0; i < F::TM; ++i)
+#pragma unroll
+      for (int j = 0; j < F::TN; ++j) u[i][j] = dx[i][j];
+  }
+#pragma unroll
+  for (int i = 0; i < F::TM; ++i) {
+    const int row = tr + 16 * i;
+    float ux = 0.f;
+#pragma unroll
+    for (int j = 0; j < F::TN; ++j) {
+      ux = fmaf(u[i][j], x[i][j], ux);
+      dqt[i][j] = (1.f - s.alpha[row]) * dqt[i][j] + u[i][j];
+    }
+    ux = row_sum16(ux);
+    if (tc == 0) {
+      const float w = (solve && a.lambda_grad && row < n && s.f[row] > 0.f) ? a.cc.r * ux / s.f[row] : 0.f;
+      s.w[row] = w;
+      a.scal[id * 3 * F::C + row] = row < n ? s.f[row] : 0.f;
+      a.scal[id * 3 * F::C + F::C + row] = w;
+    }
+  }
+  if (a.dq.dt) regs_store<D>(dqt, a.dq, it, h);
+  regs_to_global<D>(u, a.U + id * F::C * D);
+
+  // Σ e^{G_s} Ψ_s = -Uᵀ diag(e^G) X - γ H̄ - Kᵀ diag(ρ) K.
+  __syncthreads();
+  {
+    Regs<D> t;
+#pragma unroll
+    for (int i = 0; i < F::TM; ++i)
+#pragma unroll
+      for (int j = 0; j < F::TN; ++j) t[i][j] = -s.eG[tr + 16 * i] * x[i][j];
+    regs_to_smem<D>(t, s.X);
+    regs_to_smem<D>(u, s.V);
+  }
+  if (threadIdx.x == 0) {  // ρ_j = Σ_{s>=j} c_s e^{G_s - G_j}, c_s = e^{G_s} w_s;  γ = Σ c_s e^{G_s}
+    float gamma = 0.f, rho = 0.f;
+    for (int j = n - 1; j >= 0; --j) {
+      const float cs = s.eG[j] * s.w[j];
+      gamma += cs * s.eG[j];
+      rho = cs + (j + 1 < n ? s.M[(j + 1) * F::LC + j] * rho : 0.f);
+      s.t0[j] = rho;
+    }
+    s.t1[0] = gamma;
+  }
+  __syncthreads();
+  float acc[D / 16][D / 16];
+  tile_zero(acc);
+  gram_mac<D>(acc, s.V, s.X, n);
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) {
+    const int r = idx / D, c = idx % D;
+    s.X[r * F::LD + c] = -s.t0[r] * s.K[r * F::LD + c];
+  }
+  __syncthreads();
+  gram_mac<D>(acc, s.K, s.X, n);
+  const float gamma = s.t1[0];
+  float* psi = a.Psi + id * DD;
+#pragma unroll
+  for (int i = 0; i < D / 16; ++i)
+#pragma unroll
+    for (int j = 0; j < D / 16; ++j) {
+      const int r = tr + 16 * i, c = tc + 16 * j;
+      psi[r * D + c] = solve ? acc[i][j] - gamma * s.H[r * F::LD + c] : 0.f;
+    }
+
+  // Σ e^{Gg_s} Φ_s = s Q~ᵀ diag(e^Gg) dO.
+  __syncthreads();
+  regs_to_smem<D>(qt, s.X);
+  rows_load<D>(s.V, a.d_o, it, h, a.scale);
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) s.V[(idx / D) * F::LD + idx % D] *= s.eGg[idx / D];
+  __syncthreads();
+  tile_zero(acc);
+  gram_mac<D>(acc, s.X, s.V, n);
+  float* phi = a.Phi + id * DD;
+#pragma unroll
+  for (int i = 0; i < D / 16; ++i)
+#pragma unroll
+    for (int j = 0; j < D / 16; ++j) phi[(tr + 16 * i) * D + tc + 16 * j] = acc[i][j];
+}
+
+// (C) grid (seqs * H, 2, D*D / 256): R_{c-1} = e^{G_last} R_c + Σ_c; leaves R_c in the chunk-sum buffers.
+template <int D>
+__global__ void __launch_bounds__(kThreads) step_c_kernel(const SeqInfo* seqs, BwdArgs a, DView dfin_kk, DView dfin_kv,
+                                                          DView dinit_kk, DView dinit_kv) {
+  const int H = a.H, s = blockIdx.x / H, h = blockIdx.x % H, which = blockIdx.y;
+  const int e = blockIdx.z * blockDim.x + threadIdx.x;
+  const SeqInfo sq = seqs[s];
+  if (sq.state < 0 || e >= D * D) return;
+  const int r = e / D, c = e % D;
+  constexpr int64_t DD = static_cast<int64_t>(D) * D;
+  const DView& dfin = which == 0 ? dfin_kk : dfin_kv;
+  const DView& dinit = which == 0 ? dinit_kk : dinit_kv;
+  float* sums = which == 0 ? a.Psi : a.Phi;
+  float R = dfin.dt ? dload(dfin, drow(dfin, sq.state, h, r) + c) : 0.f;
+  for (int k = sq.count - 1; k >= 0; --k) {
+    const int64_t id = static_cast<int64_t>(sq.first + k) * H + h;
+    const float sum = sums[id * DD + e];
+    sums[id * DD + e] = R;
+    R = fmaf(a.st.decay[id * 2 + which], R, sum);
+  }
+  (which == 0 ? a.Rin : a.Qin)[(static_cast<int64_t>(s) * H + h) * DD + e] = R;
+  if (dinit.dt) dstore(dinit, drow(dinit, sq.state, h, r) + c, R);
+}
+
+// Block dot product of two contiguous D x D fp32 tiles.
+template <int D>
+__device__ float tile_dot(const float* a, const float* b, float* red) {
+  float v = 0.f;
+  for (int idx = threadIdx.x; idx < D * D; idx += blockDim.x) v = fmaf(a[idx], b[idx], v);
+  return block_sum(v, red);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, BwdArgs a) {
+  using F = Cfg<D>;
+  extern __shared__ float4 smem_raw[];
+  ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
+  const Item it = items[blockIdx.x];
+  const int h = blockIdx.y, n = it.n, tr = threadIdx.x / 16, tc = threadIdx.x % 16;
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * a.H + h;
+  const int64_t tile = static_cast<int64_t>(it.slot) * a.H + h;
+  const bool solve = a.cc.n > 0;
+  constexpr int64_t DD = static_cast<int64_t>(D) * D;
+  const float* Xg = a.X + id * F::C * D;
+  const float* Ug = a.U + id * F::C * D;
+  const float* R = a.Psi + id * DD;
+  const float* Qc = a.Phi + id * DD;
+  float* dG = s.eta;
+  float* dGg = s.lam;
+
+  rows_load<D>(s.K, a.k, it, h);
+  square_load<D>(s.H, a.st.Hs + tile * DD);
+  if (threadIdx.x < F::C) {
+    const int i = threadIdx.x;
+    s.alpha[i] = i < n ? dscalar(a.alpha, it.batch, it.t0 + i, h, 1.f) : 0.f;
+    s.f[i] = a.scal[id * 3 * F::C + i];
+    s.w[i] = a.scal[id * 3 * F::C + F::C + i];
+    s.t1[i] = a.scal[id * 3 * F::C + 2 * F::C + i];
+  }
+  gate_build<D>(a.gk, it, h, s.G, s.eG, s.M);
+  __syncthreads();
+  const float GL = s.G[n - 1];
+
+  // dk of the solve.
+  Regs<D> dks;
+  tile_zero(dks);
+  tile_mac(dks, s.K, F::LD, 1, R, D, 1, D, tr, tc);
+  tile_mac(dks, s.K, F::LD, 1, R, 1, D, D, tr, tc);
+#pragma unroll
+  for (int i = 0; i < F::TM; ++i) {
+    const float e = expf(GL - s.G[tr + 16 * i]);
+#pragma unroll
+    for (int j = 0; j < F::TN; ++j) dks[i][j] *= e;
+  }
+  float kd[F::TM];
+  if (solve) {
+    // -((K Xᵀ) ⊙ M̃) U - ((K Uᵀ) ⊙ M̃) X with M̃_ts = M_st (s >= t).
+    for (int pass = 0; pass < 2; ++pass) {
+      const float* A = pass == 0 ? Xg : Ug;
+      const float* B = pass == 0 ? Ug : Xg;
+      float sc[F::TM][F::TM];
+      tile_zero(sc);
+      tile_mac(sc, s.K, F::LD, 1, A, 1, D, D, tr, tc);
+#pragma unroll
+      for (int i = 0; i < F::TM; ++i)
+#pragma unroll
+        for (int j = 0; j < F::TM; ++j) {
+          const int t = tr + 16 * i, u = tc + 16 * j;
+          s.P[t * F::LC + u] = (u >= t && u < n) ? -sc[i][j] * s.M[u * F::LC + t] : 0.f;
+        }
+      __syncthreads();
+      tile_mac(dks, s.P, F::LC, 1, B, D, 1, n, tr, tc);
+      __syncthreads();
+    }
+    if (a.lambda_grad) {
+      if (threadIdx.x == 0) {  // Ŵ_m = w_m + e^{2 gk_{m+1}} Ŵ_{m+1}
+        float wh = 0.f;
+        for (int m = n - 1; m >= 0; --m) {
+          const float e = m + 1 < n ? s.M[(m + 1) * F::LC + m] : 0.f;
+          wh = s.w[m] + e * e * wh;
+          s.t0[m] = wh;
+        }
+      }
+      __syncthreads();
+      float sc[F::TM][F::TM];
+      tile_zero(sc);
+      tile_mac(sc, s.K, F::LD, 1, s.K, 1, F::LD, D, tr, tc);
+#pragma unroll
+      for (int i = 0; i < F::TM; ++i)
+#pragma unroll
+        for (int j = 0; j < F::TM; ++j) {
+          const int t = tr + 16 * i, u = tc + 16 * j, m = max(t, u);
+          s.P[t * F::LC + u] =
+              (t < n && u < n) ? -2.f * s.M[m * F::LC + t] * s.M[m * F::LC + u] * s.t0[m] * sc[i][j] : 0.f;
+        }
+      __syncthreads();
+      tile_mac(dks, s.P, F::LC, 1, s.K, F::LD, 1, n, tr, tc);
+      Regs<D> t;
+      tile_zero(t);
+      tile_mac(t, s.K, F::LD, 1, s.H, F::LD, 1, D, tr, tc);
+      tile_mac(t, s.K, F::LD, 1, s.H, 1, F::LD, D, tr, tc);
+#pragma unroll
+      for (int i = 0; i < F::TM; ++i) {
+        const int row = tr + 16 * i;
+        const float e = -s.eG[row] * s.t0[row];
+#pragma unroll
+        for (int j = 0; j < F::TN; ++j) dks[i][j] = fmaf(e, t[i][j], dks[i][j]);
+      }
+    }
+    // H_i x_i (one more operator application) for the gate gradient.
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) s.X[(idx / D) * F::LD + idx % D] = Xg[idx];
+    __syncthreads();
+    Regs<D> hx;
+    op_apply<D>(s, s.X, n, false, hx);
+    float uhx[F::TM];
+#pragma unroll
+    for (int i = 0; i < F::TM; ++i) {
+      float v = 0.f;
+#pragma unroll
+      for (int j = 0; j < F::TN; ++j) v = fmaf(Ug[(tr + 16 * i) * D + tc + 16 * j], hx[i][j], v);
+      uhx[i] = row_sum16(v);
+    }
+    rows_dot<D>(dks, s.K, F::LD, kd);
+    if (tc == 0)
+#pragma unroll
+      for (int i = 0; i < F::TM; ++i) {
+        const int row = tr + 16 * i;
+        dG[row] = -0.5f * kd[i] - uhx[i] - s.w[row] * s.f[row] * s.f[row];
+      }
+  } else {
+    rows_dot<D>(dks, s.K, F::LD, kd);
+    if (tc == 0)
+#pragma unroll
+      for (int i = 0; i < F::TM; ++i) dG[tr + 16 * i] = -0.5f * kd[i];
+  }
+
+  // Readout part: dO into H's space, Q~ into X, V, and the g mask.
+  __syncthreads();
+  rows_load<D>(s.H, a.d_o, it, h);
+  rows_load<D>(s.X, a.q, it, h);
+  rows_load<D>(s.V, a.v, it, h);
+  gate_build<D>(a.g, it, h, s.Gg, s.eGg, s.M);
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) {
+    const int r = idx / D, c = idx % D;
+    const float qv = s.X[r * F::LD + c];
+    s.X[r * F::LD + c] = qv + s.alpha[r] * (Xg[idx] - qv);
+  }
+  __syncthreads();
+  const float GgL = s.Gg[n - 1];
+  Regs<D> dkr, dv;
+  tile_zero(dkr);
+  tile_zero(dv);
+  for (int pass = 0; pass < 2; ++pass) {
+    // pass 0: P_ts = s (V_t·dO_s) Mg_st, dkr += P Q~;  pass 1: P_ts = s (K_t·Q~_s) Mg_st, dv += P dO.
+    const float* A = pass == 0 ? s.V : s.K;
+    const float* B = pass == 0 ? s.H : s.X;
+    float sc[F::TM][F::TM];
+    tile_zero(sc);
+    tile_mac(sc, A, F::LD, 1, B, 1, F::LD, D, tr, tc);
+#pragma unroll
+    for (int i = 0; i < F::TM; ++i)
+#pragma unroll
+      for (int j = 0; j < F::TM; ++j) {
+        const int t = tr + 16 * i, u = tc + 16 * j;
+        s.P[t * F::LC + u] = (u >= t && u < n) ? a.scale * sc[i][j] * s.M[u * F::LC + t] : 0.f;
+      }
+    __syncthreads();
+    if (pass == 0)
+      tile_mac(dkr, s.P, F::LC, 1, s.X, F::LD, 1, n, tr, tc);
+    else
+      tile_mac(dv, s.P, F::LC, 1, s.H, F::LD, 1, n, tr, tc);
+    __syncthreads();
+  }
+  {
+    Regs<D> t1, t2;
+    tile_zero(t1);
+    tile_zero(t2);
+    tile_mac(t1, s.V, F::LD, 1, Qc, 1, D, D, tr, tc);  // V Q_cᵀ
+    tile_mac(t2, s.K, F::LD, 1, Qc, D, 1, D, tr, tc);  // K Q_c
+#pragma unroll
+    for (int i = 0; i < F::TM; ++i) {
+      const float e = expf(GgL - s.Gg[tr + 16 * i]);
+#pragma unroll
+      for (int j = 0; j < F::TN; ++j) {
+        dkr[i][j] = fmaf(e, t1[i][j], dkr[i][j]);
+        dv[i][j] = fmaf(e, t2[i][j], dv[i][j]);
+      }
+    }
+  }
+  rows_dot<D>(dkr, s.K, F::LD, kd);
+  if (tc == 0)
+#pragma unroll
+    for (int i = 0; i < F::TM; ++i) {
+      const int row = tr + 16 * i;
+      dGg[row] = s.t1[row] - kd[i];
+    }
+  const int64_t next = static_cast<int64_t>(it.slot + 1) * a.H + h;
+  const float* Rp = it.chunk > 0 ? a.Psi + (id - a.H) * DD : a.Rin + (static_cast<int64_t>(it.seq) * a.H + h) * DD;
+  const float* Qp = it.chunk > 0 ? a.Phi + (id - a.H) * DD : a.Qin + (static_cast<int64_t>(it.seq) * a.H + h) * DD;
+  const float rh = tile_dot<D>(R, a.st.Hs + next * DD, s.red);
+  const float qs = tile_dot<D>(Qc, a.st.Ss + next * DD, s.red);
+  const float r0 = tile_dot<D>(Rp, a.st.Hs + tile * DD, s.red);
+  const float q0 = tile_dot<D>(Qp, a.st.Ss + tile * DD, s.red);
+  if (threadIdx.x == 0) {
+    dG[n - 1] += rh;
+    dGg[n - 1] += qs;
+    for (int i = n - 2; i >= 1; --i) {
+      dG[i] += dG[i + 1];
+      dGg[i] += dGg[i + 1];
+    }
+    dG[0] = r0;
+    dGg[0] = q0;
+  }
+  __syncthreads();
+  if (threadIdx.x < n) {
+    const int i = threadIdx.x;
+    if (a.dgk.dt) dstore(a.dgk, drow(a.dgk, it.batch, it.t0 + i, h), dG[i]);
+    if (a.dg.dt) dstore(a.dg, drow(a.dg, it.batch, it.t0 + i, h), dGg[i]);
+  }
+#pragma unroll
+  for (int i = 0; i < F::TM; ++i)
+#pragma unroll
+    for (int j = 0; j < F::TN; ++j) dks[i][j] += dkr[i][j];
+  if (a.dk.dt) regs_store<D>(dks, a.dk, it, h);
+  if (a.dv.dt) regs_store<D>(dv, a.dv, it, h);
+}
+
+template <int D>
+void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& gout) {
+  const char* fn = "gka::chunk_backward (cuda)";
+  constexpr int C = Cfg<D>::C;
+  const Plan plan = plan_make(p);
+  const Upload<Item> items(fn, plan.items);
+  const Upload<SeqInfo> seqs(fn, plan.seqs);
+  const std::vector<float> om = omegas(p);
+  const Upload<float> omega(fn, om.empty() ? std::vector<float>{0.f} : om);
+  const size_t DD = static_cast<size_t>(D) * D, ids = std::max<size_t>(1, plan.items.size() * p.H);
+  const size_t fs = sizeof(float);
+  Scratch hs(fn, plan.slots * p.H * DD * fs), ss(fn, plan.slots * p.H * DD * fs), dec(fn, ids * 2 * fs);
+  const StateBufs st{hs.as<float>(), ss.as<float>(), dec.as<float>()};
+  states_compute(p, plan, items.get(), seqs.get(), st, TensorView{}, TensorView{}, fn);  // (A)
+  Scratch X(fn, ids * C * D * fs), U(fn, ids * C * D * fs), Psi(fn, ids * DD * fs), Phi(fn, ids * DD * fs),
+      scal(fn, ids * 3 * C * fs), Rin(fn, p.num_seqs() * p.H * DD * fs), Qin(fn, p.num_seqs() * p.H * DD * fs);
+  BwdArgs a{dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),
+            dview(gin.d_o), dview(gin.x), dview(gin.fro), dview(gout.dq), dview(gout.dk), dview(gout.dv),
+            dview(gout.dalpha), dview(gout.dg), dview(gout.dgk), st, X.as<float>(), U.as<float>(), Psi.as<float>(),
+            Phi.as<float>(), scal.as<float>(), Rin.as<float>(), Qin.as<float>(), cheb_const(p), omega.get(),
+            static_cast<float>(p.scale), static_cast<int>(p.H), p.lambda_grad ? 1 : 0};
+  const size_t smem = sizeof(ChunkSmem<D>);
+  const dim3 grid(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H));
+  if (!plan.items.empty()) {
+    check(cudaFuncSetAttribute(step_b_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+          fn, "cudaFuncSetAttribute");
+    step_b_kernel<D><<<grid, kThreads, smem>>>(items.get(), a);  // (B)
+    launch_check(fn);
+  }
+  step_c_kernel<D><<<dim3(static_cast<unsigned>(p.num_seqs() * p.H), 2, D * D / kThreads), kThreads>>>(
+      seqs.get(), a, dview(gin.d_final_kk), dview(gin.d_final_kv), dview(gout.d_initial_kk),
+      dview(gout.d_initial_kv));  // (C)
+  launch_check(fn);
+  if (!plan.items.empty()) {
+    check(cudaFuncSetAttribute(step_d_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+          fn, "cudaFuncSetAttribute");
+    step_d_kernel<D><<<grid, kThreads, smem>>>(items.get(), a);  // (D)
+    launch_check(fn);
+  }
+}
+
+void chunk_backward(const Problem& p, const BackwardInputs& gin, const Gradients& gout) {
+  supported_check(p, "gka::chunk_backward (cuda)", true);
+  if (p.D == 64)
+    backward_run<64>(p, gin, gout);
+  else
+    backward_run<128>(p, gin, gout);
+}
+
+}  // namespace gka::cuda

@@ -1,0 +1,162 @@
+// Chunked forward of the CUDA backend (docs/algorithm.md, "Forward"): chunk-start states (chunk_states.cu),
+// then one CTA per (chunk, head): norms, N Chebyshev iterations, alpha-mix and readout fused, so x and q~
+// stay in fp32 registers/shared memory until the output is stored.
+#include "backends.h"
+#include "cuda/chunk_states.h"
+#include "cuda/chunk_tile.cuh"
+
+namespace gka::cuda {
+
+struct FwdArgs {
+  DView q, k, v, alpha, g, gk;
+  DView o, x, fro, res;
+  StateBufs st;
+  ChebConst cc;
+  const float* omega;
+  float scale;
+  int H;
+};
+
+template <int D>
+__global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* items, FwdArgs a) {
+  using F = Cfg<D>;
+  extern __shared__ float4 smem_raw[];
+  ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
+  const Item it = items[blockIdx.x];
+  const int h = blockIdx.y, n = it.n, tr = threadIdx.x / 16, tc = threadIdx.x % 16;
+  const int64_t tile = static_cast<int64_t>(it.slot) * a.H + h;
+
+  rows_load<D>(s.K, a.k, it, h);
+  rows_load<D>(s.X, a.q, it, h);
+  square_load<D>(s.H, a.st.Hs + tile * D * D);
+  if (threadIdx.x < F::C)
+    s.alpha[threadIdx.x] = threadIdx.x < n ? dscalar(a.alpha, it.batch, it.t0 + threadIdx.x, h, 1.f) : 0.f;
+  gate_build<D>(a.gk, it, h, s.G, s.eG, s.M);
+  __syncthreads();
+
+  Regs<D> q, x;
+  regs_from_smem<D>(q, s.X);
+  if (a.cc.n > 0) {
+    fro_norms<D>(s, n);
+    cheb_solve<D>(s, n, a.cc, a.omega, q, false, x);
+  } else {
+    if (a.fro.dt || a.res.dt) fro_norms<D>(s, n);
+#pragma unroll
+    for (int i = 0; i < F::TM; ++i)
+#pragma unroll
+      for (int j = 0; j < F::TN; ++j) x[i][j] = q[i][j];
+  }
+  if (a.x.dt) regs_store<D>(x, a.x, it, h);
+  if (a.fro.dt && threadIdx.x < n) dstore(a.fro, drow(a.fro, it.batch, it.t0 + threadIdx.x, h), s.f[threadIdx.x]);
+  if (a.res.dt) {  // ||(H_i + lambda_i I) x_i - q_i|| / ||q_i||
+    __syncthreads();
+    regs_to_smem<D>(x, s.X);
+    __syncthreads();
+    Regs<D> hx;
+    op_apply<D>(s, s.X, n, false, hx);
+#pragma unroll
+    for (int i = 0; i < F::TM; ++i) {
+      const int row = tr + 16 * i;
+      const float lam = a.cc.r * s.f[row];
+      float num = 0.f, den = 0.f;
+#pragma unroll
+      for (int j = 0; j < F::TN; ++j) {
+        const float r = hx[i][j] + lam * x[i][j] - q[i][j];
+        num = fmaf(r, r, num);
+        den = fmaf(q[i][j], q[i][j], den);
+      }
+      num = row_sum16(num);
+      den = row_sum16(den);
+      if (tc == 0 && row < n) dstore(a.res, drow(a.res, it.batch, it.t0 + row, h), sqrtf(num) / sqrtf(den));
+    }
+  }
+
+  // q~ = q + alpha (x - q) into X; readout O = s [diag(e^Gg) Q~ S̄ + ((Q~ Kᵀ) ⊙ Mg) V].
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < F::TM; ++i) {
+    const float al = s.alpha[tr + 16 * i];
+#pragma unroll
+    for (int j = 0; j < F::TN; ++j) q[i][j] = q[i][j] + al * (x[i][j] - q[i][j]);
+  }
+  regs_to_smem<D>(q, s.X);
+  rows_load<D>(s.V, a.v, it, h);
+  square_load<D>(s.H, a.st.Ss + tile * D * D);
+  gate_build<D>(a.g, it, h, s.Gg, s.eGg, s.M);
+  __syncthreads();
+  scores_lower<D>(s.P, s.X, F::LD, s.K, F::LD, s.M, n, 1.f);
+  Regs<D> o;
+  tile_zero(o);
+  tile_mac(o, s.X, F::LD, 1, s.H, F::LD, 1, D, tr, tc);
+#pragma unroll
+  for (int i = 0; i < F::TM; ++i) {
+    const float e = s.eGg[tr + 16 * i];
+#pragma unroll
+    for (int j = 0; j < F::TN; ++j) o[i][j] *= e;
+  }
+  __syncthreads();
+  tile_mac(o, s.P, F::LC, 1, s.V, F::LD, 1, n, tr, tc);
+#pragma unroll
+  for (int i = 0; i < F::TM; ++i)
+#pragma unroll
+    for (int j = 0; j < F::TN; ++j) o[i][j] *= a.scale;
+  regs_store<D>(o, a.o, it, h);
+}
+
+// Rows of sequences without a state slot (pool padding) produce zeros.
+__global__ void zero_rows_kernel(DView v, int64_t b, int64_t start, int64_t len, int64_t H, int64_t width) {
+  const int64_t total = len * H * width;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t t = idx / (H * width), h = (idx / width) % H, c = idx % width;
+    dstore(v, drow(v, b, start + t, h) + c, 0.f);
+  }
+}
+
+void zero_rows(const TensorView& v, const Sequence& sq, int64_t H, int64_t width) {
+  if (!v.defined() || sq.length == 0) return;
+  zero_rows_kernel<<<64, 256>>>(dview(v), sq.batch, sq.start, sq.length, H, width);
+}
+
+template <int D>
+void forward_run(const Problem& p, const ForwardOutputs& out) {
+  const char* fn = "gka::chunk_forward (cuda)";
+  const Plan plan = plan_make(p);
+  const Upload<Item> items(fn, plan.items);
+  const Upload<SeqInfo> seqs(fn, plan.seqs);
+  const std::vector<float> om = omegas(p);
+  const Upload<float> omega(fn, om.empty() ? std::vector<float>{0.f} : om);
+  const size_t tile = static_cast<size_t>(D) * D;
+  Scratch hs(fn, plan.slots * p.H * tile * sizeof(float)), ss(fn, plan.slots * p.H * tile * sizeof(float));
+  Scratch dec(fn, std::max<size_t>(1, plan.items.size() * p.H * 2) * sizeof(float));
+  const StateBufs st{hs.as<float>(), ss.as<float>(), dec.as<float>()};
+  states_compute(p, plan, items.get(), seqs.get(), st, out.final_kk, out.final_kv, fn);
+  if (!plan.items.empty()) {
+    FwdArgs a{dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),
+              dview(out.o), dview(out.x), dview(out.fro), dview(out.residual), st, cheb_const(p), omega.get(),
+              static_cast<float>(p.scale), static_cast<int>(p.H)};
+    const size_t smem = sizeof(ChunkSmem<D>);
+    check(cudaFuncSetAttribute(chunk_fwd_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+          fn, "cudaFuncSetAttribute");
+    chunk_fwd_kernel<D><<<dim3(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H)), kThreads, smem>>>(
+        items.get(), a);
+    launch_check(fn);
+  }
+  for (const Sequence& sq : p.seqs)
+    if (sq.state < 0) {
+      zero_rows(out.o, sq, p.H, p.Dv);
+      zero_rows(out.x, sq, p.H, p.D);
+      zero_rows(out.fro, sq, p.H, 1);
+      zero_rows(out.residual, sq, p.H, 1);
+    }
+}
+
+void chunk_forward(const Problem& p, const ForwardOutputs& out) {
+  supported_check(p, "gka::chunk_forward (cuda)", false);
+  if (p.D == 64)
+    forward_run<64>(p, out);
+  else
+    forward_run<128>(p, out);
+}
+
+}  // namespace gka::cuda

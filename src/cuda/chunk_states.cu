@@ -1,0 +1,99 @@
+// Chunk-start states (see chunk_states.h).
+#include "cuda/chunk_states.h"
+#include "cuda/chunk_tile.cuh"
+
+namespace gka::cuda {
+namespace {
+
+// grid (items, H, 2): which = 0 Gram state with gk, 1 value state with g. Writes L_c into slot + 1.
+template <int D>
+__global__ void __launch_bounds__(kThreads) local_states_kernel(const Item* items, DView k, DView v, DView gk, DView g,
+                                                                 int H, StateBufs st) {
+  using F = Cfg<D>;
+  extern __shared__ float sm[];
+  float* Kd = sm;                  // e^{G_last - G_j} k_j
+  float* B = sm + F::C * F::LD;    // k_j or v_j
+  float* G = B + F::C * F::LD;
+  float* eG = G + F::C;
+  const Item it = items[blockIdx.x];
+  const int h = blockIdx.y, which = blockIdx.z;
+  gate_build<D>(which == 0 ? gk : g, it, h, G, eG, nullptr);
+  const float GL = G[it.n - 1];
+  for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) {
+    const int r = idx / D, c = idx % D;
+    float kk = 0.f, bb = 0.f;
+    if (r < it.n) {
+      const int64_t base = drow(k, it.batch, it.t0 + r, h) + c;
+      kk = dload(k, base);
+      bb = which == 0 ? kk : dload(v, drow(v, it.batch, it.t0 + r, h) + c);
+      kk *= expf(GL - G[r]);
+    }
+    Kd[r * F::LD + c] = kk;
+    B[r * F::LD + c] = bb;
+  }
+  __syncthreads();
+  const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
+  float acc[D / 16][D / 16];
+  tile_zero(acc);
+  tile_mac(acc, Kd, 1, F::LD, B, F::LD, 1, it.n, tr, tc);
+  float* dst = (which == 0 ? st.Hs : st.Ss) + (static_cast<int64_t>(it.slot + 1) * H + h) * D * D;
+#pragma unroll
+  for (int i = 0; i < D / 16; ++i)
+#pragma unroll
+    for (int j = 0; j < D / 16; ++j) dst[(tr + 16 * i) * D + tc + 16 * j] = acc[i][j];
+  if (threadIdx.x == 0) st.decay[(static_cast<int64_t>(blockIdx.x) * H + h) * 2 + which] = expf(GL);
+}
+
+// grid (seqs * H, 2, D*D / 256): one element of one state per thread, sequential over the chunks.
+template <int D>
+__global__ void __launch_bounds__(kThreads) scan_kernel(const SeqInfo* seqs, int H, StateBufs st, DView init_kk,
+                                                        DView init_kv, DView fin_kk, DView fin_kv) {
+  const int s = blockIdx.x / H, h = blockIdx.x % H, which = blockIdx.y;
+  const int e = blockIdx.z * blockDim.x + threadIdx.x;
+  const SeqInfo sq = seqs[s];
+  if (sq.state < 0 || e >= D * D) return;
+  const int a = e / D, b = e % D;
+  float* buf = which == 0 ? st.Hs : st.Ss;
+  const DView& init = which == 0 ? init_kk : init_kv;
+  const DView& fin = which == 0 ? fin_kk : fin_kv;
+  float x = init.dt ? static_cast<const float*>(init.p)[drow(init, sq.state, h, a) + b] : 0.f;
+  const int64_t tile = static_cast<int64_t>(D) * D;
+  buf[(static_cast<int64_t>(sq.first + s) * H + h) * tile + e] = x;
+  for (int c = 0; c < sq.count; ++c) {
+    const float dec = st.decay[(static_cast<int64_t>(sq.first + c) * H + h) * 2 + which];
+    float* nx = buf + (static_cast<int64_t>(sq.first + s + c + 1) * H + h) * tile + e;
+    x = fmaf(dec, x, *nx);
+    *nx = x;
+  }
+  if (fin.dt) static_cast<float*>(fin.p)[drow(fin, sq.state, h, a) + b] = x;
+}
+
+template <int D>
+void run(const Problem& p, const Plan& plan, const Item* items, const SeqInfo* seqs, const StateBufs& st,
+         const TensorView& final_kk, const TensorView& final_kv, const char* fn) {
+  using F = Cfg<D>;
+  const int H = static_cast<int>(p.H);
+  if (!plan.items.empty()) {
+    const size_t smem = (2 * F::C * F::LD + 2 * F::C) * sizeof(float);
+    check(cudaFuncSetAttribute(local_states_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(smem)), fn, "cudaFuncSetAttribute");
+    local_states_kernel<D><<<dim3(static_cast<unsigned>(plan.items.size()), H, 2), kThreads, smem>>>(
+        items, dview(p.in.k), dview(p.in.v), dview(p.in.gk), dview(p.in.g), H, st);
+    launch_check(fn);
+  }
+  scan_kernel<D><<<dim3(static_cast<unsigned>(p.num_seqs() * H), 2, D * D / kThreads), kThreads>>>(
+      seqs, H, st, dview(p.in.initial_kk), dview(p.in.initial_kv), dview(final_kk), dview(final_kv));
+  launch_check(fn);
+}
+
+}  // namespace
+
+void states_compute(const Problem& p, const Plan& plan, const Item* items, const SeqInfo* seqs, const StateBufs& st,
+                    const TensorView& final_kk, const TensorView& final_kv, const char* fn) {
+  if (p.D == 64)
+    run<64>(p, plan, items, seqs, st, final_kk, final_kv, fn);
+  else
+    run<128>(p, plan, items, seqs, st, final_kk, final_kv, fn);
+}
+
+}  // namespace gka::cuda

@@ -1,0 +1,178 @@
+// Shared pieces of the CUDA backend: device views of strided tensors, the chunk plan uploaded to the
+// device, stream-ordered scratch buffers, the supported-shape check and error handling.
+// All launches use the legacy default stream (the public API has no stream argument yet).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/chebyshev.h"
+#include "common/problem.h"
+#include "gka/error.h"
+
+namespace gka::cuda {
+
+inline constexpr int kChunkMax = 64;  // rows of a chunk tile; chunk_size <= 64 is supported
+inline constexpr int kThreads = 256;  // threads of the chunk kernels: a 16 x 16 grid of thread tiles
+inline constexpr int kMaxIter = 4096;
+
+// A strided view as kernels see it: dtype code (0 absent, 1 f32, 2 bf16, 3 f16) and the strides of the
+// first three dimensions (the last one is contiguous).
+struct DView {
+  void* p = nullptr;
+  int32_t dt = 0;
+  int64_t s0 = 0, s1 = 0, s2 = 0;
+};
+
+inline DView dview(const TensorView& v) {
+  DView d;
+  if (!v.defined()) return d;
+  d.p = v.data;
+  d.dt = v.dtype == DType::f32 ? 1 : v.dtype == DType::bf16 ? 2 : 3;
+  d.s0 = v.strides[0];
+  d.s1 = v.ndim > 1 ? v.strides[1] : 0;
+  d.s2 = v.ndim > 2 ? v.strides[2] : 0;
+  return d;
+}
+
+__device__ __forceinline__ float dload(const DView& v, int64_t off) {
+  if (v.dt == 1) return static_cast<const float*>(v.p)[off];
+  if (v.dt == 2) return __bfloat162float(static_cast<const __nv_bfloat16*>(v.p)[off]);
+  return __half2float(static_cast<const __half*>(v.p)[off]);
+}
+
+__device__ __forceinline__ void dstore(const DView& v, int64_t off, float x) {
+  if (v.dt == 1)
+    static_cast<float*>(v.p)[off] = x;
+  else if (v.dt == 2)
+    static_cast<__nv_bfloat16*>(v.p)[off] = __float2bfloat16_rn(x);
+  else
+    static_cast<__half*>(v.p)[off] = __float2half_rn(x);
+}
+
+__device__ __forceinline__ int64_t drow(const DView& v, int64_t a, int64_t b, int64_t c) {
+  return a * v.s0 + b * v.s1 + c * v.s2;
+}
+
+// One scalar of a [B,T,H] view, `absent` when the view is not given.
+__device__ __forceinline__ float dscalar(const DView& v, int64_t b, int64_t t, int64_t h, float absent) {
+  return v.dt == 0 ? absent : dload(v, drow(v, b, t, h));
+}
+
+// One chunk of one sequence. `slot` is the chunk-start state's slot in the state buffers (the chunk's end
+// state sits in slot + 1).
+struct Item {
+  int64_t t0;
+  int32_t n, seq, chunk, batch, state, slot;
+};
+
+// One sequence: its chunks are items [first, first + count), its state slots [first + seq, first + seq + count].
+struct SeqInfo {
+  int64_t start, length;
+  int32_t first, count, batch, state;
+};
+
+// The Chebyshev constants of a call (spec §A.3), passed by value to kernels.
+struct ChebConst {
+  float eta_f = 0, r = 0;
+  int32_t n = 0;
+};
+
+[[noreturn]] inline void fail(const char* fn, const std::string& msg) { throw Error(std::string(fn) + ": " + msg); }
+
+inline void check(cudaError_t e, const char* fn, const char* what) {
+  if (e != cudaSuccess) fail(fn, std::string(what) + " failed: " + cudaGetErrorString(e));
+}
+
+// Rejects what the CUDA backend does not implement, with a message naming the limit.
+inline void supported_check(const Problem& p, const char* fn, bool backward) {
+  if (p.fp64) fail(fn, "the cuda backend supports f32, bf16 and f16 inputs, got f64");
+  if (p.D != 64 && p.D != 128)
+    fail(fn, "the cuda backend supports head dim D in {64, 128}, got D = " + std::to_string(p.D));
+  if (p.Dv != p.D)
+    fail(fn, "the cuda backend needs Dv == D, got D = " + std::to_string(p.D) + ", Dv = " + std::to_string(p.Dv));
+  if (p.solver != Solver::chebyshev) fail(fn, "the cuda backend supports solver chebyshev only");
+  if (p.chunk_size > kChunkMax)
+    fail(fn, "the cuda backend supports chunk_size <= 64, got " + std::to_string(p.chunk_size));
+  if (p.num_iter > kMaxIter) fail(fn, "the cuda backend supports num_iter <= 4096");
+  (void)backward;
+}
+
+// Host copy of the chunk plan plus its device copy.
+struct Plan {
+  std::vector<Item> items;
+  std::vector<SeqInfo> seqs;
+  int64_t slots = 0;
+};
+
+inline Plan plan_make(const Problem& p) {
+  Plan pl;
+  const int64_t C = p.chunk_size;
+  for (int64_t s = 0; s < p.num_seqs(); ++s) {
+    const Sequence& q = p.seqs[s];
+    const int32_t first = static_cast<int32_t>(pl.items.size());
+    const int64_t nc = q.state < 0 ? 0 : (q.length + C - 1) / C;
+    for (int64_t c = 0; c < nc; ++c)
+      pl.items.push_back({q.start + c * C, static_cast<int32_t>(std::min(C, q.length - c * C)), static_cast<int32_t>(s),
+                          static_cast<int32_t>(c), static_cast<int32_t>(q.batch), static_cast<int32_t>(q.state),
+                          static_cast<int32_t>(first + s + c)});
+    pl.seqs.push_back({q.start, q.length, first, static_cast<int32_t>(nc), static_cast<int32_t>(q.batch),
+                       static_cast<int32_t>(q.state)});
+  }
+  pl.slots = static_cast<int64_t>(pl.items.size()) + p.num_seqs();
+  return pl;
+}
+
+// Stream-ordered device scratch (cudaMallocAsync on the default stream), freed the same way.
+class Scratch {
+ public:
+  Scratch(const char* fn, size_t bytes) {
+    if (bytes == 0) return;
+    check(cudaMallocAsync(&p_, bytes, 0), fn, "cudaMallocAsync");
+  }
+  ~Scratch() {
+    if (p_) (void)cudaFreeAsync(p_, 0);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
+
+ private:
+  void* p_ = nullptr;
+};
+
+// A host vector uploaded to scratch.
+template <class T>
+struct Upload {
+  Scratch buf;
+  Upload(const char* fn, const std::vector<T>& v) : buf(fn, v.size() * sizeof(T)) {
+    if (!v.empty()) check(cudaMemcpyAsync(buf.as<T>(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice, 0), fn, "upload");
+  }
+  const T* get() const { return buf.as<T>(); }
+};
+
+inline ChebConst cheb_const(const Problem& p) {
+  ChebConst c;
+  c.eta_f = static_cast<float>(2.0 / (1.0 + 2.0 * p.ridge_ratio));
+  c.r = static_cast<float>(p.ridge_ratio);
+  c.n = p.num_iter;
+  return c;
+}
+
+// The omega sequence lives in constant memory of each translation unit that solves.
+inline std::vector<float> omegas(const Problem& p) {
+  const ChebyshevPlan pl = chebyshev_plan(p.ridge_ratio, p.num_iter);
+  return std::vector<float>(pl.omega.begin(), pl.omega.end());
+}
+
+inline void launch_check(const char* fn) { check(cudaGetLastError(), fn, "kernel launch"); }
+
+}  // namespace gka::cuda
