@@ -12,7 +12,11 @@ cmake -S . -B build-gpu -G Ninja -DGKA_BUILD_APPS=OFF -DGKA_BUILD_BENCH=ON >"$OU
 cmake --build build-gpu -j16 >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 (cd build-gpu && ctest -j8 --output-on-failure) >"$OUT/ctest.log" 2>&1
 echo "ctest rc=$?"; grep -E "tests passed|tests failed|\(Failed\)" "$OUT/ctest.log" | head -20
-python3 -m pip install --no-build-isolation --no-deps -q . >"$OUT/pip.log" 2>&1 || { tail -30 "$OUT/pip.log"; exit 1; }
+# The image's default $CXX (/opt/gcc/bin/g++) links libstdc++ statically: a torch extension built with it
+# carries a second libstdc++ and crashes in iostreams. Build the package with the system compiler.
+rm -rf build/python
+CXX=/usr/bin/g++ CC=/usr/bin/gcc CUDAHOSTCXX=/usr/bin/g++ \
+  python3 -m pip install --no-build-isolation --no-deps -q . >"$OUT/pip.log" 2>&1 || { tail -30 "$OUT/pip.log"; exit 1; }
 python3 -m pytest tests/python -q -rs -p no:cacheprovider >"$OUT/pytest.log" 2>&1
 echo "pytest rc=$?"; grep -E "passed|failed|FAILED|Error" "$OUT/pytest.log" | tail -15
 ./build-gpu/bench/gka_bench_cuda >"$OUT/bench.log" 2>&1; tail -25 "$OUT/bench.log"

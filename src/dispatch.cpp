@@ -18,7 +18,7 @@ Backend backend_resolve(const Problem& p, Backend requested, const char* fn) {
       throw Error(std::string(fn) + ": the cuda backend needs tensors on the cuda device, got cpu tensors");
     return requested;
 #else
-    throw Error(std::string(fn) + ": the CUDA backend is not available in this build (tensors on cuda need it)");
+    throw Error(std::string(fn) + ": the cuda backend is not available in this build (tensors on cuda need it)");
 #endif
   }
   if (dev != Device::cpu)

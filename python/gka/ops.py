@@ -30,10 +30,10 @@ def _split_state(initial_state: Optional[State]):
 
 def _host_index(index: Optional[torch.Tensor], host_copy: Optional[torch.Tensor] = None):
     """The core reads sequence offsets and pool slots on the host (it plans the launch there): a device tensor
-    is replaced by its host copy if the caller gave one (fla's ``cu_seqlens_cpu``), else copied (one sync)."""
-    if index is None or index.device.type == "cpu":
-        return index
-    return host_copy if host_copy is not None else index.cpu()
+    is replaced by its host copy if the caller gave one (fla's ``cu_seqlens_cpu``); else the op copies it."""
+    if index is None or index.device.type == "cpu" or host_copy is None:
+        return index  # the op copies a device index to the host itself
+    return host_copy
 
 
 def _forward(op, q, k, v, g, gk, alpha, scale, ridge_ratio, num_iter, initial_state, output_final_state,
@@ -170,5 +170,5 @@ def decode_pool_step_(
     states live in ``pool`` slot ``slots[b]`` (int32/int64, ``[B]``; a negative slot skips the row). The pool is
     updated in place; returns ``o [B, T, H, V]``. Not differentiable."""
     return torch.ops.gka.decode_pool_step_(
-        q, k, v, alpha, g, gk, pool.kk, pool.kv, _host_index(slots), None if scale is None else float(scale),
+        q, k, v, alpha, g, gk, pool.kk, pool.kv, slots, None if scale is None else float(scale),
         float(ridge_ratio), int(num_iter), solver, backend)

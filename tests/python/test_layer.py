@@ -37,7 +37,9 @@ def test_varlen_equals_loop(device):
         s = 0
         for n, L in enumerate(lens):
             y_n, c_n = m(x[:, s:s + L], use_cache=True)
-            torch.testing.assert_close(y[:, s:s + L], y_n, rtol=1e-4, atol=1e-5)
+            # fp32 rounding of x is amplified by the readout's cancellation (tests/cpp/support/tolerance.h):
+            # packed and per-sequence runs round differently, by up to ~1e-5 absolute here.
+            torch.testing.assert_close(y[:, s:s + L], y_n, rtol=1e-4, atol=5e-5)
             torch.testing.assert_close(cache.h_kv[n:n + 1], c_n.h_kv, rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(cache.conv_k[n:n + 1], c_n.conv_k)
             s += L

@@ -3,7 +3,7 @@ kernels and AOT dispatch (static and dynamic shapes)."""
 import pytest
 import torch
 
-from conftest import make_inputs
+from conftest import head_dims, make_inputs
 
 
 def fwd_args(inp, cu=None, state=None, backend="auto", solver="chebyshev"):
@@ -37,9 +37,10 @@ def test_opcheck_backward(device):
 
 
 def test_opcheck_pool_step(device):
-    inp = make_inputs(3, 2, 2, 8, 4, device=device)
-    pool_kk = torch.zeros(4, 2, 8, 8, device=device)
-    pool_kv = torch.zeros(4, 2, 8, 4, device=device)
+    K, V = head_dims(device, 8, 4)
+    inp = make_inputs(3, 2, 2, K, V, device=device)
+    pool_kk = torch.zeros(4, 2, K, K, device=device)
+    pool_kv = torch.zeros(4, 2, K, V, device=device)
     slots = torch.tensor([2, 0, -1], device=device)
     torch.library.opcheck(torch.ops.gka.decode_pool_step_.default,
                           (inp["q"], inp["k"], inp["v"], inp["alpha"], inp["g"], inp["gk"], pool_kk, pool_kv, slots,

@@ -13,8 +13,9 @@ CASES = [  # B, T, H, K, V, chunk_size
 
 
 def oracle(inp, **kw):
-    """The C++ fp64 token-by-token oracle, through the op."""
-    return gka.chunk_gka(**to64(inp), backend="reference", output_final_state=True, **kw)
+    """The C++ fp64 token-by-token oracle, through the op (it runs on the cpu: inputs are copied there)."""
+    cpu = {n: (tuple(s.cpu() for s in t) if isinstance(t, tuple) else t.cpu()) for n, t in to64(inp).items()}
+    return gka.chunk_gka(**cpu, backend="reference", output_final_state=True, **kw)
 
 
 @pytest.mark.parametrize("B,T,H,K,V,C", CASES)

@@ -81,6 +81,13 @@ inline Options options_of(std::optional<double> scale, double ridge_ratio, int64
   return o;
 }
 
+// The core reads sequence offsets and pool slots on the host (it plans the call there); a device index
+// tensor is copied to the host (N+1 integers, one synchronisation; pass a cpu tensor to avoid it).
+inline at::Tensor host_index(const at::Tensor& t) { return t.defined() && !t.device().is_cpu() ? t.cpu() : t; }
+inline std::optional<at::Tensor> host_index(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? std::optional<at::Tensor>(host_index(*t)) : t;
+}
+
 // Runs one core call; gka::Error (argument misuse, reported by the core with the argument's name) becomes a
 // Python ValueError / c10::ValueError.
 template <class F>

@@ -62,7 +62,8 @@ FwdOut forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   at::Tensor o = at::empty({B, T, H, Dv}, v.options());
   at::Tensor final_kk = at::empty({N, H, D, D}, st), final_kv = at::empty({N, H, D, Dv}, st);
   at::Tensor x = at::empty({B, T, H, D}, st), fro = at::empty({B, T, H}, st);
-  const Inputs in = inputs_of(q, k, v, alpha, g, gk, initial_kk, initial_kv, cu_seqlens);
+  const OptTensor cu_host = host_index(cu_seqlens);  // alive for the core call
+  const Inputs in = inputs_of(q, k, v, alpha, g, gk, initial_kk, initial_kv, cu_host);
   ForwardOutputs out;
   out.o = view(o, "o");
   out.final_kk = view(final_kk, "final_kk");
@@ -110,7 +111,8 @@ BwdOut backward_impl(const at::Tensor& d_o, const OptTensor& d_final_kk, const O
   at::Tensor dq = grad_like(q, q.options()), dk = grad_like(k, q.options()), dv = grad_like(v, q.options());
   at::Tensor dalpha = grad_like(alpha, q.options()), dg = grad_like(g, q.options()), dgk = grad_like(gk, q.options());
   at::Tensor d_kk = grad_like(initial_kk, st), d_kv = grad_like(initial_kv, st);
-  const Inputs in = inputs_of(q, k, v, alpha, g, gk, initial_kk, initial_kv, cu_seqlens);
+  const OptTensor cu_host = host_index(cu_seqlens);  // alive for the core call
+  const Inputs in = inputs_of(q, k, v, alpha, g, gk, initial_kk, initial_kv, cu_host);
   BackwardInputs gin;
   gin.d_o = view(d_o, "d_o");
   gin.d_final_kk = view(d_final_kk, "d_final_kk");
@@ -161,7 +163,8 @@ at::Tensor pool_step_impl(const at::Tensor& q, const at::Tensor& k, const at::Te
   StatePool pool;
   pool.kk = view(pool_kk, "pool_kk");
   pool.kv = view(pool_kv, "pool_kv");
-  pool.slots = view(slots, "slots");
+  const at::Tensor slots_host = host_index(slots);  // alive for the core call
+  pool.slots = view(slots_host, "slots");
   const TensorView ov = view(o, "o");
   core_call([&] { decode_pool_step(in, pool, ov, opt); });
   return o;
