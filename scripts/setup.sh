@@ -2,7 +2,7 @@
 # Installs the Debian packages libgka builds with, if any is missing (no-op on a prepared machine).
 # The `gka` command line also needs CLI11 (flags) and gnuplot (PNG plots); torch comes from pip (scripts/test.sh).
 set -euo pipefail
-packages=(cmake g++ make libeigen3-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev ccache libcli11-dev gnuplot-nox)
+packages=(cmake g++ make libeigen3-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev ccache libcli11-dev gnuplot-nox libpng-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
