@@ -2,6 +2,7 @@
 // chunk 64): chunked forward, forward + backward, and decode. CUDA events around each call, warm-up,
 // median of the repetitions, and a 512 MiB L2 flush (memset) before every timed repetition.
 // Usage: gka_bench_cuda [reps]   (prints the card, then one table row per measurement)
+// GKA_BENCH_ITERS=N overrides num_iter (diagnostics); GKA_CUDA_TF32_ITERS, see src/cuda/common.cuh.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -83,13 +84,17 @@ int main(int argc, char** argv) {
   cudaGetDeviceProperties(&prop, 0);
   int rt = 0;
   cudaRuntimeGetVersion(&rt);
-  std::printf("card: %s (sm_%d%d), CUDA runtime %d, libgka CUDA backend v1 (SIMT fp32)\n", prop.name, prop.major,
+  std::printf("card: %s (sm_%d%d), CUDA runtime %d, libgka CUDA backend v2 (mma.sync 3xTF32 solver)\n", prop.name, prop.major,
               prop.minor, rt);
   const size_t flush_bytes = size_t(512) << 20;
   Buf flush(flush_bytes);
   const int64_t H = 16, D = 128;
   gka::Options opt;
   opt.backend = gka::Backend::cuda;
+  if (const char* e = std::getenv("GKA_BENCH_ITERS")) {  // diagnostics: the cost outside the solver (N = 0)
+    opt.num_iter = std::atoi(e);
+    std::printf("num_iter = %d (GKA_BENCH_ITERS; FLOP/s still count N = 30)\n", opt.num_iter);
+  }
   std::printf("%-22s %10s %10s %10s %10s\n", "shape", "ms", "Mtok/s", "TFLOP/s", "authors_ms");
   struct Anchor {
     int64_t B, T;

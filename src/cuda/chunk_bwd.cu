@@ -21,6 +21,7 @@ struct BwdArgs {
   float scale;
   int H;
   int lambda_grad;
+  int split_from;
 };
 
 template <int D>
@@ -86,7 +87,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
     __syncthreads();
     regs_from_smem<D>(x, s.X);
   } else if (solve) {
-    cheb_solve<D>(s, n, a.cc, a.omega, q, false, x);
+    cheb_solve<D>(s, n, a.cc, a.omega, q, false, x, a.split_from);
   } else {
 #pragma unroll
     for (int i = 0; i < F::TM; ++i)
@@ -138,7 +139,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
   __syncthreads();
   Regs<D> u;
   if (solve) {
-    cheb_solve<D>(s, n, a.cc, a.omega, dx, true, u);
+    cheb_solve<D>(s, n, a.cc, a.omega, dx, true, u, a.split_from);
   } else {
 #pragma unroll
     for (int i = 0; i < F::TM; ++i)
@@ -492,7 +493,7 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
             dview(gin.d_o), dview(gin.x), dview(gin.fro), dview(gout.dq), dview(gout.dk), dview(gout.dv),
             dview(gout.dalpha), dview(gout.dg), dview(gout.dgk), st, X.as<float>(), U.as<float>(), Psi.as<float>(),
             Phi.as<float>(), scal.as<float>(), Rin.as<float>(), Qin.as<float>(), cheb_const(p), omega.get(),
-            static_cast<float>(p.scale), static_cast<int>(p.H), p.lambda_grad ? 1 : 0};
+            static_cast<float>(p.scale), static_cast<int>(p.H), p.lambda_grad ? 1 : 0, plain_tf32_iters()};
   const size_t smem = sizeof(ChunkSmem<D>);
   const dim3 grid(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H));
   if (!plan.items.empty()) {

@@ -3,6 +3,9 @@
 // holds rows tr + 16 i (i < 4) and columns tc + 16 j (j < D/16) in registers. Operands live in shared
 // memory in fp32 with padded leading dimensions (D + 1, C + 1) so the products below are conflict-free.
 // All products accumulate in fp32 with fmaf in a fixed order: results are bitwise reproducible.
+// The Chebyshev solver loop (cheb_solve) runs its products on tensor cores instead (mma.sync m16n8k8 tf32
+// with 3xTF32 splitting, see below), in a warp-tile layout of its own; the leading dimensions are
+// chosen (== 4 mod 32) so that those fragment loads are conflict-free.
 #pragma once
 
 #include "cuda/common.cuh"
@@ -12,8 +15,8 @@ namespace gka::cuda {
 template <int D>
 struct Cfg {
   static constexpr int C = kChunkMax;
-  static constexpr int LD = D + 1;  // leading dim of C x D and D x D tiles
-  static constexpr int LC = C + 1;  // leading dim of C x C tiles
+  static constexpr int LD = D + 4;  // leading dim of C x D and D x D tiles (== 4 mod 32: mma fragments)
+  static constexpr int LC = C + 4;  // leading dim of C x C tiles
   static constexpr int TN = D / 16; // columns per thread of a C x D tile
   static constexpr int TM = C / 16; // rows per thread
 };
@@ -103,14 +106,24 @@ __device__ void square_load(float* dst, const float* src) {
 template <int D>
 __device__ void gate_build(const DView& gate, const Item& it, int h, float* G, float* eG, float* M) {
   using F = Cfg<D>;
+  if (threadIdx.x < F::C) {  // the loads in parallel, the sum serial (fixed order) below
+    const int i = threadIdx.x;
+    G[i] = i < it.n ? dscalar(gate, it.batch, it.t0 + i, h, 0.f) : 0.f;
+  }
+  __syncthreads();
   if (threadIdx.x == 0) {
+    float v[F::C];
+#pragma unroll
+    for (int i = 0; i < F::C; ++i) v[i] = G[i];
     float acc = 0.f;
+#pragma unroll
     for (int i = 0; i < F::C; ++i) {
-      if (i < it.n) acc += dscalar(gate, it.batch, it.t0 + i, h, 0.f);
+      acc += v[i];
       G[i] = acc;
-      eG[i] = i < it.n ? expf(acc) : 0.f;
     }
   }
+  __syncthreads();
+  if (threadIdx.x < F::C) eG[threadIdx.x] = threadIdx.x < it.n ? expf(G[threadIdx.x]) : 0.f;
   __syncthreads();
   if (M)
     for (int idx = threadIdx.x; idx < F::C * F::C; idx += blockDim.x) {
@@ -269,52 +282,254 @@ __device__ void fro_norms(ChunkSmem<D>& s, int n) {
   __syncthreads();
 }
 
+// ---- Tensor-core products of the solver (mma.sync m16n8k8, tf32 inputs, fp32 accumulation) ----
+// Fragment layout (g = lane / 4, t = lane % 4): A (16 x 8) a0 = (g, t), a1 = (g + 8, t), a2 = (g, t + 4),
+// a3 = (g + 8, t + 4); B (8 x 8, k x n) b0 = (t, g), b1 = (t + 4, g); C (16 x 8) c0,c1 = (g, 2t..2t+1),
+// c2,c3 = (g + 8, 2t..2t+1).
+// 3xTF32: x = hi + lo with hi = rna_tf32(x) and lo = x - hi (exact in fp32; the mma reads its top 10
+// mantissa bits), and a b ~ a_lo b_hi + a_hi b_lo + a_hi b_hi (lo lo dropped): ~fp32 accuracy. Without
+// splitting (SPLIT = false) one tf32 product per term (~2^-11 relative rounding of each operand).
+__device__ __forceinline__ uint32_t tf32_rna(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+
+template <bool SPLIT>
+__device__ __forceinline__ void tf32_split(float x, uint32_t& hi, uint32_t& lo) {
+  hi = tf32_rna(x);
+  if (SPLIT) lo = __float_as_uint(x - __uint_as_float(hi));
+}
+
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+template <bool SPLIT>
+__device__ __forceinline__ void mma3(float (&d)[4], const uint32_t (&ah)[4], const uint32_t (&al)[4],
+                                     const uint32_t (&bh)[2], const uint32_t (&bl)[2]) {
+  if (SPLIT) {
+    mma_tf32(d, al, bh);
+    mma_tf32(d, ah, bl);
+  }
+  mma_tf32(d, ah, bh);
+}
+
+// A fragment of rows [0, 16) x cols [0, 8) of a row-major tile at p (ld), split.
+template <bool SPLIT>
+__device__ __forceinline__ void frag_a(const float* p, int ld, int g, int t, uint32_t (&hi)[4], uint32_t (&lo)[4]) {
+  tf32_split<SPLIT>(p[g * ld + t], hi[0], lo[0]);
+  tf32_split<SPLIT>(p[(g + 8) * ld + t], hi[1], lo[1]);
+  tf32_split<SPLIT>(p[g * ld + t + 4], hi[2], lo[2]);
+  tf32_split<SPLIT>(p[(g + 8) * ld + t + 4], hi[3], lo[3]);
+}
+
+// B fragment with B(k, n) = p[n ld + k] ("col" operand stored n-major) or p[k ld + n] (k-major).
+template <bool SPLIT, bool NMAJOR>
+__device__ __forceinline__ void frag_b(const float* p, int ld, int g, int t, uint32_t (&hi)[2], uint32_t (&lo)[2]) {
+  if (NMAJOR) {
+    tf32_split<SPLIT>(p[g * ld + t], hi[0], lo[0]);
+    tf32_split<SPLIT>(p[g * ld + t + 4], hi[1], lo[1]);
+  } else {
+    tf32_split<SPLIT>(p[t * ld + g], hi[0], lo[0]);
+    tf32_split<SPLIT>(p[(t + 4) * ld + g], hi[1], lo[1]);
+  }
+}
+
+// Warp tiling of the solver: warp w owns rows [16 rb, 16 rb + 16) and columns [ch D/2, ch D/2 + D/2) of the
+// C x D iterate (rb pairs 0/3 and 1/2 on the warps that share a scheduler, w and w + 4, so the triangular
+// work is balanced), and the score tiles (rb, nt = ch + 2p), p <= rb, of the lower triangle.
+struct SolveWarp {
+  int rb, ch, g, t;
+  __device__ SolveWarp() {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    ch = w & 1;
+    rb = w < 4 ? (w >> 1) : 5 - (w >> 1);
+    g = lane >> 2;
+    t = lane & 3;
+  }
+};
+
+// hx = diag(e^G) X H̄ᵀ + ((X Kᵀ) ⊙ M) K for this warp's tile, X in s.X (H̄ stored so that H̄[c][k] = s.H[c LD + k];
+// the adjoint solve transposes s.H in place). mk: the mask values of this warp's score tiles. Writes P, syncs
+// once (between the scores and their use); the caller syncs before (X ready) and after (before X/P change).
+template <int D, bool SPLIT>
+__device__ __forceinline__ void op_mma(ChunkSmem<D>& s, const SolveWarp& w, const float (&mk)[4][4],
+                                       float (&hx)[D / 16][4]) {
+  using F = Cfg<D>;
+  constexpr int NT = D / 16, LD = F::LD, LC = F::LC;
+  const int rb = w.rb, ch = w.ch, g = w.g, t = w.t;
+  float pc[4][4];
+#pragma unroll
+  for (int p = 0; p < 4; ++p)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) pc[p][e] = 0.f;
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) hx[j][e] = 0.f;
+  const float* xa = s.X + 16 * rb * LD;
+  const float* hb = s.H + ch * (D / 2) * LD;
+#pragma unroll 2
+  for (int ks = 0; ks < D / 8; ++ks) {
+    uint32_t ah[4], al[4];
+    frag_a<SPLIT>(xa + 8 * ks, LD, g, t, ah, al);
+#pragma unroll
+    for (int p = 0; p < 4; ++p)
+      if (p <= rb) {
+        uint32_t bh[2], bl[2];
+        frag_b<SPLIT, true>(s.K + 8 * (ch + 2 * p) * LD + 8 * ks, LD, g, t, bh, bl);
+        mma3<SPLIT>(pc[p], ah, al, bh, bl);
+      }
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      uint32_t bh[2], bl[2];
+      frag_b<SPLIT, true>(hb + 8 * j * LD + 8 * ks, LD, g, t, bh, bl);
+      mma3<SPLIT>(hx[j], ah, al, bh, bl);
+    }
+  }
+  const int r0 = 16 * rb + g, r1 = r0 + 8;
+  const float e0 = s.eG[r0], e1 = s.eG[r1];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    hx[j][0] *= e0;
+    hx[j][1] *= e0;
+    hx[j][2] *= e1;
+    hx[j][3] *= e1;
+  }
+#pragma unroll
+  for (int p = 0; p < 4; ++p)
+    if (p <= rb) {
+      const int c = 8 * (ch + 2 * p) + 2 * t;
+      s.P[r0 * LC + c] = pc[p][0] * mk[p][0];
+      s.P[r0 * LC + c + 1] = pc[p][1] * mk[p][1];
+      s.P[r1 * LC + c] = pc[p][2] * mk[p][2];
+      s.P[r1 * LC + c + 1] = pc[p][3] * mk[p][3];
+    }
+  __syncthreads();
+  const float* pa = s.P + 16 * rb * LC;
+  const float* kb = s.K + ch * (D / 2);
+#pragma unroll 2
+  for (int ks = 0; ks < 2 * rb + 2; ++ks) {  // P is zero right of column 16 rb + 15
+    uint32_t ah[4], al[4];
+    frag_a<SPLIT>(pa + 8 * ks, LC, g, t, ah, al);
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      uint32_t bh[2], bl[2];
+      frag_b<SPLIT, false>(kb + 8 * ks * LD + 8 * j, LD, g, t, bh, bl);
+      mma3<SPLIT>(hx[j], ah, al, bh, bl);
+    }
+  }
+}
+
+// In-place transpose of the D x D tile s.H (for the adjoint solve). Caller syncs before and after.
+template <int D>
+__device__ void square_transpose(float* H) {
+  constexpr int LD = Cfg<D>::LD;
+  for (int idx = threadIdx.x; idx < D * D; idx += blockDim.x) {
+    const int r = idx / D, c = idx % D;
+    if (c > r) {
+      const float a = H[r * LD + c];
+      H[r * LD + c] = H[c * LD + r];
+      H[c * LD + r] = a;
+    }
+  }
+}
+
 // Chebyshev iteration (spec §A.3) on all rows: (H_i + lambda_i I) x_i = rhs_i with f from s.f. The result
-// is returned in x. Uses X and V as the two iterate buffers, P for scores.
+// is returned in x. The products run on tensor cores (op_mma): iterations it >= split_from in 3xTF32, the
+// earlier ones in plain tf32 (their rounding is damped by the later iterations). The iterate lives in
+// registers in the warp-tile layout of SolveWarp and in s.X (one buffer: the scores are formed before
+// the update overwrites it); P holds the scores, V the right-hand side. Uses X, V, P; leaves the result in s.X (ld LD) too.
 template <int D>
 __device__ void cheb_solve(ChunkSmem<D>& s, int n, const ChebConst& cc, const float* omega, const Regs<D>& rhs,
-                           bool adjoint, Regs<D>& x) {
+                           bool adjoint, Regs<D>& x, int split_from = 0) {
   using F = Cfg<D>;
-  const int tr = threadIdx.x / 16;
+  constexpr int NT = D / 16, LD = F::LD, LC = F::LC;
   if (threadIdx.x < F::C) {
     const int i = threadIdx.x;
     const float f = s.f[i];
     s.eta[i] = i < n && f > 0.f ? cc.eta_f / f : 0.f;  // H = 0: x stays 0 (docs/algorithm.md)
     s.lam[i] = i < n ? cc.r * f : 0.f;
   }
-  __syncthreads();
-  Regs<D> xp;
-#pragma unroll
-  for (int i = 0; i < F::TM; ++i) {
-    const float e = s.eta[tr + 16 * i];
-#pragma unroll
-    for (int j = 0; j < F::TN; ++j) {
-      x[i][j] = e * rhs[i][j];
-      xp[i][j] = 0.f;
-    }
+  regs_to_smem<D>(rhs, s.X);
+  if (adjoint) {
+    __syncthreads();
+    square_transpose<D>(s.H);
   }
-  float* bufs[2] = {s.X, s.V};
-  regs_to_smem<D>(x, bufs[0]);
+  __syncthreads();
+  const SolveWarp w;
+  const int r0 = 16 * w.rb + w.g, r1 = r0 + 8, cb = w.ch * (D / 2) + 2 * w.t;
+  const float eta0 = s.eta[r0], eta1 = s.eta[r1], el0 = eta0 * s.lam[r0], el1 = eta1 * s.lam[r1];
+  // The right-hand side stays in s.V (same positions as the iterate in s.X): it is read once per iteration,
+  // and keeping it out of registers leaves room for the fragment pipeline.
+  float xc[NT][4], xp[NT][4], mk[4][4];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    float* p0 = s.X + r0 * LD + cb + 8 * j;
+    float* p1 = s.X + r1 * LD + cb + 8 * j;
+    float* v0 = s.V + r0 * LD + cb + 8 * j;
+    float* v1 = s.V + r1 * LD + cb + 8 * j;
+    const float b[4] = {p0[0], p0[1], p1[0], p1[1]};
+    v0[0] = b[0];
+    v0[1] = b[1];
+    v1[0] = b[2];
+    v1[1] = b[3];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      xc[j][e] = (e < 2 ? eta0 : eta1) * b[e];
+      xp[j][e] = 0.f;
+    }
+    p0[0] = xc[j][0];
+    p0[1] = xc[j][1];
+    p1[0] = xc[j][2];
+    p1[1] = xc[j][3];
+  }
+#pragma unroll
+  for (int p = 0; p < 4; ++p) {
+    const int c = 8 * (w.ch + 2 * p) + 2 * w.t;
+    const bool on = p <= w.rb;
+    mk[p][0] = on ? s.M[r0 * LC + c] : 0.f;
+    mk[p][1] = on ? s.M[r0 * LC + c + 1] : 0.f;
+    mk[p][2] = on ? s.M[r1 * LC + c] : 0.f;
+    mk[p][3] = on ? s.M[r1 * LC + c + 1] : 0.f;
+  }
   __syncthreads();
   for (int it = 0; it < cc.n; ++it) {
-    const float* cur = bufs[it & 1];
-    Regs<D> hx;
-    op_apply<D>(s, cur, n, adjoint, hx);
-    const float w = omega[it], w1 = 1.f - w;
+    float hx[NT][4];
+    if (it >= split_from)
+      op_mma<D, true>(s, w, mk, hx);
+    else
+      op_mma<D, false>(s, w, mk, hx);
+    const float om = omega[it], w1 = 1.f - om;
+    const float a0 = om * (1.f - el0), a1 = om * (1.f - el1), q0 = om * eta0, q1 = om * eta1;
 #pragma unroll
-    for (int i = 0; i < F::TM; ++i) {
-      const int row = tr + 16 * i;
-      const float eta = s.eta[row], a = w * (1.f - eta * s.lam[row]), bq = w * eta;
+    for (int j = 0; j < NT; ++j) {
+      const float* v0 = s.V + r0 * LD + cb + 8 * j;
+      const float* v1 = s.V + r1 * LD + cb + 8 * j;
+      const float b[4] = {v0[0], v0[1], v1[0], v1[1]};
 #pragma unroll
-      for (int j = 0; j < F::TN; ++j) {
-        const float xn = a * x[i][j] + bq * (rhs[i][j] - hx[i][j]) + w1 * xp[i][j];
-        xp[i][j] = x[i][j];
-        x[i][j] = xn;
+      for (int e = 0; e < 4; ++e) {
+        const float a = e < 2 ? a0 : a1, bq = e < 2 ? q0 : q1;
+        const float xn = a * xc[j][e] + bq * (b[e] - hx[j][e]) + w1 * xp[j][e];
+        xp[j][e] = xc[j][e];
+        xc[j][e] = xn;
       }
+      float* p0 = s.X + r0 * LD + cb + 8 * j;
+      float* p1 = s.X + r1 * LD + cb + 8 * j;
+      p0[0] = xc[j][0];
+      p0[1] = xc[j][1];
+      p1[0] = xc[j][2];
+      p1[1] = xc[j][3];
     }
-    regs_to_smem<D>(x, bufs[(it + 1) & 1]);
     __syncthreads();
   }
+  if (adjoint) square_transpose<D>(s.H);
+  regs_from_smem<D>(x, s.X);
+  __syncthreads();
 }
 
 }  // namespace gka::cuda

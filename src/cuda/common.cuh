@@ -7,7 +7,9 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -165,6 +167,17 @@ inline ChebConst cheb_const(const Problem& p) {
   c.r = static_cast<float>(p.ridge_ratio);
   c.n = p.num_iter;
   return c;
+}
+
+// Leading Chebyshev iterations whose products run in plain tf32 (the rest in 3xTF32, chunk_tile.cuh).
+// Default kPlainTf32Iters; GKA_CUDA_TF32_ITERS overrides it (experiments; clamped to >= 0).
+inline constexpr int kPlainTf32Iters = 0;
+inline int plain_tf32_iters() {
+  static const int v = [] {
+    const char* e = std::getenv("GKA_CUDA_TF32_ITERS");
+    return e ? std::max(0, std::atoi(e)) : kPlainTf32Iters;
+  }();
+  return v;
 }
 
 // The omega sequence lives in constant memory of each translation unit that solves.
