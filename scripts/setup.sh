@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages libgka builds with, if any is missing (no-op on a prepared machine).
-# The `gka` command line also needs CLI11 (flags) and gnuplot (PNG plots); torch comes from pip (scripts/test.sh).
+# The `gka` command line also needs CLI11 (flags) and gnuplot (PNG plots); torch comes from pip (below).
 set -euo pipefail
 packages=(cmake g++ make libeigen3-dev libgtest-dev libbenchmark-dev nlohmann-json3-dev ccache libcli11-dev gnuplot-nox libpng-dev)
 missing=()
