@@ -9,7 +9,8 @@ case "${1:-}" in
     mkdir -p .gpu-deps
     (cd .gpu-deps && apt-get download libeigen3-dev libgtest-dev nlohmann-json3-dev libbenchmark-dev libbenchmark1debian >/dev/null 2>&1)
     ls .gpu-deps ;;
-  unpack)
+  unpack)  # a no-op where the packages are installed normally (no .gpu-deps folder)
+    shopt -s nullglob
     for f in .gpu-deps/*.deb; do dpkg -x "$f" /tmp/gka-deps; done
     echo "export CMAKE_PREFIX_PATH=/tmp/gka-deps/usr:/tmp/gka-deps/usr/share/eigen3/cmake\${CMAKE_PREFIX_PATH:+:\$CMAKE_PREFIX_PATH}"
     echo "export CPATH=/tmp/gka-deps/usr/include/eigen3:/tmp/gka-deps/usr/include\${CPATH:+:\$CPATH}" ;;
