@@ -103,13 +103,26 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
   square_load<D>(s.H, a.st.Ss + tile * DD);
   gate_build<D>(a.g, it, h, s.Gg, s.eGg, s.M);
   __syncthreads();
-  scores_lower<D>(s.P, s.X, F::LD, s.V, F::LD, s.M, n, 1.f);
   Regs<D> dqt;
-  tile_zero(dqt);
-  tile_mac(dqt, s.X, F::LD, 1, s.H, 1, F::LD, D, tr, tc);
-  rows_scale<D>(dqt, s.eGg);
-  __syncthreads();
-  tile_mac(dqt, s.P, F::LC, 1, s.K, F::LD, 1, n, tr, tc);
+  {  // on tensor cores (3xTF32): the solver's operator with S̄ᵀ, scores with V, P times K, the g gates;
+     // through s.X (dO is no longer needed after op_mma's first phase) into the thread layout
+    const SolveWarp w;
+    float mk[4][4], o[D / 16][4];
+    mask_frag<D>(s.M, w, mk);
+    op_mma<D, true, true>(s, w, mk, o, s.V, s.K, s.eGg);
+    const int r0 = 16 * w.rb + w.g, cb = w.ch * (D / 2) + 2 * w.t;
+#pragma unroll
+    for (int j = 0; j < D / 16; ++j) {
+      float* p0 = s.X + r0 * F::LD + cb + 8 * j;
+      float* p1 = p0 + 8 * F::LD;
+      p0[0] = o[j][0];
+      p0[1] = o[j][1];
+      p1[0] = o[j][2];
+      p1[1] = o[j][3];
+    }
+    __syncthreads();
+    regs_from_smem<D>(dqt, s.X);
+  }
   Regs<D> qt, dx;
 #pragma unroll
   for (int i = 0; i < F::TM; ++i) {
@@ -188,25 +201,26 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
     s.t1[0] = gamma;
   }
   __syncthreads();
-  float acc[D / 16][D / 16];
-  tile_zero(acc);
-  gram_mac<D>(acc, s.V, s.X, n);
-  __syncthreads();
-  for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) {
-    const int r = idx / D, c = idx % D;
-    s.X[r * F::LD + c] = -s.t0[r] * s.K[r * F::LD + c];
-  }
-  __syncthreads();
-  gram_mac<D>(acc, s.K, s.X, n);
-  const float gamma = s.t1[0];
-  float* psi = a.Psi + id * DD;
-#pragma unroll
-  for (int i = 0; i < D / 16; ++i)
-#pragma unroll
-    for (int j = 0; j < D / 16; ++j) {
-      const int r = tr + 16 * i, c = tc + 16 * j;
-      psi[r * D + c] = solve ? acc[i][j] - gamma * s.H[r * F::LD + c] : 0.f;
+  const int n8 = (n + 7) & ~7;
+  {
+    FragG<D> acc;  // chunk sums on tensor cores (3xTF32)
+    frag_zero(acc);
+    gram_gemm<D>(acc, s.V, F::LD, s.X, F::LD, n8);
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) {
+      const int r = idx / D, c = idx % D;
+      s.X[r * F::LD + c] = r < n ? -s.t0[r] * s.K[r * F::LD + c] : 0.f;
     }
+    __syncthreads();
+    gram_gemm<D>(acc, s.K, F::LD, s.X, F::LD, n8);
+    const float gamma = s.t1[0];
+    float* psi = a.Psi + id * DD;
+    gram_each<D>(acc, [&](int r, int c, float v0, float v1) {
+      const float* hr = s.H + r * F::LD + c;
+      *reinterpret_cast<float2*>(psi + r * D + c) =
+          solve ? make_float2(v0 - gamma * hr[0], v1 - gamma * hr[1]) : make_float2(0.f, 0.f);
+    });
+  }
 
   // Σ e^{Gg_s} Φ_s = s Q~ᵀ diag(e^Gg) dO.
   __syncthreads();
@@ -215,13 +229,15 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
   __syncthreads();
   for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) s.V[(idx / D) * F::LD + idx % D] *= s.eGg[idx / D];
   __syncthreads();
-  tile_zero(acc);
-  gram_mac<D>(acc, s.X, s.V, n);
-  float* phi = a.Phi + id * DD;
-#pragma unroll
-  for (int i = 0; i < D / 16; ++i)
-#pragma unroll
-    for (int j = 0; j < D / 16; ++j) phi[(tr + 16 * i) * D + tc + 16 * j] = acc[i][j];
+  {
+    FragG<D> acc;
+    frag_zero(acc);
+    gram_gemm<D>(acc, s.X, F::LD, s.V, F::LD, n8);
+    float* phi = a.Phi + id * DD;
+    gram_each<D>(acc, [&](int r, int c, float v0, float v1) {
+      *reinterpret_cast<float2*>(phi + r * D + c) = make_float2(v0, v1);
+    });
+  }
 }
 
 // (C) grid (seqs * H, 2, D*D / 256): R_{c-1} = e^{G_last} R_c + Σ_c; leaves R_c in the chunk-sum buffers.
@@ -262,7 +278,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
   extern __shared__ float4 smem_raw[];
   ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
   const Item it = items[blockIdx.x];
-  const int h = blockIdx.y, n = it.n, tr = threadIdx.x / 16, tc = threadIdx.x % 16;
+  const int h = blockIdx.y, n = it.n;
   const int64_t id = static_cast<int64_t>(blockIdx.x) * a.H + h;
   const int64_t tile = static_cast<int64_t>(it.slot) * a.H + h;
   const bool solve = a.cc.n > 0;
@@ -286,36 +302,32 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
   gate_build<D>(a.gk, it, h, s.G, s.eG, s.M);
   __syncthreads();
   const float GL = s.G[n - 1];
-
-  // dk of the solve.
-  Regs<D> dks;
-  tile_zero(dks);
-  tile_mac(dks, s.K, F::LD, 1, R, D, 1, D, tr, tc);
-  tile_mac(dks, s.K, F::LD, 1, R, 1, D, D, tr, tc);
-#pragma unroll
-  for (int i = 0; i < F::TM; ++i) {
-    const float e = expf(GL - s.G[tr + 16 * i]);
-#pragma unroll
-    for (int j = 0; j < F::TN; ++j) dks[i][j] *= e;
+  // Every product on tensor cores (3xTF32); C x D results in the SolveWarp fragment layout (chunk_tile.cuh).
+  constexpr int LD = F::LD, LC = F::LC, C = F::C, NT = D / 16;
+  const SolveWarp w;
+  const int r0 = 16 * w.rb + w.g, r1 = r0 + 8;
+  const int n8 = (n + 7) & ~7;
+  // dk of the solve: K (R + Rᵀ), rows scaled by e^{G_last - G_t}.
+  FragC<D> dks;
+  {
+    FragC<D> t;
+    frag_zero(t);
+    frag_zero(dks);
+    tile_gemm<D, false, false>(t, w, s.K, LD, R, D, D);
+    tile_gemm<D, false, true>(t, w, s.K, LD, R, D, D);
+    frag_add_rows<D>(dks, t, expf(GL - s.G[r0]), expf(GL - s.G[r1]));
   }
-  float kd[F::TM];
   if (solve) {
     // -((K Xᵀ) ⊙ M̃) U - ((K Uᵀ) ⊙ M̃) X with M̃_ts = M_st (s >= t).
     for (int pass = 0; pass < 2; ++pass) {
       const float* A = pass == 0 ? Xg : Ug;
       const float* B = pass == 0 ? Ug : Xg;
-      float sc[F::TM][F::TM];
-      tile_zero(sc);
-      tile_mac(sc, s.K, F::LD, 1, A, 1, D, D, tr, tc);
-#pragma unroll
-      for (int i = 0; i < F::TM; ++i)
-#pragma unroll
-        for (int j = 0; j < F::TM; ++j) {
-          const int t = tr + 16 * i, u = tc + 16 * j;
-          s.P[t * F::LC + u] = (u >= t && u < n) ? -sc[i][j] * s.M[u * F::LC + t] : 0.f;
-        }
+      FragC<C> sc;
+      frag_zero(sc);
+      tile_gemm<C, false, true>(sc, w, s.K, LD, A, D, D);
+      frag_put<C>(s.P, sc, w, [&](int t, int u, float v) { return (u >= t && u < n) ? -v * s.M[u * LC + t] : 0.f; });
       __syncthreads();
-      tile_mac(dks, s.P, F::LC, 1, B, D, 1, n, tr, tc);
+      tile_gemm<D, false, false>(dks, w, s.P, LC, B, D, n8);
       __syncthreads();
     }
     if (a.lambda_grad) {
@@ -328,57 +340,37 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
         }
       }
       __syncthreads();
-      float sc[F::TM][F::TM];
-      tile_zero(sc);
-      tile_mac(sc, s.K, F::LD, 1, s.K, 1, F::LD, D, tr, tc);
-#pragma unroll
-      for (int i = 0; i < F::TM; ++i)
-#pragma unroll
-        for (int j = 0; j < F::TM; ++j) {
-          const int t = tr + 16 * i, u = tc + 16 * j, m = max(t, u);
-          s.P[t * F::LC + u] =
-              (t < n && u < n) ? -2.f * s.M[m * F::LC + t] * s.M[m * F::LC + u] * s.t0[m] * sc[i][j] : 0.f;
-        }
+      FragC<C> sc;
+      frag_zero(sc);
+      tile_gemm<C, false, true>(sc, w, s.K, LD, s.K, LD, D);
+      frag_put<C>(s.P, sc, w, [&](int t, int u, float v) {
+        const int m = max(t, u);
+        return (t < n && u < n) ? -2.f * s.M[m * LC + t] * s.M[m * LC + u] * s.t0[m] * v : 0.f;
+      });
       __syncthreads();
-      tile_mac(dks, s.P, F::LC, 1, s.K, F::LD, 1, n, tr, tc);
-      Regs<D> t;
-      tile_zero(t);
-      tile_mac(t, s.K, F::LD, 1, s.H, F::LD, 1, D, tr, tc);
-      tile_mac(t, s.K, F::LD, 1, s.H, 1, F::LD, D, tr, tc);
-#pragma unroll
-      for (int i = 0; i < F::TM; ++i) {
-        const int row = tr + 16 * i;
-        const float e = -s.eG[row] * s.t0[row];
-#pragma unroll
-        for (int j = 0; j < F::TN; ++j) dks[i][j] = fmaf(e, t[i][j], dks[i][j]);
-      }
+      tile_gemm<D, false, false>(dks, w, s.P, LC, s.K, LD, n8);
+      FragC<D> t;
+      frag_zero(t);
+      tile_gemm<D, false, false>(t, w, s.K, LD, s.H, LD, D);
+      tile_gemm<D, false, true>(t, w, s.K, LD, s.H, LD, D);
+      frag_add_rows<D>(dks, t, -s.eG[r0] * s.t0[r0], -s.eG[r1] * s.t0[r1]);
     }
     // H_i x_i (one more operator application) for the gate gradient.
     __syncthreads();
-    for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) s.X[(idx / D) * F::LD + idx % D] = Xg[idx];
+    tile_copy_async<D>(s.X, Xg, F::C);
     __syncthreads();
-    Regs<D> hx;
-    op_apply<D>(s, s.X, n, false, hx);
-    float uhx[F::TM];
-#pragma unroll
-    for (int i = 0; i < F::TM; ++i) {
-      float v = 0.f;
-#pragma unroll
-      for (int j = 0; j < F::TN; ++j) v = fmaf(Ug[(tr + 16 * i) * D + tc + 16 * j], hx[i][j], v);
-      uhx[i] = row_sum16(v);
-    }
-    rows_dot<D>(dks, s.K, F::LD, kd);
-    if (tc == 0)
-#pragma unroll
-      for (int i = 0; i < F::TM; ++i) {
-        const int row = tr + 16 * i;
-        dG[row] = -0.5f * kd[i] - uhx[i] - s.w[row] * s.f[row] * s.f[row];
-      }
+    float mk[4][4], hx[NT][4];
+    mask_frag<D>(s.M, w, mk);
+    op_mma<D, true>(s, w, mk, hx);
+    float u0, u1, k0, k1;
+    frag_row_dot<D>(reinterpret_cast<const FragC<D>&>(hx), w, Ug, D, u0, u1);
+    frag_row_dot<D>(dks, w, s.K, LD, k0, k1);
+    frag_row_sum(-0.5f * k0 - u0, -0.5f * k1 - u1, w, s.rowp, dG);
+    if (threadIdx.x < C) dG[threadIdx.x] -= s.w[threadIdx.x] * s.f[threadIdx.x] * s.f[threadIdx.x];
   } else {
-    rows_dot<D>(dks, s.K, F::LD, kd);
-    if (tc == 0)
-#pragma unroll
-      for (int i = 0; i < F::TM; ++i) dG[tr + 16 * i] = -0.5f * kd[i];
+    float k0, k1;
+    frag_row_dot<D>(dks, w, s.K, LD, k0, k1);
+    frag_row_sum(-0.5f * k0, -0.5f * k1, w, s.rowp, dG);
   }
 
   // Readout part: dO into H's space, Q~ into X, V, and the g mask.
@@ -395,60 +387,47 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
   }
   __syncthreads();
   const float GgL = s.Gg[n - 1];
-  Regs<D> dkr, dv;
-  tile_zero(dkr);
-  tile_zero(dv);
+  FragC<D> dkr, dv;
+  frag_zero(dkr);
+  frag_zero(dv);
   for (int pass = 0; pass < 2; ++pass) {
     // pass 0: P_ts = s (V_t·dO_s) Mg_st, dkr += P Q~;  pass 1: P_ts = s (K_t·Q~_s) Mg_st, dv += P dO.
     const float* A = pass == 0 ? s.V : s.K;
     const float* B = pass == 0 ? s.H : s.X;
-    float sc[F::TM][F::TM];
-    tile_zero(sc);
-    tile_mac(sc, A, F::LD, 1, B, 1, F::LD, D, tr, tc);
-#pragma unroll
-    for (int i = 0; i < F::TM; ++i)
-#pragma unroll
-      for (int j = 0; j < F::TM; ++j) {
-        const int t = tr + 16 * i, u = tc + 16 * j;
-        s.P[t * F::LC + u] = (u >= t && u < n) ? a.scale * sc[i][j] * s.M[u * F::LC + t] : 0.f;
-      }
+    FragC<C> sc;
+    frag_zero(sc);
+    tile_gemm<C, false, true>(sc, w, A, LD, B, LD, D);
+    frag_put<C>(s.P, sc, w, [&](int t, int u, float v) { return (u >= t && u < n) ? a.scale * v * s.M[u * LC + t] : 0.f; });
     __syncthreads();
     if (pass == 0)
-      tile_mac(dkr, s.P, F::LC, 1, s.X, F::LD, 1, n, tr, tc);
+      tile_gemm<D, false, false>(dkr, w, s.P, LC, s.X, LD, n8);
     else
-      tile_mac(dv, s.P, F::LC, 1, s.H, F::LD, 1, n, tr, tc);
+      tile_gemm<D, false, false>(dv, w, s.P, LC, s.H, LD, n8);
     __syncthreads();
   }
   {
-    Regs<D> t1, t2;
-    tile_zero(t1);
-    tile_zero(t2);
-    tile_mac(t1, s.V, F::LD, 1, Qc, 1, D, D, tr, tc);  // V Q_cᵀ
-    tile_mac(t2, s.K, F::LD, 1, Qc, D, 1, D, tr, tc);  // K Q_c
-#pragma unroll
-    for (int i = 0; i < F::TM; ++i) {
-      const float e = expf(GgL - s.Gg[tr + 16 * i]);
-#pragma unroll
-      for (int j = 0; j < F::TN; ++j) {
-        dkr[i][j] = fmaf(e, t1[i][j], dkr[i][j]);
-        dv[i][j] = fmaf(e, t2[i][j], dv[i][j]);
-      }
-    }
+    const float e0 = expf(GgL - s.Gg[r0]), e1 = expf(GgL - s.Gg[r1]);
+    FragC<D> t;
+    frag_zero(t);
+    tile_gemm<D, false, true>(t, w, s.V, LD, Qc, D, D);  // V Q_cᵀ
+    frag_add_rows<D>(dkr, t, e0, e1);
+    frag_zero(t);
+    tile_gemm<D, false, false>(t, w, s.K, LD, Qc, D, D);  // K Q_c
+    frag_add_rows<D>(dv, t, e0, e1);
   }
-  rows_dot<D>(dkr, s.K, F::LD, kd);
-  if (tc == 0)
-#pragma unroll
-    for (int i = 0; i < F::TM; ++i) {
-      const int row = tr + 16 * i;
-      dGg[row] = s.t1[row] - kd[i];
-    }
+  {
+    float k0, k1;
+    frag_row_dot<D>(dkr, w, s.K, LD, k0, k1);
+    frag_row_sum(-k0, -k1, w, s.rowp, dGg);
+    if (threadIdx.x < C) dGg[threadIdx.x] += s.t1[threadIdx.x];
+  }
   const int64_t next = static_cast<int64_t>(it.slot + 1) * a.H + h;
   const float* Rp = it.chunk > 0 ? a.Psi + (id - a.H) * DD : a.Rin + (static_cast<int64_t>(it.seq) * a.H + h) * DD;
   const float* Qp = it.chunk > 0 ? a.Phi + (id - a.H) * DD : a.Qin + (static_cast<int64_t>(it.seq) * a.H + h) * DD;
   const float rh = tile_dot<D>(R, a.st.Hs + next * DD, s.red);
   const float qs = tile_dot<D>(Qc, a.st.Ss + next * DD, s.red);
-  const float r0 = tile_dot<D>(Rp, a.st.Hs + tile * DD, s.red);
-  const float q0 = tile_dot<D>(Qp, a.st.Ss + tile * DD, s.red);
+  const float rd0 = tile_dot<D>(Rp, a.st.Hs + tile * DD, s.red);
+  const float qd0 = tile_dot<D>(Qp, a.st.Ss + tile * DD, s.red);
   if (threadIdx.x == 0) {
     dG[n - 1] += rh;
     dGg[n - 1] += qs;
@@ -456,8 +435,8 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
       dG[i] += dG[i + 1];
       dGg[i] += dGg[i + 1];
     }
-    dG[0] = r0;
-    dGg[0] = q0;
+    dG[0] = rd0;
+    dGg[0] = qd0;
   }
   __syncthreads();
   if (threadIdx.x < n) {
@@ -466,11 +445,11 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
     if (a.dg.dt) dstore(a.dg, drow(a.dg, it.batch, it.t0 + i, h), dGg[i]);
   }
 #pragma unroll
-  for (int i = 0; i < F::TM; ++i)
+  for (int j = 0; j < NT; ++j)
 #pragma unroll
-    for (int j = 0; j < F::TN; ++j) dks[i][j] += dkr[i][j];
-  if (a.dk.dt) regs_store<D>(dks, a.dk, it, h);
-  if (a.dv.dt) regs_store<D>(dv, a.dv, it, h);
+    for (int e = 0; e < 4; ++e) dks[0][j][e] += dkr[0][j][e];
+  if (a.dk.dt) frag_store<D>(dks, w, a.dk, it, h, 1.f);
+  if (a.dv.dt) frag_store<D>(dv, w, a.dv, it, h, 1.f);
 }
 
 template <int D>

@@ -85,23 +85,13 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
   square_load<D>(s.H, a.st.Ss + tile * D * D);
   gate_build<D>(a.g, it, h, s.Gg, s.eGg, s.M);
   __syncthreads();
-  scores_lower<D>(s.P, s.X, F::LD, s.K, F::LD, s.M, n, 1.f);
-  Regs<D> o;
-  tile_zero(o);
-  tile_mac(o, s.X, F::LD, 1, s.H, F::LD, 1, D, tr, tc);
-#pragma unroll
-  for (int i = 0; i < F::TM; ++i) {
-    const float e = s.eGg[tr + 16 * i];
-#pragma unroll
-    for (int j = 0; j < F::TN; ++j) o[i][j] *= e;
+  {  // on tensor cores (3xTF32): the solver's operator with S̄ (k-major), V and the g gates
+    const SolveWarp w;
+    float mk[4][4], o[D / 16][4];
+    mask_frag<D>(s.M, w, mk);
+    op_mma<D, true, false>(s, w, mk, o, s.K, s.V, s.eGg);
+    frag_store<D>(reinterpret_cast<const FragC<D>&>(o), w, a.o, it, h, a.scale);
   }
-  __syncthreads();
-  tile_mac(o, s.P, F::LC, 1, s.V, F::LD, 1, n, tr, tc);
-#pragma unroll
-  for (int i = 0; i < F::TM; ++i)
-#pragma unroll
-    for (int j = 0; j < F::TN; ++j) o[i][j] *= a.scale;
-  regs_store<D>(o, a.o, it, h);
 }
 
 // Rows of sequences without a state slot (pool padding) produce zeros.

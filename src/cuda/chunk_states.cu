@@ -19,28 +19,20 @@ __global__ void __launch_bounds__(kThreads) local_states_kernel(const Item* item
   const int h = blockIdx.y, which = blockIdx.z;
   gate_build<D>(which == 0 ? gk : g, it, h, G, eG, nullptr);
   const float GL = G[it.n - 1];
-  for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) {
-    const int r = idx / D, c = idx % D;
-    float kk = 0.f, bb = 0.f;
-    if (r < it.n) {
-      const int64_t base = drow(k, it.batch, it.t0 + r, h) + c;
-      kk = dload(k, base);
-      bb = which == 0 ? kk : dload(v, drow(v, it.batch, it.t0 + r, h) + c);
-      kk *= expf(GL - G[r]);
-    }
-    Kd[r * F::LD + c] = kk;
-    B[r * F::LD + c] = bb;
-  }
+  rows_load<D>(Kd, k, it, h);
+  rows_load<D>(B, which == 0 ? k : v, it, h);
   __syncthreads();
-  const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
-  float acc[D / 16][D / 16];
-  tile_zero(acc);
-  tile_mac(acc, Kd, 1, F::LD, B, F::LD, 1, it.n, tr, tc);
+  if (threadIdx.x < F::C) eG[threadIdx.x] = threadIdx.x < it.n ? expf(GL - G[threadIdx.x]) : 0.f;  // e^G unused here
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) Kd[(idx / D) * F::LD + idx % D] *= eG[idx / D];
+  __syncthreads();
+  FragG<D> acc;  // Kdᵀ B on tensor cores (3xTF32), rows k < n (the tiles are zero below)
+  frag_zero(acc);
+  gram_gemm<D>(acc, Kd, F::LD, B, F::LD, (it.n + 7) & ~7);
   float* dst = (which == 0 ? st.Hs : st.Ss) + (static_cast<int64_t>(it.slot + 1) * H + h) * D * D;
-#pragma unroll
-  for (int i = 0; i < D / 16; ++i)
-#pragma unroll
-    for (int j = 0; j < D / 16; ++j) dst[(tr + 16 * i) * D + tc + 16 * j] = acc[i][j];
+  gram_each<D>(acc, [&](int r, int c, float v0, float v1) {
+    *reinterpret_cast<float2*>(dst + r * D + c) = make_float2(v0, v1);
+  });
   if (threadIdx.x == 0) st.decay[(static_cast<int64_t>(blockIdx.x) * H + h) * 2 + which] = expf(GL);
 }
 

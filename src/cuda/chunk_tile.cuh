@@ -81,13 +81,64 @@ struct ChunkSmem {
   float M[F::C * F::LC];
   float G[F::C], eG[F::C], Gg[F::C], eGg[F::C], alpha[F::C], f[F::C], eta[F::C], lam[F::C], w[F::C], t0[F::C],
       t1[F::C];
+  float rowp[2 * F::C];  // per-column-half row partials (frag_row_sum)
   float red[32];
 };
 
 // Rows [t0, t0+n) of head h of a [B,T,H,D] view into a C x D tile (ld LD, rows >= n zeroed), times `scale`.
+// Fast path (16-byte aligned rows): 8 elements per 16-byte (bf16/f16) or 2 x 16-byte (f32) load, all of a
+// thread's loads issued before any store (the kernels run 1 CTA per SM: load latency, not bandwidth, bounds them).
 template <int D>
 __device__ void rows_load(float* dst, const DView& v, const Item& it, int h, float scale = 1.f) {
   using F = Cfg<D>;
+  constexpr int VPR = D / 8, PER = F::C * VPR / kThreads;
+  const int64_t esz = v.dt == 1 ? 4 : 2;
+  const bool aligned =
+      ((reinterpret_cast<uintptr_t>(v.p) | static_cast<uintptr_t>((v.s0 * esz) | (v.s1 * esz) | (v.s2 * esz))) & 15) == 0;
+  if (aligned && blockDim.x == kThreads) {
+    uint4 raw[PER][2];
+#pragma unroll
+    for (int p = 0; p < PER; ++p) {
+      const int idx = threadIdx.x + p * kThreads, r = idx / VPR, c8 = (idx % VPR) * 8;
+      raw[p][0] = raw[p][1] = make_uint4(0u, 0u, 0u, 0u);
+      if (r < it.n) {
+        const uint4* src = reinterpret_cast<const uint4*>(static_cast<const char*>(v.p) +
+                                                          (drow(v, it.batch, it.t0 + r, h) + c8) * esz);
+        raw[p][0] = __ldg(src);
+        if (v.dt == 1) raw[p][1] = __ldg(src + 1);
+      }
+    }
+#pragma unroll
+    for (int p = 0; p < PER; ++p) {
+      const int idx = threadIdx.x + p * kThreads, r = idx / VPR, c8 = (idx % VPR) * 8;
+      float f[8];
+      const uint32_t w[8] = {raw[p][0].x, raw[p][0].y, raw[p][0].z, raw[p][0].w,
+                             raw[p][1].x, raw[p][1].y, raw[p][1].z, raw[p][1].w};
+      if (v.dt == 1) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) f[e] = __uint_as_float(w[e]);
+      } else if (v.dt == 2) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          f[2 * e] = __uint_as_float(w[e] << 16);
+          f[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          __half2 hv;
+          memcpy(&hv, &w[e], 4);
+          const float2 ff = __half22float2(hv);
+          f[2 * e] = ff.x;
+          f[2 * e + 1] = ff.y;
+        }
+      }
+      float4* d4 = reinterpret_cast<float4*>(dst + r * F::LD + c8);
+      d4[0] = make_float4(scale * f[0], scale * f[1], scale * f[2], scale * f[3]);
+      d4[1] = make_float4(scale * f[4], scale * f[5], scale * f[6], scale * f[7]);
+    }
+    return;
+  }
   for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) {
     const int r = idx / D, c = idx % D;
     float x = 0.f;
@@ -96,10 +147,27 @@ __device__ void rows_load(float* dst, const DView& v, const Item& it, int h, flo
   }
 }
 
-// A D x D fp32 tile (row-major, ld D) into shared memory (ld LD).
+// Asynchronous 16-byte copies global -> shared (cp.async.cg); wait with cp_async_wait_all() + __syncthreads().
+__device__ __forceinline__ void cp_async16(void* sdst, const void* gsrc) {
+  const uint32_t sa = static_cast<uint32_t>(__cvta_generic_to_shared(sdst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gsrc));
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
+
+// rows x D fp32 tile (row-major, ld D, 16-byte aligned) into shared memory (ld LD), all copies in flight at once.
+template <int D>
+__device__ __forceinline__ void tile_copy_async(float* dst, const float* src, int rows) {
+  for (int idx = threadIdx.x; idx < rows * (D / 4); idx += blockDim.x) {
+    const int r = idx / (D / 4), c = (idx % (D / 4)) * 4;
+    cp_async16(dst + r * Cfg<D>::LD + c, src + r * D + c);
+  }
+  cp_async_wait_all();
+}
+
+// A D x D fp32 tile (row-major, ld D) into shared memory (ld LD). Callers sync before use.
 template <int D>
 __device__ void square_load(float* dst, const float* src) {
-  for (int idx = threadIdx.x; idx < D * D; idx += blockDim.x) dst[(idx / D) * Cfg<D>::LD + idx % D] = src[idx];
+  tile_copy_async<D>(dst, src, D);
 }
 
 // Chunk-local inclusive cumulative sum G of a gate, e^G, and (if M) the mask M_ij = e^{G_i - G_j} (j <= i < n).
@@ -224,64 +292,6 @@ __device__ __forceinline__ void op_apply(ChunkSmem<D>& s, const float* X, int n,
   tile_mac(acc, s.P, F::LC, 1, s.K, F::LD, 1, n, tr, tc);
 }
 
-// Per-token Frobenius norms by the closed form (spec §B.2) into s.f; needs H (= H̄), K, M, eG. Uses P.
-template <int D>
-__device__ void fro_norms(ChunkSmem<D>& s, int n) {
-  using F = Cfg<D>;
-  const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
-  float hh = 0.f;
-  for (int idx = threadIdx.x; idx < D * D; idx += blockDim.x) {
-    const float x = s.H[(idx / D) * F::LD + idx % D];
-    hh = fmaf(x, x, hh);
-  }
-  hh = block_sum(hh, s.red);
-  {  // w_j = k_jᵀ H̄ k_j
-    Regs<D> acc;
-    tile_zero(acc);
-    tile_mac(acc, s.K, F::LD, 1, s.H, F::LD, 1, D, tr, tc);
-#pragma unroll
-    for (int i = 0; i < F::TM; ++i) {
-      float v = 0.f;
-#pragma unroll
-      for (int j = 0; j < F::TN; ++j) v = fmaf(acc[i][j], s.K[(tr + 16 * i) * F::LD + tc + 16 * j], v);
-      v = row_sum16(v);
-      if (tc == 0) s.w[tr + 16 * i] = v;
-    }
-  }
-  {  // P = (K Kᵀ)²
-    float acc[F::TM][F::TM];
-    tile_zero(acc);
-    tile_mac(acc, s.K, F::LD, 1, s.K, 1, F::LD, D, tr, tc);
-#pragma unroll
-    for (int i = 0; i < F::TM; ++i)
-#pragma unroll
-      for (int j = 0; j < F::TM; ++j) s.P[(tr + 16 * i) * F::LC + tc + 16 * j] = acc[i][j] * acc[i][j];
-  }
-  __syncthreads();
-  {  // third_i = rowsum((M P²) ⊙ M)_i
-    float acc[F::TM][F::TM];
-    tile_zero(acc);
-    tile_mac(acc, s.M, F::LC, 1, s.P, F::LC, 1, n, tr, tc);
-#pragma unroll
-    for (int i = 0; i < F::TM; ++i) {
-      float v = 0.f;
-#pragma unroll
-      for (int j = 0; j < F::TM; ++j) v = fmaf(acc[i][j], s.M[(tr + 16 * i) * F::LC + tc + 16 * j], v);
-      v = row_sum16(v);
-      if (tc == 0) s.t0[tr + 16 * i] = v;
-    }
-  }
-  __syncthreads();
-  if (threadIdx.x < F::C) {
-    const int i = threadIdx.x;
-    float mw = 0.f;
-    for (int j = 0; j <= i && j < n; ++j) mw = fmaf(s.M[i * F::LC + j], s.w[j], mw);
-    const float e = s.eG[i];
-    s.f[i] = i < n ? sqrtf(fmaxf(0.f, e * e * hh + 2.f * e * mw + s.t0[i])) : 0.f;
-  }
-  __syncthreads();
-}
-
 // ---- Tensor-core products of the solver (mma.sync m16n8k8, tf32 inputs, fp32 accumulation) ----
 // Fragment layout (g = lane / 4, t = lane % 4): A (16 x 8) a0 = (g, t), a1 = (g + 8, t), a2 = (g, t + 4),
 // a3 = (g + 8, t + 4); B (8 x 8, k x n) b0 = (t, g), b1 = (t + 4, g); C (16 x 8) c0,c1 = (g, 2t..2t+1),
@@ -356,9 +366,15 @@ struct SolveWarp {
 // hx = diag(e^G) X H̄ᵀ + ((X Kᵀ) ⊙ M) K for this warp's tile, X in s.X (H̄ stored so that H̄[c][k] = s.H[c LD + k];
 // the adjoint solve transposes s.H in place). mk: the mask values of this warp's score tiles. Writes P, syncs
 // once (between the scores and their use); the caller syncs before (X ready) and after (before X/P change).
-template <int D, bool SPLIT>
+// Generalized (readout, dq~): scores with Kp, P times Vp, diag(eG), and HT = false reads H̄ k-major
+// (X H̄ instead of X H̄ᵀ).
+template <int D, bool SPLIT, bool HT = true>
 __device__ __forceinline__ void op_mma(ChunkSmem<D>& s, const SolveWarp& w, const float (&mk)[4][4],
-                                       float (&hx)[D / 16][4]) {
+                                       float (&hx)[D / 16][4], const float* Kp = nullptr,
+                                       const float* Vp = nullptr, const float* eGp = nullptr) {
+  if (!Kp) Kp = s.K;
+  if (!Vp) Vp = s.K;
+  if (!eGp) eGp = s.eG;
   using F = Cfg<D>;
   constexpr int NT = D / 16, LD = F::LD, LC = F::LC;
   const int rb = w.rb, ch = w.ch, g = w.g, t = w.t;
@@ -372,7 +388,7 @@ __device__ __forceinline__ void op_mma(ChunkSmem<D>& s, const SolveWarp& w, cons
 #pragma unroll
     for (int e = 0; e < 4; ++e) hx[j][e] = 0.f;
   const float* xa = s.X + 16 * rb * LD;
-  const float* hb = s.H + ch * (D / 2) * LD;
+  const float* hb = HT ? s.H + ch * (D / 2) * LD : s.H + ch * (D / 2);
 #pragma unroll 2
   for (int ks = 0; ks < D / 8; ++ks) {
     uint32_t ah[4], al[4];
@@ -381,18 +397,21 @@ __device__ __forceinline__ void op_mma(ChunkSmem<D>& s, const SolveWarp& w, cons
     for (int p = 0; p < 4; ++p)
       if (p <= rb) {
         uint32_t bh[2], bl[2];
-        frag_b<SPLIT, true>(s.K + 8 * (ch + 2 * p) * LD + 8 * ks, LD, g, t, bh, bl);
+        frag_b<SPLIT, true>(Kp + 8 * (ch + 2 * p) * LD + 8 * ks, LD, g, t, bh, bl);
         mma3<SPLIT>(pc[p], ah, al, bh, bl);
       }
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
       uint32_t bh[2], bl[2];
-      frag_b<SPLIT, true>(hb + 8 * j * LD + 8 * ks, LD, g, t, bh, bl);
+      if (HT)
+        frag_b<SPLIT, true>(hb + 8 * j * LD + 8 * ks, LD, g, t, bh, bl);
+      else
+        frag_b<SPLIT, false>(hb + 8 * ks * LD + 8 * j, LD, g, t, bh, bl);
       mma3<SPLIT>(hx[j], ah, al, bh, bl);
     }
   }
   const int r0 = 16 * rb + g, r1 = r0 + 8;
-  const float e0 = s.eG[r0], e1 = s.eG[r1];
+  const float e0 = eGp[r0], e1 = eGp[r1];
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
     hx[j][0] *= e0;
@@ -411,7 +430,7 @@ __device__ __forceinline__ void op_mma(ChunkSmem<D>& s, const SolveWarp& w, cons
     }
   __syncthreads();
   const float* pa = s.P + 16 * rb * LC;
-  const float* kb = s.K + ch * (D / 2);
+  const float* kb = Vp + ch * (D / 2);
 #pragma unroll 2
   for (int ks = 0; ks < 2 * rb + 2; ++ks) {  // P is zero right of column 16 rb + 15
     uint32_t ah[4], al[4];
@@ -423,6 +442,244 @@ __device__ __forceinline__ void op_mma(ChunkSmem<D>& s, const SolveWarp& w, cons
       mma3<SPLIT>(hx[j], ah, al, bh, bl);
     }
   }
+}
+
+// The mask values of this warp's score tiles (rb, ch + 2p), p <= rb (0 for p > rb), from M (ld LC).
+template <int D>
+__device__ __forceinline__ void mask_frag(const float* M, const SolveWarp& w, float (&mk)[4][4]) {
+  constexpr int LC = Cfg<D>::LC;
+  const int r0 = 16 * w.rb + w.g, r1 = r0 + 8;
+#pragma unroll
+  for (int p = 0; p < 4; ++p) {
+    const int c = 8 * (w.ch + 2 * p) + 2 * w.t;
+    const bool on = p <= w.rb;
+    mk[p][0] = on ? M[r0 * LC + c] : 0.f;
+    mk[p][1] = on ? M[r0 * LC + c + 1] : 0.f;
+    mk[p][2] = on ? M[r1 * LC + c] : 0.f;
+    mk[p][3] = on ? M[r1 * LC + c + 1] : 0.f;
+  }
+}
+
+// ---- General tensor-core products outside the solver (3xTF32 ~ fp32) ----
+// A fragment with A(r, k) = p[k ld + r] (transposed: Aᵀ B gram products).
+__device__ __forceinline__ void frag_at(const float* p, int ld, int g, int t, uint32_t (&hi)[4], uint32_t (&lo)[4]) {
+  tf32_split<true>(p[t * ld + g], hi[0], lo[0]);
+  tf32_split<true>(p[t * ld + g + 8], hi[1], lo[1]);
+  tf32_split<true>(p[(t + 4) * ld + g], hi[2], lo[2]);
+  tf32_split<true>(p[(t + 4) * ld + g + 8], hi[3], lo[3]);
+}
+
+// acc[mi][nj] += A(16 mi + .., k) B(k, 8 nj + ..) over k < K (K a multiple of 8), warp-level, 3xTF32.
+// A(r, k) = A[r lda + k] (AT: A[k lda + r]); B(k, n) = B[k ldb + n] (BN: B[n ldb + k]). A and B point at the
+// warp's origin (row m0 / column n0 already applied). Operands in shared or global memory.
+template <int MI, int NJ, bool AT, bool BN>
+__device__ __forceinline__ void warp_gemm(float (&acc)[MI][NJ][4], const float* A, int lda, const float* B, int ldb,
+                                          int K, int g, int t) {
+#pragma unroll 1
+  for (int k = 0; k < K; k += 8) {
+    uint32_t ah[MI][4], al[MI][4];
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi) {
+      if (AT)
+        frag_at(A + k * lda + 16 * mi, lda, g, t, ah[mi], al[mi]);
+      else
+        frag_a<true>(A + 16 * mi * lda + k, lda, g, t, ah[mi], al[mi]);
+    }
+#pragma unroll
+    for (int nj = 0; nj < NJ; ++nj) {
+      uint32_t bh[2], bl[2];
+      if (BN)
+        frag_b<true, true>(B + 8 * nj * ldb + k, ldb, g, t, bh, bl);
+      else
+        frag_b<true, false>(B + k * ldb + 8 * nj, ldb, g, t, bh, bl);
+#pragma unroll
+      for (int mi = 0; mi < MI; ++mi) mma3<true>(acc[mi][nj], ah[mi], al[mi], bh, bl);
+    }
+  }
+}
+
+template <int MI, int NJ>
+__device__ __forceinline__ void frag_zero(float (&acc)[MI][NJ][4]) {
+#pragma unroll
+  for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+    for (int nj = 0; nj < NJ; ++nj)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mi][nj][e] = 0.f;
+}
+
+// A C x N tile (N = D or C) in the SolveWarp layout: warp (rb, ch) holds rows 16 rb + g (+ 8) and columns
+// ch N/2 + 8 j + 2 t (+ 1), j < N/16: element (j, e) is (row 16 rb + g + 8 (e >> 1), col ch N/2 + 8 j + 2 t + (e & 1)).
+template <int N>
+using FragC = float[1][N / 16][4];
+
+// acc += A B for this warp's part of a C x N product: A(r, k) as in warp_gemm over the chunk rows.
+template <int N, bool AT, bool BN>
+__device__ __forceinline__ void tile_gemm(FragC<N>& acc, const SolveWarp& w, const float* A, int lda, const float* B,
+                                          int ldb, int K) {
+  const float* a0 = AT ? A + 16 * w.rb : A + 16 * w.rb * lda;
+  const float* b0 = BN ? B + w.ch * (N / 2) * ldb : B + w.ch * (N / 2);
+  warp_gemm<1, N / 16, AT, BN>(acc, a0, lda, b0, ldb, K, w.g, w.t);
+}
+
+// Row sums of per-thread partials v0 (row 16 rb + g), v1 (row + 8) over the whole row, in a fixed order, into
+// dst[row] (rows < C). Uses s.rowp; syncs twice (dst readable by all threads afterwards).
+__device__ __forceinline__ void frag_row_sum(float v0, float v1, const SolveWarp& w, float* rowp, float* dst) {
+  v0 += __shfl_xor_sync(0xffffffffu, v0, 1);
+  v0 += __shfl_xor_sync(0xffffffffu, v0, 2);
+  v1 += __shfl_xor_sync(0xffffffffu, v1, 1);
+  v1 += __shfl_xor_sync(0xffffffffu, v1, 2);
+  const int r0 = 16 * w.rb + w.g;
+  if (w.t == 0) {
+    rowp[w.ch * kChunkMax + r0] = v0;
+    rowp[w.ch * kChunkMax + r0 + 8] = v1;
+  }
+  __syncthreads();
+  if (threadIdx.x < kChunkMax) dst[threadIdx.x] = rowp[threadIdx.x] + rowp[kChunkMax + threadIdx.x];
+  __syncthreads();
+}
+
+// Per-thread partial row dots of a C x D frag tile with a C x D matrix B (B(r, c) = B[r ldb + c]).
+template <int D>
+__device__ __forceinline__ void frag_row_dot(const FragC<D>& a, const SolveWarp& w, const float* B, int ldb, float& v0,
+                                             float& v1) {
+  const int r0 = 16 * w.rb + w.g, cb = w.ch * (D / 2) + 2 * w.t;
+  v0 = 0.f;
+  v1 = 0.f;
+#pragma unroll
+  for (int j = 0; j < D / 16; ++j) {
+    const float* b0 = B + r0 * ldb + cb + 8 * j;
+    const float* b1 = b0 + 8 * ldb;
+    v0 = fmaf(a[0][j][0], b0[0], v0);
+    v0 = fmaf(a[0][j][1], b0[1], v0);
+    v1 = fmaf(a[0][j][2], b1[0], v1);
+    v1 = fmaf(a[0][j][3], b1[1], v1);
+  }
+}
+
+// dst += diag(e) src on a C x D frag tile (e0 for row 16 rb + g, e1 for row + 8).
+template <int D>
+__device__ __forceinline__ void frag_add_rows(FragC<D>& dst, const FragC<D>& src, float e0, float e1) {
+#pragma unroll
+  for (int j = 0; j < D / 16; ++j) {
+    dst[0][j][0] = fmaf(e0, src[0][j][0], dst[0][j][0]);
+    dst[0][j][1] = fmaf(e0, src[0][j][1], dst[0][j][1]);
+    dst[0][j][2] = fmaf(e1, src[0][j][2], dst[0][j][2]);
+    dst[0][j][3] = fmaf(e1, src[0][j][3], dst[0][j][3]);
+  }
+}
+
+// P[t][u] = f(t, u, sc_tu) for this warp's part of a C x C frag tile (P ld C + 4).
+template <int C, class Fn>
+__device__ __forceinline__ void frag_put(float* P, const FragC<C>& sc, const SolveWarp& w, Fn f) {
+  const int r0 = 16 * w.rb + w.g, c0 = w.ch * (C / 2) + 2 * w.t;
+#pragma unroll
+  for (int j = 0; j < C / 16; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int t = e < 2 ? r0 : r0 + 8, u = c0 + 8 * j + (e & 1);
+      P[t * (C + 4) + u] = f(t, u, sc[0][j][e]);
+    }
+}
+
+// Stores rows < n of a C x D frag tile (times `scale`) into a [B,T,H,D] view.
+template <int D>
+__device__ __forceinline__ void frag_store(const FragC<D>& a, const SolveWarp& w, const DView& v, const Item& it, int h,
+                                           float scale) {
+  const int r0 = 16 * w.rb + w.g, cb = w.ch * (D / 2) + 2 * w.t;
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const int row = r0 + 8 * hf;
+    if (row >= it.n) continue;
+    const int64_t base = drow(v, it.batch, it.t0 + row, h) + cb;
+#pragma unroll
+    for (int j = 0; j < D / 16; ++j) {
+      dstore(v, base + 8 * j, scale * a[0][j][2 * hf]);
+      dstore(v, base + 8 * j + 1, scale * a[0][j][2 * hf + 1]);
+    }
+  }
+}
+
+// Gram products G = Aᵀ B of two C x D tiles over rows k < K (D x D result): warp w holds rows
+// [D/4 (w >> 1), + D/4) x columns [D/2 (w & 1), + D/2): MI = D/64 row blocks, NJ = D/16 column blocks.
+template <int D>
+using FragG = float[D / 64][D / 16][4];
+
+template <int D, bool BN = false>
+__device__ __forceinline__ void gram_gemm(FragG<D>& acc, const float* A, int lda, const float* B, int ldb, int K) {
+  const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int m0 = (w >> 1) * (D / 4), n0 = (w & 1) * (D / 2);
+  warp_gemm<D / 64, D / 16, true, BN>(acc, A + m0, lda, BN ? B + n0 * ldb : B + n0, ldb, K, lane >> 2, lane & 3);
+}
+
+// Calls f(r, c, v0, v1) for the element pairs (r, c), (r, c + 1) of this thread in a gram tile.
+template <int D, class Fn>
+__device__ __forceinline__ void gram_each(const FragG<D>& acc, Fn&& f) {
+  const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int m0 = (w >> 1) * (D / 4), n0 = (w & 1) * (D / 2);
+#pragma unroll
+  for (int mi = 0; mi < D / 64; ++mi)
+#pragma unroll
+    for (int nj = 0; nj < D / 16; ++nj) {
+      const int r = m0 + 16 * mi + g, c = n0 + 8 * nj + 2 * t;
+      f(r, c, acc[mi][nj][0], acc[mi][nj][1]);
+      f(r + 8, c, acc[mi][nj][2], acc[mi][nj][3]);
+    }
+}
+
+// Per-token Frobenius norms by the closed form (spec §B.2) into s.f; needs H (= H̄), K, M, eG. Uses P.
+// Products on tensor cores (3xTF32).
+template <int D>
+__device__ void fro_norms(ChunkSmem<D>& s, int n) {
+  using F = Cfg<D>;
+  constexpr int LD = F::LD, LC = F::LC, C = F::C;
+  const SolveWarp w;
+  float hh = 0.f;
+  for (int idx = threadIdx.x; idx < D * D; idx += blockDim.x) {
+    const float x = s.H[(idx / D) * LD + idx % D];
+    hh = fmaf(x, x, hh);
+  }
+  hh = block_sum(hh, s.red);
+  {  // w_j = k_jᵀ H̄ k_j
+    FragC<D> acc;
+    frag_zero(acc);
+    tile_gemm<D, false, false>(acc, w, s.K, LD, s.H, LD, D);
+    float v0, v1;
+    frag_row_dot<D>(acc, w, s.K, LD, v0, v1);
+    frag_row_sum(v0, v1, w, s.rowp, s.w);
+  }
+  const int r0 = 16 * w.rb + w.g, cb = w.ch * (C / 2) + 2 * w.t;
+  {  // P = (K Kᵀ)²
+    FragC<C> acc;
+    frag_zero(acc);
+    tile_gemm<C, false, true>(acc, w, s.K, LD, s.K, LD, D);
+#pragma unroll
+    for (int j = 0; j < C / 16; ++j) {
+      float* p0 = s.P + r0 * LC + cb + 8 * j;
+      float* p1 = p0 + 8 * LC;
+      p0[0] = acc[0][j][0] * acc[0][j][0];
+      p0[1] = acc[0][j][1] * acc[0][j][1];
+      p1[0] = acc[0][j][2] * acc[0][j][2];
+      p1[1] = acc[0][j][3] * acc[0][j][3];
+    }
+  }
+  __syncthreads();
+  {  // third_i = rowsum((M P²) ⊙ M)_i
+    FragC<C> acc;
+    frag_zero(acc);
+    tile_gemm<C, false, false>(acc, w, s.M, LC, s.P, LC, (n + 7) & ~7);
+    float v0, v1;
+    frag_row_dot<C>(acc, w, s.M, LC, v0, v1);
+    frag_row_sum(v0, v1, w, s.rowp, s.t0);
+  }
+  if (threadIdx.x < F::C) {
+    const int i = threadIdx.x;
+    float mw = 0.f;
+    for (int j = 0; j <= i && j < n; ++j) mw = fmaf(s.M[i * F::LC + j], s.w[j], mw);
+    const float e = s.eG[i];
+    s.f[i] = i < n ? sqrtf(fmaxf(0.f, e * e * hh + 2.f * e * mw + s.t0[i])) : 0.f;
+  }
+  __syncthreads();
 }
 
 // In-place transpose of the D x D tile s.H (for the adjoint solve). Caller syncs before and after.
@@ -448,7 +705,7 @@ template <int D>
 __device__ void cheb_solve(ChunkSmem<D>& s, int n, const ChebConst& cc, const float* omega, const Regs<D>& rhs,
                            bool adjoint, Regs<D>& x, int split_from = 0) {
   using F = Cfg<D>;
-  constexpr int NT = D / 16, LD = F::LD, LC = F::LC;
+  constexpr int NT = D / 16, LD = F::LD;
   if (threadIdx.x < F::C) {
     const int i = threadIdx.x;
     const float f = s.f[i];
@@ -488,15 +745,7 @@ __device__ void cheb_solve(ChunkSmem<D>& s, int n, const ChebConst& cc, const fl
     p1[0] = xc[j][2];
     p1[1] = xc[j][3];
   }
-#pragma unroll
-  for (int p = 0; p < 4; ++p) {
-    const int c = 8 * (w.ch + 2 * p) + 2 * w.t;
-    const bool on = p <= w.rb;
-    mk[p][0] = on ? s.M[r0 * LC + c] : 0.f;
-    mk[p][1] = on ? s.M[r0 * LC + c + 1] : 0.f;
-    mk[p][2] = on ? s.M[r1 * LC + c] : 0.f;
-    mk[p][3] = on ? s.M[r1 * LC + c + 1] : 0.f;
-  }
+  mask_frag<D>(s.M, w, mk);
   __syncthreads();
   for (int it = 0; it < cc.n; ++it) {
     float hx[NT][4];
