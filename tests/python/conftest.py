@@ -81,9 +81,17 @@ def rel_rms(a, b):
     return ((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp_min(1e-300)).item()
 
 
+# The CUDA kernels multiply with 3xTF32: each fp32 operand is split into a tf32 high part and a tf32
+# remainder and the remainder x remainder term is dropped, so a product carries up to ~2^-21 relative
+# rounding instead of fp32's 2^-24: an 8x larger unit roundoff than the naive fp32 floor is computed with.
+UNIT_ROUNDOFF_RATIO = {"cpu": 1.0, "cuda": 8.0}
+
+
 def assert_close_to_oracle(out, oracle, floor_out, name="", factor=3.0, atol_rel=1e-6):
     """FA's rule: the error of `out` vs the fp64 oracle is at most `factor` times the error of the naive
-    PyTorch reference run in the same precision (`floor_out`), plus a tiny slack for the oracle's own rounding."""
+    PyTorch reference run in the same precision (`floor_out`), plus a tiny slack for the oracle's own rounding;
+    on cuda the factor is scaled by the kernels' larger unit roundoff (UNIT_ROUNDOFF_RATIO)."""
+    factor *= UNIT_ROUNDOFF_RATIO[out.device.type]
     assert torch.isfinite(out).all(), f"{name}: non-finite values"
     err, floor = rel_rms(out, oracle), rel_rms(floor_out, oracle)
     assert err <= factor * floor + atol_rel, f"{name}: rel. RMS error {err:.3e} > {factor} x floor {floor:.3e}"

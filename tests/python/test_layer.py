@@ -24,7 +24,11 @@ def test_prefill_decode_equals_full(device, decode_tokens):
             y, cache = m(x[:, s:s + n], cache=cache)
             outs.append(y)
             s += n
-    torch.testing.assert_close(torch.cat(outs, 1), full, rtol=1e-4, atol=1e-5)
+    # On cuda the projections of a 20-token and a 24-token input may take different cuBLAS kernels, so q, k, v
+    # differ by fp32 rounding, which the readout amplifies at the first tokens (tests/cpp/support/tolerance.h):
+    # measured 5.6e-5 absolute on an H200.
+    atol = 1e-4 if device == "cuda" else 1e-5
+    torch.testing.assert_close(torch.cat(outs, 1), full, rtol=1e-4, atol=atol)
 
 
 def test_varlen_equals_loop(device):
