@@ -299,10 +299,19 @@ __device__ __forceinline__ void op_apply(ChunkSmem<D>& s, const float* X, int n,
 // 3xTF32: x = hi + lo with hi = rna_tf32(x) and lo = x - hi (exact in fp32; the mma reads its top 10
 // mantissa bits), and a b ~ a_lo b_hi + a_hi b_lo + a_hi b_hi (lo lo dropped): ~fp32 accuracy. Without
 // splitting (SPLIT = false) one tf32 product per term (~2^-11 relative rounding of each operand).
+// Round to nearest, ties away (= cvt.rna.tf32.f32, bitwise, for every finite x): add half a tf32 ulp to the
+// magnitude bits and clear the 13 low bits — two full-rate integer ops (GKA_SPLIT_CVT=1: the cvt instruction).
+#ifndef GKA_SPLIT_CVT
+#define GKA_SPLIT_CVT 0
+#endif
 __device__ __forceinline__ uint32_t tf32_rna(float x) {
+#if GKA_SPLIT_CVT
   uint32_t r;
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
   return r;
+#else
+  return (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
+#endif
 }
 
 template <bool SPLIT>
@@ -349,6 +358,42 @@ __device__ __forceinline__ void frag_b(const float* p, int ld, int g, int t, uin
   }
 }
 
+// k-pair fragments: lane t holds k = 2t, 2t + 1 instead of t, t + 4 (the same permutation of the k-step on A
+// and B, so the product is unchanged up to the mma's internal summation order). Row-major A and n-major B then
+// come in one 8-byte load per row; k-major B reads rows 2t, 2t + 1 (banks 8t + g with ld == 4 mod 32: no conflict,
+// where the (t, t + 4) layout has 4t + g: 2-way).
+template <bool SPLIT>
+__device__ __forceinline__ void frag_a_kp(const float* p, int ld, int g, int t, uint32_t (&hi)[4], uint32_t (&lo)[4]) {
+  const float2 u = *reinterpret_cast<const float2*>(p + g * ld + 2 * t);
+  const float2 v = *reinterpret_cast<const float2*>(p + (g + 8) * ld + 2 * t);
+  tf32_split<SPLIT>(u.x, hi[0], lo[0]);
+  tf32_split<SPLIT>(v.x, hi[1], lo[1]);
+  tf32_split<SPLIT>(u.y, hi[2], lo[2]);
+  tf32_split<SPLIT>(v.y, hi[3], lo[3]);
+}
+
+template <bool SPLIT, bool NMAJOR>
+__device__ __forceinline__ void frag_b_kp(const float* p, int ld, int g, int t, uint32_t (&hi)[2], uint32_t (&lo)[2]) {
+  if (NMAJOR) {
+    const float2 u = *reinterpret_cast<const float2*>(p + g * ld + 2 * t);
+    tf32_split<SPLIT>(u.x, hi[0], lo[0]);
+    tf32_split<SPLIT>(u.y, hi[1], lo[1]);
+  } else {
+    tf32_split<SPLIT>(p[2 * t * ld + g], hi[0], lo[0]);
+    tf32_split<SPLIT>(p[(2 * t + 1) * ld + g], hi[1], lo[1]);
+  }
+}
+
+// Solver loop knobs (experiments): k-loop unroll of op_mma's phase 1, and k-pair fragments in phase 1
+// (phase 2 always uses them: its k-major B loads are conflict-free only that way).
+#ifndef GKA_SOLVE_UNROLL
+#define GKA_SOLVE_UNROLL 2
+#endif
+#ifndef GKA_P1_PAIR
+#define GKA_P1_PAIR 0
+#endif
+constexpr int kSolveUnroll = GKA_SOLVE_UNROLL;
+
 // Warp tiling of the solver: warp w owns rows [16 rb, 16 rb + 16) and columns [ch D/2, ch D/2 + D/2) of the
 // C x D iterate (rb pairs 0/3 and 1/2 on the warps that share a scheduler, w and w + 4, so the triangular
 // work is balanced), and the score tiles (rb, nt = ch + 2p), p <= rb, of the lower triangle.
@@ -389,24 +434,37 @@ __device__ __forceinline__ void op_mma(ChunkSmem<D>& s, const SolveWarp& w, cons
     for (int e = 0; e < 4; ++e) hx[j][e] = 0.f;
   const float* xa = s.X + 16 * rb * LD;
   const float* hb = HT ? s.H + ch * (D / 2) * LD : s.H + ch * (D / 2);
-#pragma unroll 2
+#pragma unroll kSolveUnroll
   for (int ks = 0; ks < D / 8; ++ks) {
     uint32_t ah[4], al[4];
-    frag_a<SPLIT>(xa + 8 * ks, LD, g, t, ah, al);
+    if (GKA_P1_PAIR)
+      frag_a_kp<SPLIT>(xa + 8 * ks, LD, g, t, ah, al);
+    else
+      frag_a<SPLIT>(xa + 8 * ks, LD, g, t, ah, al);
 #pragma unroll
     for (int p = 0; p < 4; ++p)
       if (p <= rb) {
         uint32_t bh[2], bl[2];
-        frag_b<SPLIT, true>(Kp + 8 * (ch + 2 * p) * LD + 8 * ks, LD, g, t, bh, bl);
+        if (GKA_P1_PAIR)
+          frag_b_kp<SPLIT, true>(Kp + 8 * (ch + 2 * p) * LD + 8 * ks, LD, g, t, bh, bl);
+        else
+          frag_b<SPLIT, true>(Kp + 8 * (ch + 2 * p) * LD + 8 * ks, LD, g, t, bh, bl);
         mma3<SPLIT>(pc[p], ah, al, bh, bl);
       }
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
       uint32_t bh[2], bl[2];
-      if (HT)
-        frag_b<SPLIT, true>(hb + 8 * j * LD + 8 * ks, LD, g, t, bh, bl);
-      else
-        frag_b<SPLIT, false>(hb + 8 * ks * LD + 8 * j, LD, g, t, bh, bl);
+      if (GKA_P1_PAIR) {
+        if (HT)
+          frag_b_kp<SPLIT, true>(hb + 8 * j * LD + 8 * ks, LD, g, t, bh, bl);
+        else
+          frag_b_kp<SPLIT, false>(hb + 8 * ks * LD + 8 * j, LD, g, t, bh, bl);
+      } else {
+        if (HT)
+          frag_b<SPLIT, true>(hb + 8 * j * LD + 8 * ks, LD, g, t, bh, bl);
+        else
+          frag_b<SPLIT, false>(hb + 8 * ks * LD + 8 * j, LD, g, t, bh, bl);
+      }
       mma3<SPLIT>(hx[j], ah, al, bh, bl);
     }
   }
@@ -434,11 +492,11 @@ __device__ __forceinline__ void op_mma(ChunkSmem<D>& s, const SolveWarp& w, cons
 #pragma unroll 2
   for (int ks = 0; ks < 2 * rb + 2; ++ks) {  // P is zero right of column 16 rb + 15
     uint32_t ah[4], al[4];
-    frag_a<SPLIT>(pa + 8 * ks, LC, g, t, ah, al);
+    frag_a_kp<SPLIT>(pa + 8 * ks, LC, g, t, ah, al);
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
       uint32_t bh[2], bl[2];
-      frag_b<SPLIT, false>(kb + 8 * ks * LD + 8 * j, LD, g, t, bh, bl);
+      frag_b_kp<SPLIT, false>(kb + 8 * ks * LD + 8 * j, LD, g, t, bh, bl);
       mma3<SPLIT>(hx[j], ah, al, bh, bl);
     }
   }
