@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
   cudaGetDeviceProperties(&prop, 0);
   int rt = 0;
   cudaRuntimeGetVersion(&rt);
-  std::printf("card: %s (sm_%d%d), CUDA runtime %d, libgka CUDA backend v3 (mma.sync 3xTF32 solver and products)\n", prop.name, prop.major,
+  std::printf("card: %s (sm_%d%d), CUDA runtime %d, libgka CUDA backend v4 (mma.sync 3xTF32 solver and products)\n", prop.name, prop.major,
               prop.minor, rt);
   const size_t flush_bytes = size_t(512) << 20;
   Buf flush(flush_bytes);
