@@ -36,6 +36,7 @@ struct Options {
   bool check_finite = false;          // reject NaN/Inf in inputs with an Error
   Backend backend = Backend::automatic;
   int32_t num_threads = 0;            // CPU threads, 0 = OpenMP default
+  void* cuda_stream = nullptr;        // cudaStream_t the cuda backend runs on; nullptr = the legacy default stream
 };
 
 struct Inputs {

@@ -28,6 +28,7 @@ struct Problem {
   Solver solver = Solver::chebyshev;
   bool lambda_grad = true;
   int32_t num_threads = 0;
+  void* cuda_stream = nullptr;  // cudaStream_t for the cuda backend (Options::cuda_stream)
 
   int64_t num_seqs() const { return static_cast<int64_t>(seqs.size()); }
 };

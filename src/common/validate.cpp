@@ -204,6 +204,7 @@ Problem problem_make(const Inputs& in, const Options& opt, Phase phase) {
   p.lambda_grad = opt.lambda_grad;
   if (opt.num_threads < 0) fail(fn, "num_threads must be >= 0, got " + std::to_string(opt.num_threads));
   p.num_threads = opt.num_threads;
+  p.cuda_stream = opt.cuda_stream;
 
   if (opt.check_finite) {
     finite_check(fn, "q", in.q);

@@ -457,17 +457,20 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
   const char* fn = "gka::chunk_backward (cuda)";
   constexpr int C = Cfg<D>::C;
   const Plan plan = plan_make(p);
-  const Upload<Item> items(fn, plan.items);
-  const Upload<SeqInfo> seqs(fn, plan.seqs);
+  const cudaStream_t stream = stream_of(p);
+  const Upload<Item> items(fn, plan.items, stream);
+  const Upload<SeqInfo> seqs(fn, plan.seqs, stream);
   const std::vector<float> om = omegas(p);
-  const Upload<float> omega(fn, om.empty() ? std::vector<float>{0.f} : om);
+  const Upload<float> omega(fn, om.empty() ? std::vector<float>{0.f} : om, stream);
   const size_t DD = static_cast<size_t>(D) * D, ids = std::max<size_t>(1, plan.items.size() * p.H);
   const size_t fs = sizeof(float);
-  Scratch hs(fn, plan.slots * p.H * DD * fs), ss(fn, plan.slots * p.H * DD * fs), dec(fn, ids * 2 * fs);
+  Scratch hs(fn, plan.slots * p.H * DD * fs, stream), ss(fn, plan.slots * p.H * DD * fs, stream),
+      dec(fn, ids * 2 * fs, stream);
   const StateBufs st{hs.as<float>(), ss.as<float>(), dec.as<float>()};
   states_compute(p, plan, items.get(), seqs.get(), st, TensorView{}, TensorView{}, fn);  // (A)
-  Scratch X(fn, ids * C * D * fs), U(fn, ids * C * D * fs), Psi(fn, ids * DD * fs), Phi(fn, ids * DD * fs),
-      scal(fn, ids * 3 * C * fs), Rin(fn, p.num_seqs() * p.H * DD * fs), Qin(fn, p.num_seqs() * p.H * DD * fs);
+  Scratch X(fn, ids * C * D * fs, stream), U(fn, ids * C * D * fs, stream), Psi(fn, ids * DD * fs, stream),
+      Phi(fn, ids * DD * fs, stream), scal(fn, ids * 3 * C * fs, stream), Rin(fn, p.num_seqs() * p.H * DD * fs, stream),
+      Qin(fn, p.num_seqs() * p.H * DD * fs, stream);
   BwdArgs a{dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),
             dview(gin.d_o), dview(gin.x), dview(gin.fro), dview(gout.dq), dview(gout.dk), dview(gout.dv),
             dview(gout.dalpha), dview(gout.dg), dview(gout.dgk), st, X.as<float>(), U.as<float>(), Psi.as<float>(),
@@ -478,17 +481,17 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
   if (!plan.items.empty()) {
     check(cudaFuncSetAttribute(step_b_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           fn, "cudaFuncSetAttribute");
-    step_b_kernel<D><<<grid, kThreads, smem>>>(items.get(), a);  // (B)
+    step_b_kernel<D><<<grid, kThreads, smem, stream>>>(items.get(), a);  // (B)
     launch_check(fn);
   }
-  step_c_kernel<D><<<dim3(static_cast<unsigned>(p.num_seqs() * p.H), 2, D * D / kThreads), kThreads>>>(
+  step_c_kernel<D><<<dim3(static_cast<unsigned>(p.num_seqs() * p.H), 2, D * D / kThreads), kThreads, 0, stream>>>(
       seqs.get(), a, dview(gin.d_final_kk), dview(gin.d_final_kv), dview(gout.d_initial_kk),
       dview(gout.d_initial_kv));  // (C)
   launch_check(fn);
   if (!plan.items.empty()) {
     check(cudaFuncSetAttribute(step_d_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           fn, "cudaFuncSetAttribute");
-    step_d_kernel<D><<<grid, kThreads, smem>>>(items.get(), a);  // (D)
+    step_d_kernel<D><<<grid, kThreads, smem, stream>>>(items.get(), a);  // (D)
     launch_check(fn);
   }
 }

@@ -104,22 +104,23 @@ __global__ void zero_rows_kernel(DView v, int64_t b, int64_t start, int64_t len,
   }
 }
 
-void zero_rows(const TensorView& v, const Sequence& sq, int64_t H, int64_t width) {
+void zero_rows(const TensorView& v, const Sequence& sq, int64_t H, int64_t width, cudaStream_t stream) {
   if (!v.defined() || sq.length == 0) return;
-  zero_rows_kernel<<<64, 256>>>(dview(v), sq.batch, sq.start, sq.length, H, width);
+  zero_rows_kernel<<<64, 256, 0, stream>>>(dview(v), sq.batch, sq.start, sq.length, H, width);
 }
 
 template <int D>
 void forward_run(const Problem& p, const ForwardOutputs& out) {
   const char* fn = "gka::chunk_forward (cuda)";
   const Plan plan = plan_make(p);
-  const Upload<Item> items(fn, plan.items);
-  const Upload<SeqInfo> seqs(fn, plan.seqs);
+  const cudaStream_t stream = stream_of(p);
+  const Upload<Item> items(fn, plan.items, stream);
+  const Upload<SeqInfo> seqs(fn, plan.seqs, stream);
   const std::vector<float> om = omegas(p);
-  const Upload<float> omega(fn, om.empty() ? std::vector<float>{0.f} : om);
+  const Upload<float> omega(fn, om.empty() ? std::vector<float>{0.f} : om, stream);
   const size_t tile = static_cast<size_t>(D) * D;
-  Scratch hs(fn, plan.slots * p.H * tile * sizeof(float)), ss(fn, plan.slots * p.H * tile * sizeof(float));
-  Scratch dec(fn, std::max<size_t>(1, plan.items.size() * p.H * 2) * sizeof(float));
+  Scratch hs(fn, plan.slots * p.H * tile * sizeof(float), stream), ss(fn, plan.slots * p.H * tile * sizeof(float), stream);
+  Scratch dec(fn, std::max<size_t>(1, plan.items.size() * p.H * 2) * sizeof(float), stream);
   const StateBufs st{hs.as<float>(), ss.as<float>(), dec.as<float>()};
   states_compute(p, plan, items.get(), seqs.get(), st, out.final_kk, out.final_kv, fn);
   if (!plan.items.empty()) {
@@ -129,16 +130,16 @@ void forward_run(const Problem& p, const ForwardOutputs& out) {
     const size_t smem = sizeof(ChunkSmem<D>);
     check(cudaFuncSetAttribute(chunk_fwd_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           fn, "cudaFuncSetAttribute");
-    chunk_fwd_kernel<D><<<dim3(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H)), kThreads, smem>>>(
+    chunk_fwd_kernel<D><<<dim3(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H)), kThreads, smem, stream>>>(
         items.get(), a);
     launch_check(fn);
   }
   for (const Sequence& sq : p.seqs)
     if (sq.state < 0) {
-      zero_rows(out.o, sq, p.H, p.Dv);
-      zero_rows(out.x, sq, p.H, p.D);
-      zero_rows(out.fro, sq, p.H, 1);
-      zero_rows(out.residual, sq, p.H, 1);
+      zero_rows(out.o, sq, p.H, p.Dv, stream);
+      zero_rows(out.x, sq, p.H, p.D, stream);
+      zero_rows(out.fro, sq, p.H, 1, stream);
+      zero_rows(out.residual, sq, p.H, 1, stream);
     }
 }
 

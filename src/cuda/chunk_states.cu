@@ -69,11 +69,11 @@ void run(const Problem& p, const Plan& plan, const Item* items, const SeqInfo* s
     const size_t smem = (2 * F::C * F::LD + 2 * F::C) * sizeof(float);
     check(cudaFuncSetAttribute(local_states_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                static_cast<int>(smem)), fn, "cudaFuncSetAttribute");
-    local_states_kernel<D><<<dim3(static_cast<unsigned>(plan.items.size()), H, 2), kThreads, smem>>>(
+    local_states_kernel<D><<<dim3(static_cast<unsigned>(plan.items.size()), H, 2), kThreads, smem, stream_of(p)>>>(
         items, dview(p.in.k), dview(p.in.v), dview(p.in.gk), dview(p.in.g), H, st);
     launch_check(fn);
   }
-  scan_kernel<D><<<dim3(static_cast<unsigned>(p.num_seqs() * H), 2, D * D / kThreads), kThreads>>>(
+  scan_kernel<D><<<dim3(static_cast<unsigned>(p.num_seqs() * H), 2, D * D / kThreads), kThreads, 0, stream_of(p)>>>(
       seqs, H, st, dview(p.in.initial_kk), dview(p.in.initial_kv), dview(final_kk), dview(final_kv));
   launch_check(fn);
 }

@@ -130,15 +130,18 @@ inline Plan plan_make(const Problem& p) {
   return pl;
 }
 
-// Stream-ordered device scratch (cudaMallocAsync on the default stream), freed the same way.
+// The stream every launch, copy and allocation of a call is ordered on (Options::cuda_stream).
+inline cudaStream_t stream_of(const Problem& p) { return static_cast<cudaStream_t>(p.cuda_stream); }
+
+// Stream-ordered device scratch (cudaMallocAsync on the call's stream), freed the same way.
 class Scratch {
  public:
-  Scratch(const char* fn, size_t bytes) {
+  Scratch(const char* fn, size_t bytes, cudaStream_t stream) : stream_(stream) {
     if (bytes == 0) return;
-    check(cudaMallocAsync(&p_, bytes, 0), fn, "cudaMallocAsync");
+    check(cudaMallocAsync(&p_, bytes, stream_), fn, "cudaMallocAsync");
   }
   ~Scratch() {
-    if (p_) (void)cudaFreeAsync(p_, 0);
+    if (p_) (void)cudaFreeAsync(p_, stream_);
   }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
@@ -149,14 +152,16 @@ class Scratch {
 
  private:
   void* p_ = nullptr;
+  cudaStream_t stream_ = nullptr;
 };
 
 // A host vector uploaded to scratch.
 template <class T>
 struct Upload {
   Scratch buf;
-  Upload(const char* fn, const std::vector<T>& v) : buf(fn, v.size() * sizeof(T)) {
-    if (!v.empty()) check(cudaMemcpyAsync(buf.as<T>(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice, 0), fn, "upload");
+  Upload(const char* fn, const std::vector<T>& v, cudaStream_t stream) : buf(fn, v.size() * sizeof(T), stream) {
+    if (!v.empty())
+      check(cudaMemcpyAsync(buf.as<T>(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice, stream), fn, "upload");
   }
   const T* get() const { return buf.as<T>(); }
 };

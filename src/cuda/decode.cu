@@ -159,14 +159,14 @@ void recurrent_forward(const Problem& p, const ForwardOutputs& out) {
   for (size_t i = 0; i < table.size() && i < static_cast<size_t>(kInlineSeqs); ++i) a.seqs[i] = table[i];
   std::optional<Upload<SeqInfo>> up;
   if (table.size() > static_cast<size_t>(kInlineSeqs)) {
-    up.emplace(fn, table);
+    up.emplace(fn, table, stream_of(p));
     a.seq_table = up->get();
   }
   const dim3 grid(static_cast<unsigned>(p.num_seqs()), static_cast<unsigned>(p.H));
   if (p.D == 64)
-    decode_kernel<64><<<grid, 256>>>(a);
+    decode_kernel<64><<<grid, 256, 0, stream_of(p)>>>(a);
   else
-    decode_kernel<128><<<grid, 512>>>(a);
+    decode_kernel<128><<<grid, 512, 0, stream_of(p)>>>(a);
   launch_check(fn);
 }
 

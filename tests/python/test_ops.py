@@ -147,3 +147,19 @@ def test_compat_gka_chebyshev_gla():
     assert torch.equal(o, o2) and torch.equal(kk, kk2) and torch.equal(kv, kv2)
     _, kk0, _ = gka.compat.gka_chebyshev_gla(inp["q"], inp["k"], inp["v"], None, None, None, 0.25, num_iter=0)
     assert kk0 is None
+
+
+def test_runs_on_the_current_stream(device):
+    """Inside torch.cuda.stream(s) the kernels run on s: ordered with s's producers and consumers."""
+    if device != "cuda":
+        pytest.skip("streams are a cuda notion")
+    inp = make_inputs(2, 70, 2, 64, 64, device=device, state=True)
+    ref, _ = gka.chunk_gka(**inp)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        q = inp["q"] * 1.0  # produced on s: the op must see it finished, so it must run on s
+        o, _ = gka.chunk_gka(**{**inp, "q": q})
+        o = o * 1.0
+    torch.cuda.current_stream().wait_stream(s)
+    assert torch.equal(o, ref)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <gka/gka.h>
 
 #include <optional>
@@ -79,6 +80,13 @@ inline Options options_of(std::optional<double> scale, double ridge_ratio, int64
   o.lambda_grad = lambda_grad;
   o.backend = backend_of(backend);
   return o;
+}
+
+// The stream torch issues work on for t's device (cuda tensors only): the core's kernels run on it, so they
+// are ordered with the producers and consumers of the tensors (torch.cuda.stream contexts included).
+inline void* current_stream(const at::Tensor& t) {
+  if (!t.device().is_cuda()) return nullptr;
+  return c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStream(t.device()).native_handle();
 }
 
 // The core reads sequence offsets and pool slots on the host (it plans the call there); a device index

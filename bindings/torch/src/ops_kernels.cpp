@@ -54,7 +54,8 @@ FwdOut forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
                     const OptTensor& cu_seqlens, std::optional<double> scale, double ridge_ratio, int64_t num_iter,
                     int64_t chunk_size, c10::string_view solver, bool lambda_grad, c10::string_view backend) {
   rank_check(q, v, cu_seqlens);
-  const Options opt = options_of(scale, ridge_ratio, num_iter, chunk_size, solver, lambda_grad, backend);
+  Options opt = options_of(scale, ridge_ratio, num_iter, chunk_size, solver, lambda_grad, backend);
+  opt.cuda_stream = current_stream(q);
   c10::OptionalDeviceGuard guard(q.device());
   const int64_t B = q.size(0), T = q.size(1), H = q.size(2), D = q.size(3), Dv = v.size(3);
   const int64_t N = present(cu_seqlens) ? cu_seqlens->size(0) - 1 : B;  // one state per sequence
@@ -105,7 +106,8 @@ BwdOut backward_impl(const at::Tensor& d_o, const OptTensor& d_final_kk, const O
                      std::optional<double> scale, double ridge_ratio, int64_t num_iter, int64_t chunk_size,
                      c10::string_view solver, bool lambda_grad, c10::string_view backend) {
   rank_check(q, v, cu_seqlens);
-  const Options opt = options_of(scale, ridge_ratio, num_iter, chunk_size, solver, lambda_grad, backend);
+  Options opt = options_of(scale, ridge_ratio, num_iter, chunk_size, solver, lambda_grad, backend);
+  opt.cuda_stream = current_stream(q);
   c10::OptionalDeviceGuard guard(q.device());
   const auto st = q.options().dtype(state_dtype(q));
   at::Tensor dq = grad_like(q, q.options()), dk = grad_like(k, q.options()), dv = grad_like(v, q.options());
@@ -156,7 +158,8 @@ at::Tensor pool_step_impl(const at::Tensor& q, const at::Tensor& k, const at::Te
                           const at::Tensor& slots, std::optional<double> scale, double ridge_ratio, int64_t num_iter,
                           c10::string_view solver, c10::string_view backend) {
   rank_check(q, v, std::nullopt);
-  const Options opt = options_of(scale, ridge_ratio, num_iter, 64, solver, true, backend);
+  Options opt = options_of(scale, ridge_ratio, num_iter, 64, solver, true, backend);
+  opt.cuda_stream = current_stream(q);
   c10::OptionalDeviceGuard guard(q.device());
   at::Tensor o = at::empty({q.size(0), q.size(1), q.size(2), v.size(3)}, v.options());
   const Inputs in = inputs_of(q, k, v, alpha, g, gk, std::nullopt, std::nullopt, std::nullopt);
