@@ -70,6 +70,8 @@ std::string case_id(const Case& c) {
   return s;
 }
 
+void PrintTo(const Case& c, std::ostream* os) { *os << case_id(c); }
+
 namespace {
 
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,7 @@ struct Case {
 
 std::vector<Case> cases_load();   // tests/cases.json
 std::string case_id(const Case& c);  // GoogleTest-safe name
+void PrintTo(const Case& c, std::ostream* os);  // what GoogleTest prints for a Case parameter: its id
 
 // Inputs of a case, drawn from `seed` (layer-like: unit q, k; k, v scaled by sigmoid(randn) + 1e-6).
 struct CaseInputs {
