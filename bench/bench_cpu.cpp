@@ -7,15 +7,16 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "gka/gka.h"
-#include "layer_problem.h"
+#include "harness/layer_problem.h"
 #include "peak.h"
 
 namespace {
 
 using gka::DType;
-using gka::quickstart::Shape;
+using gka::harness::Shape;
 
 constexpr int32_t kNumIter = 30;
 constexpr double kRidge = 0.02;
@@ -27,9 +28,10 @@ double g_peak_one = 0, g_peak_all = 0;  // GFLOP/s, measured in main
 // benchmark (input generation is slow next to a run), replaced when the shape changes.
 struct Problem {
   std::string key;
-  gka::quickstart::LayerInputs in;
-  gka::quickstart::ForwardBuffers fwd;
-  gka::quickstart::BackwardBuffers bwd;
+  gka::harness::LayerInputs in;
+  gka::harness::ForwardBuffers fwd;
+  gka::harness::GradientSeeds seeds;
+  gka::harness::GradientBuffers grads;
 };
 
 const Problem& problem_get(const Shape& s) {
@@ -38,9 +40,13 @@ const Problem& problem_get(const Shape& s) {
                           std::to_string(s.D) + gka::dtype_name(s.dtype) + (s.h0 ? "h0" : "");
   if (!cached || cached->key != key) {
     cached.reset();  // free the old one first: the large shapes hold ~100 MB
-    cached = std::make_unique<Problem>(Problem{key, gka::quickstart::layer_inputs_make(s, 1),
-                                               gka::quickstart::forward_buffers_make(s),
-                                               gka::quickstart::backward_buffers_make(s, 2)});
+    auto p = std::make_unique<Problem>();
+    p->key = key;
+    p->in = gka::harness::layer_inputs_make(s, 1);
+    p->fwd = gka::harness::forward_buffers_make(s);
+    p->seeds = gka::harness::gradient_seeds_make(s, 2);
+    p->grads = gka::harness::gradient_buffers_make(s, p->in);
+    cached = std::move(p);
   }
   return *cached;
 }
@@ -82,7 +88,7 @@ void bm_forward_backward(benchmark::State& st, Shape s, int threads) {
     const Problem& p = problem_get(s);
     for (auto _ : st) {
       gka::chunk_forward(p.in.view(), p.fwd.view(true), opt);
-      gka::chunk_backward(p.in.view(), p.bwd.seeds(&p.fwd), p.bwd.grads(), opt);
+      gka::chunk_backward(p.in.view(), p.seeds.view(&p.fwd), p.grads.view(), opt);
     }
   } catch (const gka::Error& e) {
     st.SkipWithError(e.what());
@@ -121,7 +127,7 @@ std::string shape_name(const Shape& s) {
 
 void register_all() {
   const int all = omp_get_max_threads();
-  const Shape train[] = {gka::quickstart::dense_shape(1, 4096, 4, 128), gka::quickstart::dense_shape(2, 2048, 8, 64)};
+  const Shape train[] = {gka::harness::dense_shape(1, 4096, 4, 128), gka::harness::dense_shape(2, 2048, 8, 64)};
   for (const char* op : {"fwd", "fwdbwd"}) {
     for (Shape s : train) {
       for (DType dt : {DType::bf16, DType::f32}) {
@@ -135,7 +141,7 @@ void register_all() {
   }
   for (int threads : {1, all}) {
     for (DType dt : {DType::bf16, DType::f32}) {
-      Shape s = gka::quickstart::dense_shape(1, 1, 16, 128, dt);
+      Shape s = gka::harness::dense_shape(1, 1, 16, 128, dt);
       s.h0 = true;
       const std::string name =
           "decode/" + shape_name(s) + "/" + dtype_short(dt) + "/t" + std::to_string(threads);

@@ -6,10 +6,13 @@
 #include <vector>
 
 #include "gka/gka.h"
-#include "layer_problem.h"
+#include "harness/layer_problem.h"
+#include "harness/metrics.h"
 
 namespace gka::quickstart {
 namespace {
+
+using harness::Shape;
 
 struct NamedShape {
   const char* name;
@@ -19,13 +22,13 @@ struct NamedShape {
 // Small on purpose: the fp64 oracle is token by token. T is not a multiple of the chunk (64) anywhere.
 std::vector<NamedShape> cases(bool quick) {
   std::vector<NamedShape> c;
-  c.push_back({"B2_T100", dense_shape(2, 100, 2, 64)});
-  Shape varlen = dense_shape(1, 0, 2, 32);
-  varlen.varlen = {1, 63, 130};
-  varlen.h0 = varlen.untied_gates = true;
+  c.push_back({"B2_T100", harness::dense_shape(2, 100, 2, 64)});
+  Shape varlen = harness::packed_shape({1, 63, 130}, 2, 32);
+  varlen.h0 = true;
+  varlen.gates = harness::Gates::untied;
   c.push_back({"varlen_h0", varlen});
   if (!quick) {
-    Shape big = dense_shape(1, 130, 1, 128);
+    Shape big = harness::dense_shape(1, 130, 1, 128);
     big.h0 = true;
     c.push_back({"T130_D128_h0", big});
   }
@@ -41,18 +44,18 @@ struct Tolerance {
 Tolerance tolerance(DType dtype) { return dtype == DType::bf16 ? Tolerance{2e-2, 2e-2} : Tolerance{1e-5, 2e-4}; }
 
 struct Run {
-  ForwardBuffers fwd;
-  BackwardBuffers bwd;
+  harness::ForwardBuffers fwd;
+  harness::GradientBuffers bwd;
 };
 
-// A training step on one backend: forward saving x / fro, then the backward from those.
-Run run(const Shape& s, const LayerInputs& in, Backend backend, int32_t num_threads) {
+// A training step on one backend: forward saving x / fro, then the backward from those (NaN-poisoned outputs).
+Run run(const Shape& s, const harness::LayerInputs& in, Backend backend, int32_t num_threads) {
   Options opt;
   opt.backend = backend;
   opt.num_threads = num_threads;
-  Run r{forward_buffers_make(s), backward_buffers_make(s, 7)};
-  chunk_forward(in.view(), r.fwd.view(true), opt);
-  chunk_backward(in.view(), r.bwd.seeds(&r.fwd), r.bwd.grads(), opt);
+  Run r;
+  r.fwd = harness::forward_run(s, in, opt);
+  r.bwd = harness::backward_run(s, in, harness::gradient_seeds_make(s, 7), opt, &r.fwd);
   return r;
 }
 
@@ -61,15 +64,16 @@ struct Errors {
 };
 
 Errors compare(const Run& a, const Run& ref) {
+  using harness::rel_err;
   Errors e;
-  e.o = rel_l2(a.fwd.o, ref.fwd.o);
-  e.states = std::max(rel_l2(a.fwd.final_kk, ref.fwd.final_kk), rel_l2(a.fwd.final_kv, ref.fwd.final_kv));
-  e.dq = rel_l2(a.bwd.dq, ref.bwd.dq);
-  e.dk = rel_l2(a.bwd.dk, ref.bwd.dk);
-  e.dv = rel_l2(a.bwd.dv, ref.bwd.dv);
-  e.dalpha = rel_l2(a.bwd.dalpha, ref.bwd.dalpha);
-  e.dg = std::max(rel_l2(a.bwd.dg, ref.bwd.dg), rel_l2(a.bwd.dgk, ref.bwd.dgk));
-  e.dh0 = std::max(rel_l2(a.bwd.d_h0_kk, ref.bwd.d_h0_kk), rel_l2(a.bwd.d_h0_kv, ref.bwd.d_h0_kv));
+  e.o = rel_err(a.fwd.o, ref.fwd.o);
+  e.states = std::max(rel_err(a.fwd.final_kk, ref.fwd.final_kk), rel_err(a.fwd.final_kv, ref.fwd.final_kv));
+  e.dq = rel_err(a.bwd.dq, ref.bwd.dq);
+  e.dk = rel_err(a.bwd.dk, ref.bwd.dk);
+  e.dv = rel_err(a.bwd.dv, ref.bwd.dv);
+  e.dalpha = rel_err(a.bwd.dalpha, ref.bwd.dalpha);
+  e.dg = std::max(rel_err(a.bwd.dg, ref.bwd.dg), rel_err(a.bwd.dgk, ref.bwd.dgk));
+  e.dh0 = std::max(rel_err(a.bwd.dh0_kk, ref.bwd.dh0_kk), rel_err(a.bwd.dh0_kv, ref.bwd.dh0_kv));
   return e;
 }
 
@@ -95,7 +99,7 @@ bool accuracy_check(bool quick, int32_t num_threads) {
     for (DType dt : {DType::f32, DType::bf16}) {
       Shape s = c.shape;
       s.dtype = dt;
-      const LayerInputs in = layer_inputs_make(s, seed++);
+      const harness::LayerInputs in = harness::layer_inputs_make(s, seed++);
       const Run ref = run(s, in, Backend::reference, num_threads);
       const Run cpu = run(s, in, Backend::cpu, num_threads);
       const Errors e = compare(cpu, ref);

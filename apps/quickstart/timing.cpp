@@ -6,10 +6,12 @@
 #include <functional>
 
 #include "gka/gka.h"
-#include "layer_problem.h"
+#include "harness/layer_problem.h"
 
 namespace gka::quickstart {
 namespace {
+
+using harness::Shape;
 
 // Best wall seconds of `fn` after one warm-up call (thread start-up, first touch of the outputs);
 // repeats until `budget` seconds are spent or `max_reps` runs, whichever comes first.
@@ -37,15 +39,16 @@ void timing_run(bool quick, int32_t num_threads) {
   Options opt;
   opt.backend = Backend::cpu;
   opt.num_threads = num_threads;
-  const Shape s = dense_shape(1, quick ? 512 : 2048, 4, 128, DType::bf16);
+  const Shape s = harness::dense_shape(1, quick ? 512 : 2048, 4, 128, DType::bf16);
   std::printf("\n(b) timing: cpu backend, B=%lld T=%lld H=%lld D=%lld bf16, N=%d r=%.2f chunk %d\n",
               static_cast<long long>(s.B), static_cast<long long>(s.T), static_cast<long long>(s.H),
               static_cast<long long>(s.D), opt.num_iter, opt.ridge_ratio, opt.chunk_size);
   std::printf("%-18s %10s %12s %10s\n", "op", "ms", "tokens/s", "GFLOP/s");
 
-  const LayerInputs in = layer_inputs_make(s, 11);
-  const ForwardBuffers fwd = forward_buffers_make(s);
-  const BackwardBuffers bwd = backward_buffers_make(s, 12);
+  const harness::LayerInputs in = harness::layer_inputs_make(s, 11);
+  const harness::ForwardBuffers fwd = harness::forward_buffers_make(s);
+  const harness::GradientSeeds seeds = harness::gradient_seeds_make(s, 12);
+  const harness::GradientBuffers grads = harness::gradient_buffers_make(s, in);
   const double tokens = static_cast<double>(s.B * s.T);
   const double fwd_flops = forward_flops_per_token(s.D, s.dv(), opt.chunk_size, opt.num_iter) * tokens * s.H;
   const double bwd_flops = backward_flops_per_token(s.D, s.dv(), opt.chunk_size, opt.num_iter) * tokens * s.H;
@@ -57,16 +60,16 @@ void timing_run(bool quick, int32_t num_threads) {
       best_seconds(
           [&] {
             chunk_forward(in.view(), fwd.view(true), opt);
-            chunk_backward(in.view(), bwd.seeds(&fwd), bwd.grads(), opt);
+            chunk_backward(in.view(), seeds.view(&fwd), grads.view(), opt);
           },
           budget, 5),
       tokens, fwd_flops + bwd_flops);
 
   // Decode: one token of one sequence, all heads, state updated in place (final aliases initial).
-  Shape d = dense_shape(1, 1, s.H, s.D, s.dtype);
+  Shape d = harness::dense_shape(1, 1, s.H, s.D, s.dtype);
   d.h0 = true;
-  const LayerInputs din = layer_inputs_make(d, 13);
-  const ForwardBuffers dout = forward_buffers_make(d);
+  const harness::LayerInputs din = harness::layer_inputs_make(d, 13);
+  const harness::ForwardBuffers dout = harness::forward_buffers_make(d);
   ForwardOutputs o;
   o.o = dout.o.view();
   o.final_kk = din.h0_kk.view();

@@ -1,5 +1,6 @@
 #include "support/cases.h"
 
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -74,188 +75,49 @@ void PrintTo(const Case& c, std::ostream* os) { *os << case_id(c); }
 
 namespace {
 
-double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-double softplus(double x) { return x > 20 ? x : std::log1p(std::exp(x)); }
-
-// L2-normalise each row of the last dimension, then scale by (sigmoid(randn) + 1e-6) if `beta`.
-void rows_normalise(Tensor& t, std::mt19937_64& rng, bool beta) {
-  std::normal_distribution<double> nd;
-  const int64_t n = t.sizes().back();
-  std::vector<double> v = t.to_f64();
-  for (int64_t r = 0; r < t.numel() / n; ++r) {
-    double norm = 0;
-    for (int64_t i = 0; i < n; ++i) norm += v[r * n + i] * v[r * n + i];
-    const double scale = (beta ? sigmoid(nd(rng)) + 1e-6 : 1.0) / (std::sqrt(norm) + 1e-6);
-    for (int64_t i = 0; i < n; ++i) v[r * n + i] *= scale;
-  }
-  t = Tensor::from_f64(v, t.dtype(), t.sizes());
+harness::Gates gates_parse(const std::string& name) {
+  if (name == "tied") return harness::Gates::tied;
+  if (name == "untied") return harness::Gates::untied;
+  if (name == "none") return harness::Gates::none;
+  if (name == "g_only") return harness::Gates::g_only;
+  if (name == "gk_only") return harness::Gates::gk_only;
+  throw std::runtime_error("unknown gates in a case: " + name);
 }
 
-// Log-decays [B,T,H]: mild = log U(lo, 0.999); strong = -A softplus(randn + dt_bias) per head (layer init).
-Tensor gate_make(const Case& c, DType dt, std::mt19937_64& rng, double lo) {
-  Tensor g(dt, {c.B, c.T, c.H});
-  std::uniform_real_distribution<double> u(lo, 0.999);
-  std::normal_distribution<double> nd;
-  std::vector<double> A(c.H), dt_bias(c.H);
-  for (int64_t h = 0; h < c.H; ++h) {
-    A[h] = std::uniform_real_distribution<double>(0.0, 16.0)(rng);
-    const double d = std::exp(std::uniform_real_distribution<double>(std::log(1e-3), std::log(1e-1))(rng));
-    dt_bias[h] = d + std::log(-std::expm1(-d));
-  }
-  for (int64_t i = 0; i < g.numel(); ++i) {
-    const int64_t h = i % c.H;
-    g.set_f64(i, c.gate_strength == "strong" ? -A[h] * softplus(nd(rng) + dt_bias[h]) : std::log(u(rng)));
-  }
-  return g;
+harness::GateStrength gate_strength_parse(const std::string& name) {
+  if (name == "mild") return harness::GateStrength::mild;
+  if (name == "strong") return harness::GateStrength::strong;
+  throw std::runtime_error("unknown gate_strength in a case: " + name);
 }
 
 }  // namespace
 
-CaseInputs inputs_make(const Case& c, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  const DType dt = dtype_parse(c.dtype);
-  const DType sdt = dt == DType::f64 ? DType::f64 : DType::f32;
-  CaseInputs in;
-  // Normalise in fp64, then round to the input dtype (the layer feeds the op already-normalised tensors).
-  in.q = Tensor::randn(DType::f64, {c.B, c.T, c.H, c.D}, rng);
-  in.k = Tensor::randn(DType::f64, {c.B, c.T, c.H, c.D}, rng);
-  in.v = Tensor::randn(DType::f64, {c.B, c.T, c.H, c.dv()}, rng);
-  rows_normalise(in.q, rng, false);
-  rows_normalise(in.k, rng, true);
-  {
-    std::normal_distribution<double> nd;
-    std::vector<double> v = in.v.to_f64();
-    for (int64_t r = 0; r < c.B * c.T * c.H; ++r) {
-      const double b = sigmoid(nd(rng)) + 1e-6;
-      for (int64_t i = 0; i < c.dv(); ++i) v[r * c.dv() + i] *= b;
-    }
-    in.v = Tensor::from_f64(v, DType::f64, in.v.sizes());
-  }
-  in.q = in.q.cast(dt);
-  in.k = in.k.cast(dt);
-  in.v = in.v.cast(dt);
-  if (c.alpha) {
-    in.alpha = Tensor::randn(DType::f64, {c.B, c.T, c.H}, rng);
-    std::vector<double> a = in.alpha.to_f64();
-    for (double& x : a) x = sigmoid(x);
-    in.alpha = Tensor::from_f64(a, sdt, in.alpha.sizes());
-  }
-  if (c.gates == "tied" || c.gates == "untied" || c.gates == "g_only") in.g = gate_make(c, sdt, rng, 0.8);
-  if (c.gates == "tied") in.gk = in.g;
-  if (c.gates == "untied" || c.gates == "gk_only") in.gk = gate_make(c, sdt, rng, 0.85);
-  const int64_t N = c.num_seqs();
-  if (c.h0) {
-    // A plausible state: the Gram matrix of a few random unit keys, and a matching value state.
-    const int64_t m = 8;
-    std::vector<double> kk(static_cast<size_t>(N * c.H * c.D * c.D), 0.0);
-    std::vector<double> kv(static_cast<size_t>(N * c.H * c.D * c.dv()), 0.0);
-    std::normal_distribution<double> nd;
-    for (int64_t nh = 0; nh < N * c.H; ++nh) {
-      for (int64_t s = 0; s < m; ++s) {
-        std::vector<double> key(c.D), val(c.dv());
-        double norm = 0;
-        for (auto& x : key) {
-          x = nd(rng);
-          norm += x * x;
-        }
-        for (auto& x : key) x /= std::sqrt(norm);
-        for (auto& x : val) x = nd(rng) * 0.5;
-        for (int64_t i = 0; i < c.D; ++i) {
-          for (int64_t j = 0; j < c.D; ++j) kk[(nh * c.D + i) * c.D + j] += key[i] * key[j];
-          for (int64_t j = 0; j < c.dv(); ++j) kv[(nh * c.D + i) * c.dv() + j] += key[i] * val[j];
-        }
-      }
-    }
-    in.h0_kk = Tensor::from_f64(kk, sdt, {N, c.H, c.D, c.D});
-    in.h0_kv = Tensor::from_f64(kv, sdt, {N, c.H, c.D, c.dv()});
-  }
-  if (!c.varlen.empty()) {
-    std::vector<double> cu{0};
-    for (int64_t n : c.varlen) cu.push_back(cu.back() + static_cast<double>(n));
-    in.cu_seqlens = Tensor::from_f64(cu, DType::i64, {static_cast<int64_t>(cu.size())});
-  }
-  return in;
-}
-
-Inputs CaseInputs::view() const {
-  Inputs in;
-  in.q = q.view();
-  in.k = k.view();
-  in.v = v.view();
-  in.alpha = alpha.view();
-  in.g = g.view();
-  in.gk = gk.view();
-  in.initial_kk = h0_kk.view();
-  in.initial_kv = h0_kv.view();
-  in.cu_seqlens = cu_seqlens.view();
-  return in;
-}
-
-ForwardResult forward_run(const Case& c, const CaseInputs& in, Backend backend, bool recurrent) {
-  const DType dt = dtype_parse(c.dtype);
-  const DType sdt = dt == DType::f64 ? DType::f64 : DType::f32;
-  const int64_t N = c.num_seqs();
-  ForwardResult r;
-  r.o = Tensor(dt, {c.B, c.T, c.H, c.dv()});
-  r.final_kk = Tensor(sdt, {N, c.H, c.D, c.D});
-  r.final_kv = Tensor(sdt, {N, c.H, c.D, c.dv()});
-  r.x = Tensor(sdt, {c.B, c.T, c.H, c.D});
-  r.fro = Tensor(sdt, {c.B, c.T, c.H});
-  for (Tensor* t : {&r.o, &r.final_kk, &r.final_kv, &r.x, &r.fro}) t->fill_nan();
-  ForwardOutputs out;
-  out.o = r.o.view();
-  out.final_kk = r.final_kk.view();
-  out.final_kv = r.final_kv.view();
-  out.x = r.x.view();
-  out.fro = r.fro.view();
-  if (recurrent)
-    recurrent_forward(in.view(), out, c.options(backend));
-  else
-    chunk_forward(in.view(), out, c.options(backend));
-  return r;
-}
-
-BackwardSeeds seeds_make(const Case& c, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  const DType dt = dtype_parse(c.dtype);
-  const DType sdt = dt == DType::f64 ? DType::f64 : DType::f32;
-  const int64_t N = c.num_seqs();
-  BackwardSeeds s;
-  s.d_o = Tensor::randn(dt, {c.B, c.T, c.H, c.dv()}, rng);
-  s.d_final_kk = Tensor::randn(sdt, {N, c.H, c.D, c.D}, rng, 0.1);
-  s.d_final_kv = Tensor::randn(sdt, {N, c.H, c.D, c.dv()}, rng, 0.1);
+harness::Shape Case::shape() const {
+  harness::Shape s;
+  s.B = B;
+  s.T = T;
+  s.H = H;
+  s.D = D;
+  s.Dv = Dv;
+  s.varlen = varlen;
+  s.h0 = h0;
+  s.alpha = alpha;
+  s.gates = gates_parse(gates);
+  s.gate_strength = gate_strength_parse(gate_strength);
+  s.dtype = dtype_parse(dtype);
   return s;
 }
 
+CaseInputs inputs_make(const Case& c, uint64_t seed) { return harness::layer_inputs_make(c.shape(), seed); }
+
+ForwardResult forward_run(const Case& c, const CaseInputs& in, Backend backend, bool recurrent) {
+  return harness::forward_run(c.shape(), in, c.options(backend), recurrent);
+}
+
+BackwardSeeds seeds_make(const Case& c, uint64_t seed) { return harness::gradient_seeds_make(c.shape(), seed); }
+
 BackwardResult backward_run(const Case& c, const CaseInputs& in, const BackwardSeeds& seeds, Backend backend) {
-  const int64_t N = c.num_seqs();
-  BackwardResult r;
-  r.dq = Tensor(in.q.dtype(), in.q.sizes());
-  r.dk = Tensor(in.k.dtype(), in.k.sizes());
-  r.dv = Tensor(in.v.dtype(), in.v.sizes());
-  if (in.alpha.defined()) r.dalpha = Tensor(in.alpha.dtype(), in.alpha.sizes());
-  if (in.g.defined()) r.dg = Tensor(in.g.dtype(), in.g.sizes());
-  if (in.gk.defined()) r.dgk = Tensor(in.gk.dtype(), in.gk.sizes());
-  const DType sdt = in.q.dtype() == DType::f64 ? DType::f64 : DType::f32;
-  r.dh0_kk = Tensor(sdt, {N, c.H, c.D, c.D});
-  r.dh0_kv = Tensor(sdt, {N, c.H, c.D, c.dv()});
-  for (Tensor* t : {&r.dq, &r.dk, &r.dv, &r.dalpha, &r.dg, &r.dgk, &r.dh0_kk, &r.dh0_kv})
-    if (t->defined()) t->fill_nan();
-  BackwardInputs gin;
-  gin.d_o = seeds.d_o.view();
-  gin.d_final_kk = seeds.d_final_kk.view();
-  gin.d_final_kv = seeds.d_final_kv.view();
-  Gradients g;
-  g.dq = r.dq.view();
-  g.dk = r.dk.view();
-  g.dv = r.dv.view();
-  g.dalpha = r.dalpha.view();
-  g.dg = r.dg.view();
-  g.dgk = r.dgk.view();
-  g.d_initial_kk = r.dh0_kk.view();
-  g.d_initial_kv = r.dh0_kv.view();
-  chunk_backward(in.view(), gin, g, c.options(backend));
-  return r;
+  return harness::backward_run(c.shape(), in, seeds, c.options(backend));
 }
 
 }  // namespace gka::test

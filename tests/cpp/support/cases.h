@@ -8,9 +8,12 @@
 #include <vector>
 
 #include "gka/gka.h"
-#include "support/tensor.h"
+#include "harness/layer_problem.h"
+#include "harness/tensor.h"
 
 namespace gka::test {
+
+using harness::Tensor;
 
 struct Case {
   std::string name;
@@ -30,33 +33,25 @@ struct Case {
   int64_t dv() const { return Dv < 0 ? D : Dv; }
   int64_t num_seqs() const { return varlen.empty() ? B : static_cast<int64_t>(varlen.size()); }
   Options options(Backend backend) const;
+  harness::Shape shape() const;  // throws on an unknown gates, gate_strength or dtype name
 };
 
 std::vector<Case> cases_load();   // tests/cases.json
 std::string case_id(const Case& c);  // GoogleTest-safe name
 void PrintTo(const Case& c, std::ostream* os);  // what GoogleTest prints for a Case parameter: its id
 
-// Inputs of a case, drawn from `seed` (layer-like: unit q, k; k, v scaled by sigmoid(randn) + 1e-6).
-struct CaseInputs {
-  Tensor q, k, v, alpha, g, gk, h0_kk, h0_kv, cu_seqlens;
-  Inputs view() const;
-};
+// Inputs of a case, drawn from `seed` as harness/layer_problem.h describes (layer-like: unit q, k; k, v
+// scaled by sigmoid(randn) + 1e-6), and the buffers of its forward and backward.
+using CaseInputs = harness::LayerInputs;
+using ForwardResult = harness::ForwardBuffers;
+using BackwardResult = harness::GradientBuffers;
+using BackwardSeeds = harness::GradientSeeds;  // d_o and the gradients at both final states
+
 CaseInputs inputs_make(const Case& c, uint64_t seed);
-
-struct ForwardResult {
-  Tensor o, final_kk, final_kv, x, fro;
-};
-// Runs chunk_forward (or recurrent_forward) with NaN-poisoned outputs.
+// Runs chunk_forward (or recurrent_forward) with NaN-poisoned outputs, x and fro included.
 ForwardResult forward_run(const Case& c, const CaseInputs& in, Backend backend, bool recurrent = false);
-
-struct BackwardResult {
-  Tensor dq, dk, dv, dalpha, dg, dgk, dh0_kk, dh0_kv;
-};
-// Gradient seeds for a case: d_o and gradients at both final states.
-struct BackwardSeeds {
-  Tensor d_o, d_final_kk, d_final_kv;
-};
 BackwardSeeds seeds_make(const Case& c, uint64_t seed);
+// Runs chunk_backward (x and fro recomputed) with NaN-poisoned gradients, one for each input `in` holds.
 BackwardResult backward_run(const Case& c, const CaseInputs& in, const BackwardSeeds& seeds, Backend backend);
 
 DType dtype_parse(const std::string& name);

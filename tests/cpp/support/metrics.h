@@ -1,19 +1,12 @@
-// Error measures for comparing a result with a reference: relative L2 and max-abs (ggml's advice: NMSE
-// alone hides outliers), plus a NaN/Inf count.
+// The error measures of the shared harness (harness/metrics.h), under the tests' names.
 #pragma once
 
-#include <vector>
-
-#include "support/tensor.h"
+#include "harness/metrics.h"
 
 namespace gka::test {
 
-double rel_err(const std::vector<double>& a, const std::vector<double>& ref);
-double max_abs_err(const std::vector<double>& a, const std::vector<double>& ref);
-int64_t nonfinite_count(const std::vector<double>& a);
-
-inline double rel_err(const Tensor& a, const Tensor& ref) { return rel_err(a.to_f64(), ref.to_f64()); }
-inline double max_abs_err(const Tensor& a, const Tensor& ref) { return max_abs_err(a.to_f64(), ref.to_f64()); }
-inline int64_t nonfinite_count(const Tensor& a) { return nonfinite_count(a.to_f64()); }
+using harness::max_abs_err;
+using harness::nonfinite_count;
+using harness::rel_err;
 
 }  // namespace gka::test

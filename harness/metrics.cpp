@@ -1,10 +1,10 @@
-#include "support/metrics.h"
+#include "harness/metrics.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
-namespace gka::test {
+namespace gka::harness {
 
 double rel_err(const std::vector<double>& a, const std::vector<double>& ref) {
   if (a.size() != ref.size()) return std::numeric_limits<double>::infinity();
@@ -36,4 +36,4 @@ int64_t nonfinite_count(const std::vector<double>& a) {
   return n;
 }
 
-}  // namespace gka::test
+}  // namespace gka::harness

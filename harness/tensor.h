@@ -1,4 +1,4 @@
-// Owning tensors for tests: a byte buffer plus dtype and sizes, convertible to gka::TensorView.
+// An owning host tensor: a byte buffer plus dtype and sizes, handed to libgka as a contiguous TensorView.
 #pragma once
 
 #include <cstdint>
@@ -7,7 +7,7 @@
 
 #include "gka/tensor_view.h"
 
-namespace gka::test {
+namespace gka::harness {
 
 class Tensor {
  public:
@@ -39,4 +39,4 @@ class Tensor {
   std::vector<unsigned char> bytes_;
 };
 
-}  // namespace gka::test
+}  // namespace gka::harness

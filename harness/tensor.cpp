@@ -1,4 +1,4 @@
-#include "support/tensor.h"
+#include "harness/tensor.h"
 
 #include <cmath>
 #include <cstring>
@@ -6,7 +6,7 @@
 
 #include "common/access.h"
 
-namespace gka::test {
+namespace gka::harness {
 
 Tensor::Tensor(DType dtype, std::vector<int64_t> sizes) : dtype_(dtype), sizes_(std::move(sizes)) {
   bytes_.assign(static_cast<size_t>(numel() * dtype_size(dtype_)), 0);
@@ -115,4 +115,4 @@ void Tensor::fill_nan() {
   for (int64_t i = 0; i < numel(); ++i) set_f64(i, std::numeric_limits<double>::quiet_NaN());
 }
 
-}  // namespace gka::test
+}  // namespace gka::harness
