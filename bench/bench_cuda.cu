@@ -2,13 +2,15 @@
 // chunk 64): chunked forward, forward + backward, and decode. CUDA events around each call, warm-up,
 // median of the repetitions, and a 512 MiB L2 flush (memset) before every timed repetition.
 // Usage: gka_bench_cuda [reps]   (prints the card, then one table row per measurement)
-// GKA_BENCH_ITERS=N overrides num_iter (diagnostics); GKA_CUDA_TF32_ITERS, see src/cuda/common.cuh.
+// GKA_BENCH_ITERS=N overrides num_iter (diagnostics); GKA_BENCH_PARTS=chunk|decode runs one half only;
+// GKA_BENCH_LONG=1 adds 1x131072 (the linear-time check); GKA_CUDA_TF32_ITERS, see src/cuda/common.cuh.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "gka/gka.h"
@@ -84,7 +86,7 @@ int main(int argc, char** argv) {
   cudaGetDeviceProperties(&prop, 0);
   int rt = 0;
   cudaRuntimeGetVersion(&rt);
-  std::printf("card: %s (sm_%d%d), CUDA runtime %d, libgka CUDA backend v4 (mma.sync 3xTF32 solver and products)\n", prop.name, prop.major,
+  std::printf("card: %s (sm_%d%d), CUDA runtime %d, libgka CUDA backend v5 (mma.sync 3xTF32 products; mixed: tf32 leading iterations)\n", prop.name, prop.major,
               prop.minor, rt);
   const size_t flush_bytes = size_t(512) << 20;
   Buf flush(flush_bytes);
@@ -100,7 +102,14 @@ int main(int argc, char** argv) {
     int64_t B, T;
     double fwd, fb;
   };
-  for (const Anchor& an : {Anchor{8, 2048, 2.17, 6.96}, Anchor{1, 32768, 4.88, 17.23}, Anchor{1, 65536, 9.71, 34.51}}) {
+  const char* parts_env = std::getenv("GKA_BENCH_PARTS");
+  const std::string parts = parts_env ? parts_env : "chunk,decode";
+  std::vector<Anchor> anchors;
+  if (parts.find("chunk") != std::string::npos) {
+    anchors = {Anchor{8, 2048, 2.17, 6.96}, Anchor{1, 32768, 4.88, 17.23}, Anchor{1, 65536, 9.71, 34.51}};
+    if (std::getenv("GKA_BENCH_LONG")) anchors.push_back(Anchor{1, 131072, 0, 0});  // authors: not measured
+  }
+  for (const Anchor& an : anchors) {
     const int64_t B = an.B, T = an.T, n = B * T * H * D, ns = B * T * H;
     Buf q(n * 2), k(n * 2), v(n * 2), o(n * 2), alpha(ns * 4), g(ns * 4), x(n * 4), fro(ns * 4);
     Buf dq(n * 2), dk(n * 2), dv(n * 2), d_o(n * 2), dalpha(ns * 4), dg(ns * 4);
@@ -123,33 +132,45 @@ int main(int argc, char** argv) {
     out.o = tv(o, gka::DType::bf16, {B, T, H, D});
     const double tok = static_cast<double>(B * T);
     const double ff = gka::forward_flops_per_token(D, D, 64, 30) * H, bf = gka::backward_flops_per_token(D, D, 64, 30) * H;
-    const double fwd = median_ms([&] { gka::chunk_forward(in, out, opt); }, reps, flush.p, flush_bytes);
-    gka::ForwardOutputs outs = out;
-    outs.x = tv(x, gka::DType::f32, {B, T, H, D});
-    outs.fro = tv(fro, gka::DType::f32, {B, T, H});
-    gka::BackwardInputs gin;
-    gin.d_o = tv(d_o, gka::DType::bf16, {B, T, H, D});
-    gin.x = outs.x;
-    gin.fro = outs.fro;
-    gka::Gradients gr;
-    gr.dq = tv(dq, gka::DType::bf16, {B, T, H, D});
-    gr.dk = tv(dk, gka::DType::bf16, {B, T, H, D});
-    gr.dv = tv(dv, gka::DType::bf16, {B, T, H, D});
-    gr.dalpha = tv(dalpha, gka::DType::f32, {B, T, H});
-    gr.dg = tv(dg, gka::DType::f32, {B, T, H});
-    const double fb = median_ms(
-        [&] {
-          gka::chunk_forward(in, outs, opt);
-          gka::chunk_backward(in, gin, gr, opt);
-        },
-        reps, flush.p, flush_bytes);
-    char name[64];
-    std::snprintf(name, sizeof name, "fwd %ldx%ld", static_cast<long>(B), static_cast<long>(T));
-    std::printf("%-22s %10.3f %10.3f %10.1f %10.2f\n", name, fwd, tok / fwd / 1e3, tok * ff / fwd / 1e9, an.fwd);
-    std::snprintf(name, sizeof name, "fwd+bwd %ldx%ld", static_cast<long>(B), static_cast<long>(T));
-    std::printf("%-22s %10.3f %10.3f %10.1f %10.2f\n", name, fb, tok / fb / 1e3, tok * (ff + bf) / fb / 1e9, an.fb);
+    // Both solver precisions (gka::Precision): fp32 everywhere, and mixed (tf32 leading iterations).
+    for (const gka::Precision prec : {gka::Precision::fp32, gka::Precision::mixed}) {
+      gka::Options po = opt;
+      po.precision = prec;
+      const char* tag = prec == gka::Precision::mixed ? " mixed" : "";
+      const double fwd = median_ms([&] { gka::chunk_forward(in, out, po); }, reps, flush.p, flush_bytes);
+      char name[64];
+      std::snprintf(name, sizeof name, "fwd %ldx%ld%s", static_cast<long>(B), static_cast<long>(T), tag);
+      std::printf("%-22s %10.3f %10.3f %10.1f %10.2f\n", name, fwd, tok / fwd / 1e3, tok * ff / fwd / 1e9, an.fwd);
+      if (std::getenv("GKA_BENCH_FWD_ONLY")) continue;
+      gka::ForwardOutputs outs = out;
+      outs.x = tv(x, gka::DType::f32, {B, T, H, D});
+      outs.fro = tv(fro, gka::DType::f32, {B, T, H});
+      gka::BackwardInputs gin;
+      gin.d_o = tv(d_o, gka::DType::bf16, {B, T, H, D});
+      gin.x = outs.x;
+      gin.fro = outs.fro;
+      gka::Gradients gr;
+      gr.dq = tv(dq, gka::DType::bf16, {B, T, H, D});
+      gr.dk = tv(dk, gka::DType::bf16, {B, T, H, D});
+      gr.dv = tv(dv, gka::DType::bf16, {B, T, H, D});
+      gr.dalpha = tv(dalpha, gka::DType::f32, {B, T, H});
+      gr.dg = tv(dg, gka::DType::f32, {B, T, H});
+      const double fb = median_ms(
+          [&] {
+            gka::chunk_forward(in, outs, po);
+            gka::chunk_backward(in, gin, gr, po);
+          },
+          reps, flush.p, flush_bytes);
+      std::snprintf(name, sizeof name, "fwd+bwd %ldx%ld%s", static_cast<long>(B), static_cast<long>(T), tag);
+      std::printf("%-22s %10.3f %10.3f %10.1f %10.2f\n", name, fb, tok / fb / 1e3, tok * (ff + bf) / fb / 1e9,
+                  an.fb);
+    }
   }
-  for (int64_t B : {int64_t(1), int64_t(64)}) {
+  std::vector<int64_t> decode_batches;
+  if (parts.find("decode") != std::string::npos) decode_batches = {1, 64};
+  cudaStream_t stream;
+  ck(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+  for (int64_t B : decode_batches) {
     const int64_t n = B * H * D, ns = B * H;
     Buf q(n * 2), k(n * 2), v(n * 2), o(n * 2), alpha(ns * 4), g(ns * 4), hkk(B * H * D * D * 4), hkv(B * H * D * D * 4);
     const float sc = std::sqrt(3.f / D);
@@ -185,10 +206,30 @@ int main(int argc, char** argv) {
     cudaEventSynchronize(b);
     float tot = 0;
     cudaEventElapsedTime(&tot, a, b);
+    // CUDA graph of one call replayed 100 times (how the authors measured decode): the call is one
+    // launch with no allocation, so it captures on a non-default stream.
+    gka::Options gopt = opt;
+    gopt.cuda_stream = stream;
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    ck(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "capture");
+    gka::recurrent_forward(in, out, gopt);
+    ck(cudaStreamEndCapture(stream, &graph), "capture end");
+    ck(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+    ck(cudaGraphLaunch(exec, stream), "graph warm-up");
+    ck(cudaStreamSynchronize(stream), "graph warm-up");
+    cudaEventRecord(a, stream);
+    for (int r = 0; r < 100; ++r) cudaGraphLaunch(exec, stream);
+    cudaEventRecord(b, stream);
+    ck(cudaEventSynchronize(b), "graph replays");
+    float gtot = 0;
+    cudaEventElapsedTime(&gtot, a, b);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
     char name[64];
     std::snprintf(name, sizeof name, "decode B=%ld (us)", static_cast<long>(B));
-    std::printf("%-22s %10.1f %10s %10s %10.1f   (back-to-back %.1f us)\n", name, ms * 1e3, "-", "-",
-                B == 1 ? 53.6 : 339.0, tot * 1e3 / 50);
+    std::printf("%-22s %10.1f %10s %10s %10.1f   (back-to-back %.1f us, graph replay %.1f us)\n", name, ms * 1e3, "-",
+                "-", B == 1 ? 53.6 : 339.0, tot * 1e3 / 50, gtot * 1e3 / 100);
   }
   return 0;
 }

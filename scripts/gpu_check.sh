@@ -19,4 +19,5 @@ CXX=/usr/bin/g++ CC=/usr/bin/gcc CUDAHOSTCXX=/usr/bin/g++ \
   python3 -m pip install --no-build-isolation --no-deps -q . >"$OUT/pip.log" 2>&1 || { tail -30 "$OUT/pip.log"; exit 1; }
 python3 -m pytest tests/python -q -rs -p no:cacheprovider >"$OUT/pytest.log" 2>&1
 echo "pytest rc=$?"; grep -E "passed|failed|FAILED|Error" "$OUT/pytest.log" | tail -15
-./build-gpu/bench/gka_bench_cuda >"$OUT/bench.log" 2>&1; tail -25 "$OUT/bench.log"
+grep -E "precision|rel err" "$OUT/ctest.log" build-gpu/Testing/Temporary/LastTest.log 2>/dev/null | cut -d: -f2- | head -16
+GKA_BENCH_LONG=1 ./build-gpu/bench/gka_bench_cuda >"$OUT/bench.log" 2>&1; tail -25 "$OUT/bench.log"

@@ -18,6 +18,16 @@ enum class Solver : int32_t {
   exact,      // Cholesky: the exact ridge solution
 };
 
+// Accuracy of the solver's matrix products on backends that can trade it for speed (cuda).
+enum class Precision : int32_t {
+  fp32,   // every product at fp32 accuracy (3xTF32 on tensor cores); default
+  mixed,  // cuda: single-pass tf32 products (10-bit operand mantissas, fp32 accumulation, the iterate kept in
+          // fp32) on all but the last kMixedFinishIters Chebyshev iterations of the forward and adjoint solves,
+          // which damp that rounding; ~30 % faster forward, x error ~1e-5..1e-4 (docs/cuda_backend.md).
+          // Backends without a faster product (reference, cpu) compute exactly as with fp32.
+};
+inline constexpr int32_t kMixedFinishIters = 10;
+
 enum class Backend : int32_t {
   automatic,  // cuda for device tensors, cpu otherwise
   reference,  // the fp64 token-by-token oracle
@@ -32,6 +42,7 @@ struct Options {
   int32_t chunk_size = 64;            // C of the chunked form; 16..256
   std::optional<double> scale;        // readout scale s, default D^-1/2
   Solver solver = Solver::chebyshev;
+  Precision precision = Precision::fp32;
   bool lambda_grad = true;            // differentiate lambda_t through ||H_t||_F (the authors' bp_lambda)
   bool check_finite = false;          // reject NaN/Inf in inputs with an Error
   Backend backend = Backend::automatic;

@@ -41,6 +41,7 @@ class GatedKalmaNetConfig:
     gla_rescale: bool = True
     bp_lambda: bool = True
     solver_type: str = "chebyshev"
+    precision: str = "fp32"  # "mixed": faster CUDA solve (see gka.chunk_gka)
 
 
 @dataclass
@@ -107,6 +108,8 @@ class GatedKalmaNet(nn.Module):
         c = config
         if c.solver_type not in ("chebyshev", "exact"):
             raise ValueError(f"GatedKalmaNet: solver_type must be 'chebyshev' or 'exact', got {c.solver_type!r}")
+        if c.precision not in ("fp32", "mixed"):
+            raise ValueError(f"GatedKalmaNet: precision must be 'fp32' or 'mixed', got {c.precision!r}")
         self.config = c
         self.layer_idx = layer_idx
         hq, hk = c.num_heads, c.num_kv_heads or c.num_heads
@@ -181,7 +184,8 @@ class GatedKalmaNet(nn.Module):
         o, final = op(q.contiguous(), k.contiguous(), v.contiguous(), g, gk, alpha,
                       scale=None if c.gla_rescale else 1.0, ridge_ratio=c.ridge_strength, num_iter=c.num_iter,
                       initial_state=state, output_final_state=want_state, cu_seqlens=cu_seqlens,
-                      solver=c.solver_type, lambda_grad=c.bp_lambda, chunk_size=c.chunk_size)
+                      solver=c.solver_type, lambda_grad=c.bp_lambda, chunk_size=c.chunk_size,
+                      precision=c.precision)
         # Gated RMSNorm per head (fp32 inside), weight shared by all heads.
         of = o.float()
         of = of * torch.rsqrt(of.pow(2).mean(-1, keepdim=True) + c.norm_eps) * self.o_norm_weight.float()

@@ -37,12 +37,12 @@ def _host_index(index: Optional[torch.Tensor], host_copy: Optional[torch.Tensor]
 
 
 def _forward(op, q, k, v, g, gk, alpha, scale, ridge_ratio, num_iter, initial_state, output_final_state,
-             cu_seqlens, solver, lambda_grad, chunk_size, backend, cu_seqlens_cpu=None):
+             cu_seqlens, solver, lambda_grad, chunk_size, backend, precision, cu_seqlens_cpu=None):
     h_kk, h_kv = _split_state(initial_state)
     cu_seqlens = _host_index(cu_seqlens, cu_seqlens_cpu)
     o, final_kk, final_kv, _x, _fro = op(
         q, k, v, alpha, g, gk, h_kk, h_kv, cu_seqlens, None if scale is None else float(scale),
-        float(ridge_ratio), int(num_iter), int(chunk_size), solver, bool(lambda_grad), backend)
+        float(ridge_ratio), int(num_iter), int(chunk_size), solver, bool(lambda_grad), backend, precision)
     return o, ((final_kk, final_kv) if output_final_state else None)
 
 
@@ -65,6 +65,7 @@ def chunk_gka(
     lambda_grad: bool = True,
     chunk_size: int = 64,
     backend: str = "auto",
+    precision: str = "fp32",
 ) -> Tuple[torch.Tensor, Optional[State]]:
     """Chunked GKA forward (training and prefill), differentiable in every tensor input and the initial state.
 
@@ -88,6 +89,9 @@ def chunk_gka(
         chunk_size: chunk length of the chunked forward and backward.
         backend: "auto" (cuda for device tensors, the fast CPU backend otherwise), "cpu", "cuda", or
             "reference" (the fp64 token-by-token oracle of the C++ core, for testing).
+        precision: "fp32" (every product at fp32 accuracy) or "mixed" (cuda only: single-pass tf32 products on
+            all but the last 10 solver iterations, forward and backward; faster, x error ~1e-5..1e-4; the
+            other backends compute as with "fp32").
 
     Returns:
         ``(o [B, T, H, V] in v's dtype, final_state or None)``.
@@ -102,7 +106,8 @@ def chunk_gka(
                                         cu_seqlens=torch.tensor([0, 3, 8]))
     """
     return _forward(torch.ops.gka.chunk_fwd, q, k, v, g, gk, alpha, scale, ridge_ratio, num_iter, initial_state,
-                    output_final_state, cu_seqlens, solver, lambda_grad, chunk_size, backend, cu_seqlens_cpu)
+                    output_final_state, cu_seqlens, solver, lambda_grad, chunk_size, backend, precision,
+                    cu_seqlens_cpu)
 
 
 def fused_recurrent_gka(
@@ -123,11 +128,13 @@ def fused_recurrent_gka(
     lambda_grad: bool = True,
     chunk_size: int = 64,
     backend: str = "auto",
+    precision: str = "fp32",
 ) -> Tuple[torch.Tensor, Optional[State]]:
     """Token-by-token GKA forward, for decoding ``T >= 1`` tokens with states. Same arguments and results as
     :func:`chunk_gka`; differentiable through the same backward (``chunk_size`` is the backward's chunk)."""
     return _forward(torch.ops.gka.recurrent_fwd, q, k, v, g, gk, alpha, scale, ridge_ratio, num_iter,
-                    initial_state, output_final_state, cu_seqlens, solver, lambda_grad, chunk_size, backend)
+                    initial_state, output_final_state, cu_seqlens, solver, lambda_grad, chunk_size, backend,
+                    precision)
 
 
 @dataclass

@@ -26,6 +26,7 @@ struct Problem {
   int32_t num_iter = 30;
   int32_t chunk_size = 64;
   Solver solver = Solver::chebyshev;
+  Precision precision = Precision::fp32;
   bool lambda_grad = true;
   int32_t num_threads = 0;
   void* cuda_stream = nullptr;  // cudaStream_t for the cuda backend (Options::cuda_stream)

@@ -201,6 +201,9 @@ Problem problem_make(const Inputs& in, const Options& opt, Phase phase) {
   if (phase == Phase::chunk_backward && opt.solver == Solver::cg)
     fail(fn, "the backward is implemented for the chebyshev and exact solvers, got solver = cg");
   p.solver = opt.solver;
+  if (opt.precision != Precision::fp32 && opt.precision != Precision::mixed)
+    fail(fn, "precision must be fp32 or mixed, got " + std::to_string(static_cast<int>(opt.precision)));
+  p.precision = opt.precision;
   p.lambda_grad = opt.lambda_grad;
   if (opt.num_threads < 0) fail(fn, "num_threads must be >= 0, got " + std::to_string(opt.num_threads));
   p.num_threads = opt.num_threads;

@@ -254,11 +254,22 @@ __global__ void __launch_bounds__(kThreads) step_c_kernel(const SeqInfo* seqs, B
   const DView& dinit = which == 0 ? dinit_kk : dinit_kv;
   float* sums = which == 0 ? a.Psi : a.Phi;
   float R = dfin.dt ? dload(dfin, drow(dfin, sq.state, h, r) + c) : 0.f;
-  for (int k = sq.count - 1; k >= 0; --k) {
-    const int64_t id = static_cast<int64_t>(sq.first + k) * H + h;
-    const float sum = sums[id * DD + e];
-    sums[id * DD + e] = R;
-    R = fmaf(a.st.decay[id * 2 + which], R, sum);
+  for (int k0 = sq.count - 1; k0 >= 0; k0 -= kScanAhead) {  // loads ahead of the chain (chunk_states.cu)
+    float sum[kScanAhead], dec[kScanAhead];
+#pragma unroll
+    for (int u = 0; u < kScanAhead; ++u)
+      if (k0 - u >= 0) {
+        const int64_t id = static_cast<int64_t>(sq.first + k0 - u) * H + h;
+        sum[u] = sums[id * DD + e];
+        dec[u] = a.st.decay[id * 2 + which];
+      }
+#pragma unroll
+    for (int u = 0; u < kScanAhead; ++u)
+      if (k0 - u >= 0) {
+        const int64_t id = static_cast<int64_t>(sq.first + k0 - u) * H + h;
+        sums[id * DD + e] = R;
+        R = fmaf(dec[u], R, sum[u]);
+      }
   }
   (which == 0 ? a.Rin : a.Qin)[(static_cast<int64_t>(s) * H + h) * DD + e] = R;
   if (dinit.dt) dstore(dinit, drow(dinit, sq.state, h, r) + c, R);
@@ -475,7 +486,7 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
             dview(gin.d_o), dview(gin.x), dview(gin.fro), dview(gout.dq), dview(gout.dk), dview(gout.dv),
             dview(gout.dalpha), dview(gout.dg), dview(gout.dgk), st, X.as<float>(), U.as<float>(), Psi.as<float>(),
             Phi.as<float>(), scal.as<float>(), Rin.as<float>(), Qin.as<float>(), cheb_const(p), omega.get(),
-            static_cast<float>(p.scale), static_cast<int>(p.H), p.lambda_grad ? 1 : 0, plain_tf32_iters()};
+            static_cast<float>(p.scale), static_cast<int>(p.H), p.lambda_grad ? 1 : 0, plain_tf32_iters(p)};
   const size_t smem = sizeof(ChunkSmem<D>);
   const dim3 grid(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H));
   if (!plan.items.empty()) {

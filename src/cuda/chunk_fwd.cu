@@ -126,7 +126,7 @@ void forward_run(const Problem& p, const ForwardOutputs& out) {
   if (!plan.items.empty()) {
     FwdArgs a{dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),
               dview(out.o), dview(out.x), dview(out.fro), dview(out.residual), st, cheb_const(p), omega.get(),
-              static_cast<float>(p.scale), static_cast<int>(p.H), plain_tf32_iters()};
+              static_cast<float>(p.scale), static_cast<int>(p.H), plain_tf32_iters(p)};
     const size_t smem = sizeof(ChunkSmem<D>);
     check(cudaFuncSetAttribute(chunk_fwd_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           fn, "cudaFuncSetAttribute");

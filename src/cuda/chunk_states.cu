@@ -51,11 +51,22 @@ __global__ void __launch_bounds__(kThreads) scan_kernel(const SeqInfo* seqs, int
   float x = init.dt ? static_cast<const float*>(init.p)[drow(init, sq.state, h, a) + b] : 0.f;
   const int64_t tile = static_cast<int64_t>(D) * D;
   buf[(static_cast<int64_t>(sq.first + s) * H + h) * tile + e] = x;
-  for (int c = 0; c < sq.count; ++c) {
-    const float dec = st.decay[(static_cast<int64_t>(sq.first + c) * H + h) * 2 + which];
-    float* nx = buf + (static_cast<int64_t>(sq.first + s + c + 1) * H + h) * tile + e;
-    x = fmaf(dec, x, *nx);
-    *nx = x;
+  // The loads of kScanAhead chunks are issued before the chain consumes them (the compiler cannot move a
+  // load above the previous store to the same buffer): latency, not bandwidth, bounds this loop.
+  for (int c0 = 0; c0 < sq.count; c0 += kScanAhead) {
+    float dec[kScanAhead], loc[kScanAhead];
+#pragma unroll
+    for (int u = 0; u < kScanAhead; ++u)
+      if (c0 + u < sq.count) {
+        dec[u] = st.decay[(static_cast<int64_t>(sq.first + c0 + u) * H + h) * 2 + which];
+        loc[u] = buf[(static_cast<int64_t>(sq.first + s + c0 + u + 1) * H + h) * tile + e];
+      }
+#pragma unroll
+    for (int u = 0; u < kScanAhead; ++u)
+      if (c0 + u < sq.count) {
+        x = fmaf(dec[u], x, loc[u]);
+        buf[(static_cast<int64_t>(sq.first + s + c0 + u + 1) * H + h) * tile + e] = x;
+      }
   }
   if (fin.dt) static_cast<float*>(fin.p)[drow(fin, sq.state, h, a) + b] = x;
 }

@@ -22,6 +22,7 @@ namespace gka::cuda {
 inline constexpr int kChunkMax = 64;  // rows of a chunk tile; chunk_size <= 64 is supported
 inline constexpr int kThreads = 256;  // threads of the chunk kernels: a 16 x 16 grid of thread tiles
 inline constexpr int kMaxIter = 4096;
+inline constexpr int kScanAhead = 8;  // chunks whose loads the state scans issue before using them
 
 // A strided view as kernels see it: dtype code (0 absent, 1 f32, 2 bf16, 3 f16) and the strides of the
 // first three dimensions (the last one is contiguous).
@@ -174,15 +175,16 @@ inline ChebConst cheb_const(const Problem& p) {
   return c;
 }
 
-// Leading Chebyshev iterations whose products run in plain tf32 (the rest in 3xTF32, chunk_tile.cuh).
-// Default kPlainTf32Iters; GKA_CUDA_TF32_ITERS overrides it (experiments; clamped to >= 0).
-inline constexpr int kPlainTf32Iters = 0;
-inline int plain_tf32_iters() {
-  static const int v = [] {
+// Leading Chebyshev iterations whose products run in plain tf32 (the rest in 3xTF32, chunk_tile.cuh):
+// none with Precision::fp32, all but the last kMixedFinishIters with Precision::mixed. GKA_CUDA_TF32_ITERS
+// overrides both (experiments; clamped to >= 0).
+inline int plain_tf32_iters(const Problem& p) {
+  static const int env = [] {
     const char* e = std::getenv("GKA_CUDA_TF32_ITERS");
-    return e ? std::max(0, std::atoi(e)) : kPlainTf32Iters;
+    return e ? std::max(0, std::atoi(e)) : -1;
   }();
-  return v;
+  if (env >= 0) return env;
+  return p.precision == Precision::mixed ? std::max(0, p.num_iter - kMixedFinishIters) : 0;
 }
 
 // The omega sequence lives in constant memory of each translation unit that solves.

@@ -74,16 +74,16 @@ struct DevInputs {
   }
 };
 
-ForwardResult cuda_forward(const Case& c, const CaseInputs& in, bool recurrent = false) {
-  const DType dt = dtype_parse(c.dtype);
-  const int64_t N = c.num_seqs();
-  ForwardResult r;
-  r.o = Tensor(dt, {c.B, c.T, c.H, c.dv()});
-  r.final_kk = Tensor(DType::f32, {N, c.H, c.D, c.D});
-  r.final_kv = Tensor(DType::f32, {N, c.H, c.D, c.dv()});
-  r.x = Tensor(DType::f32, {c.B, c.T, c.H, c.D});
-  r.fro = Tensor(DType::f32, {c.B, c.T, c.H});
-  for (Tensor* t : {&r.o, &r.final_kk, &r.final_kv, &r.x, &r.fro}) t->fill_nan();
+// NaN-poisons every defined tensor (an output left unwritten then fails the comparison).
+void poison(std::initializer_list<Tensor*> ts) {
+  for (Tensor* t : ts)
+    if (t->defined()) t->fill_nan();
+}
+
+ForwardResult cuda_forward(const Case& c, const CaseInputs& in, bool recurrent = false,
+                           Precision precision = Precision::fp32) {
+  ForwardResult r = harness::forward_buffers_make(c.shape());
+  poison({&r.o, &r.final_kk, &r.final_kv, &r.x, &r.fro});
   DevInputs din(in);
   DevTensor o(r.o), fkk(r.final_kk), fkv(r.final_kv), x(r.x), fro(r.fro);
   ForwardOutputs out;
@@ -92,28 +92,21 @@ ForwardResult cuda_forward(const Case& c, const CaseInputs& in, bool recurrent =
   out.final_kv = fkv.view();
   out.x = x.view();
   out.fro = fro.view();
+  Options opt = c.options(Backend::cuda);
+  opt.precision = precision;
   if (recurrent)
-    recurrent_forward(din.view(), out, c.options(Backend::cuda));
+    recurrent_forward(din.view(), out, opt);
   else
-    chunk_forward(din.view(), out, c.options(Backend::cuda));
+    chunk_forward(din.view(), out, opt);
   if (cudaDeviceSynchronize() != cudaSuccess) throw std::runtime_error("cuda error after forward");
   for (DevTensor* t : {&o, &fkk, &fkv, &x, &fro}) t->download();
   return r;
 }
 
-BackwardResult cuda_backward(const Case& c, const CaseInputs& in, const BackwardSeeds& seeds) {
-  const int64_t N = c.num_seqs();
-  BackwardResult r;
-  r.dq = Tensor(in.q.dtype(), in.q.sizes());
-  r.dk = Tensor(in.k.dtype(), in.k.sizes());
-  r.dv = Tensor(in.v.dtype(), in.v.sizes());
-  if (in.alpha.defined()) r.dalpha = Tensor(in.alpha.dtype(), in.alpha.sizes());
-  if (in.g.defined()) r.dg = Tensor(in.g.dtype(), in.g.sizes());
-  if (in.gk.defined()) r.dgk = Tensor(in.gk.dtype(), in.gk.sizes());
-  r.dh0_kk = Tensor(DType::f32, {N, c.H, c.D, c.D});
-  r.dh0_kv = Tensor(DType::f32, {N, c.H, c.D, c.dv()});
-  for (Tensor* t : {&r.dq, &r.dk, &r.dv, &r.dalpha, &r.dg, &r.dgk, &r.dh0_kk, &r.dh0_kv})
-    if (t->defined()) t->fill_nan();
+BackwardResult cuda_backward(const Case& c, const CaseInputs& in, const BackwardSeeds& seeds,
+                             Precision precision = Precision::fp32) {
+  BackwardResult r = harness::gradient_buffers_make(c.shape(), in);
+  poison({&r.dq, &r.dk, &r.dv, &r.dalpha, &r.dg, &r.dgk, &r.dh0_kk, &r.dh0_kv});
   DevInputs din(in);
   BackwardSeeds s = seeds;
   DevTensor d_o(s.d_o), dfk(s.d_final_kk), dfv(s.d_final_kv);
@@ -131,7 +124,9 @@ BackwardResult cuda_backward(const Case& c, const CaseInputs& in, const Backward
   g.dgk = dgk.view();
   g.d_initial_kk = dhk.view();
   g.d_initial_kv = dhv.view();
-  chunk_backward(din.view(), gin, g, c.options(Backend::cuda));
+  Options opt = c.options(Backend::cuda);
+  opt.precision = precision;
+  chunk_backward(din.view(), gin, g, opt);
   if (cudaDeviceSynchronize() != cudaSuccess) throw std::runtime_error("cuda error after backward");
   for (DevTensor* t : {&dq, &dk, &dv, &da, &dg, &dgk, &dhk, &dhv}) t->download();
   return r;
@@ -303,9 +298,18 @@ TEST(CudaPool, MatchesCpu) {
 }
 
 // The accuracy target: bf16 inputs, layer-like gates, H = 16, D = 128, T = 1024: o within 0.5 % and
-// gradients within 1 % of the fp64 oracle.
-TEST(CudaAccuracy, Bf16LayerLike) {
+// gradients within 1 % of the fp64 oracle — with every product at fp32 accuracy, and with Precision::mixed
+// (tf32 leading iterations), which must also differ from fp32 (else the option did nothing).
+class CudaAccuracy : public ::testing::TestWithParam<Precision> {};
+const char* precision_name(Precision p) { return p == Precision::mixed ? "mixed" : "fp32"; }
+}  // namespace
+void PrintTo(Precision p, std::ostream* os) { *os << precision_name(p); }  // GoogleTest's parameter printer
+namespace {
+
+TEST_P(CudaAccuracy, Bf16LayerLike) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const Precision prec = GetParam();
+  const char* tag = precision_name(prec);
   Case c;
   c.name = "bf16_layer";
   c.B = 1;
@@ -315,13 +319,18 @@ TEST(CudaAccuracy, Bf16LayerLike) {
   c.gate_strength = "strong";
   c.dtype = "bf16";
   const CaseInputs in = inputs_make(c, 77);
-  const ForwardResult got = cuda_forward(c, in);
+  const ForwardResult got = cuda_forward(c, in, false, prec);
   const ForwardResult ref = forward_run(case_in_f64(c), inputs_to_f64(in), Backend::reference);
-  const double err_o = rel_err(got.o, ref.o);
-  std::printf("bf16 layer-like H=16 D=128 T=1024: o rel err %.3e, x rel err %.3e\n", err_o, rel_err(got.x, ref.x));
+  const double err_o = rel_err(got.o, ref.o), err_x = rel_err(got.x, ref.x);
+  std::printf("bf16 layer-like H=16 D=128 T=1024, precision %s: o rel err %.3e, x rel err %.3e\n", tag, err_o, err_x);
   EXPECT_LE(err_o, 5e-3);
+  if (prec == Precision::mixed) {
+    const ForwardResult full = cuda_forward(c, in, false, Precision::fp32);
+    EXPECT_GT(rel_err(got.x, full.x), 0.0) << "precision mixed gave the fp32 result";
+    EXPECT_LE(err_x, 1e-3);
+  }
   const BackwardSeeds seeds = seeds_make(c, 7);
-  const BackwardResult g = cuda_backward(c, in, seeds);
+  const BackwardResult g = cuda_backward(c, in, seeds, prec);
   BackwardSeeds s64{seeds.d_o.cast(DType::f64), seeds.d_final_kk.cast(DType::f64), seeds.d_final_kv.cast(DType::f64)};
   const BackwardResult gr = backward_run(case_in_f64(c), inputs_to_f64(in), s64, Backend::reference);
   const std::pair<const Tensor*, const Tensor*> pairs[] = {{&g.dq, &gr.dq}, {&g.dk, &gr.dk}, {&g.dv, &gr.dv},
@@ -334,6 +343,9 @@ TEST(CudaAccuracy, Bf16LayerLike) {
     EXPECT_LE(e, 1e-2) << names[i];
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Precisions, CudaAccuracy, ::testing::Values(Precision::fp32, Precision::mixed),
+                         [](const ::testing::TestParamInfo<Precision>& i) { return std::string(precision_name(i.param)); });
 
 }  // namespace
 }  // namespace gka::test

@@ -140,6 +140,9 @@ TEST(Errors, Options) {
   opt.scale = std::numeric_limits<double>::quiet_NaN();
   expect_error([&] { f.forward(in, opt); }, {"scale must be finite"});
   opt = {};
+  opt.precision = static_cast<Precision>(7);
+  expect_error([&] { f.forward(in, opt); }, {"precision must be fp32 or mixed", "got 7"});
+  opt = {};
   opt.num_threads = -2;
   expect_error([&] { f.forward(in, opt); }, {"num_threads must be >= 0", "got -2"});
   expect_error([&] { num_iter_for_tolerance(0.02, 0.0); }, {"tolerance must lie in (0, 1)"});

@@ -79,6 +79,8 @@ def test_bad_options(inp):
         gka.chunk_gka(*args, solver="newton")
     with pytest.raises(ValueError, match="backend must be"):
         gka.chunk_gka(*args, backend="tpu")
+    with pytest.raises(ValueError, match="precision must be"):
+        gka.chunk_gka(*args, precision="bf16")
     with pytest.raises(ValueError, match="ridge_ratio must be"):
         gka.chunk_gka(*args, ridge_ratio=0.0)
     with pytest.raises(ValueError, match="chunk_size must"):

@@ -13,7 +13,7 @@ using OptTensor = std::optional<at::Tensor>;
 using FwdOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 using FwdSig = FwdOut(const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&,
                       const OptTensor&, const OptTensor&, const OptTensor&, const OptTensor&, std::optional<double>,
-                      double, int64_t, int64_t, c10::string_view, bool, c10::string_view);
+                      double, int64_t, int64_t, c10::string_view, bool, c10::string_view, c10::string_view);
 using PoolSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&,
                            const OptTensor&, const OptTensor&, at::Tensor&, at::Tensor&, const at::Tensor&,
                            std::optional<double>, double, int64_t, c10::string_view, c10::string_view);
@@ -22,7 +22,8 @@ GkaResult forward(const char* name, const at::Tensor& q, const at::Tensor& k, co
                   const GkaArgs& a) {
   const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<FwdSig>();
   auto [o, kk, kv, x, fro] = op.call(q, k, v, a.alpha, a.g, a.gk, a.initial_kk, a.initial_kv, a.cu_seqlens, a.scale,
-                                     a.ridge_ratio, a.num_iter, a.chunk_size, a.solver, a.lambda_grad, a.backend);
+                                     a.ridge_ratio, a.num_iter, a.chunk_size, a.solver, a.lambda_grad, a.backend,
+                                     a.precision);
   return {o, kk, kv};
 }
 

@@ -67,8 +67,15 @@ inline Backend backend_of(std::string_view s) {
   TORCH_CHECK_VALUE(false, "gka: backend must be \"auto\", \"reference\", \"cpu\" or \"cuda\", got \"", s, "\"");
 }
 
+inline Precision precision_of(std::string_view s) {
+  if (s == "fp32") return Precision::fp32;
+  if (s == "mixed") return Precision::mixed;
+  TORCH_CHECK_VALUE(false, "gka: precision must be \"fp32\" or \"mixed\", got \"", s, "\"");
+}
+
 inline Options options_of(std::optional<double> scale, double ridge_ratio, int64_t num_iter, int64_t chunk_size,
-                          std::string_view solver, bool lambda_grad, std::string_view backend) {
+                          std::string_view solver, bool lambda_grad, std::string_view backend,
+                          std::string_view precision = "fp32") {
   TORCH_CHECK_VALUE(num_iter >= 0 && num_iter <= INT32_MAX, "gka: num_iter must be >= 0, got ", num_iter);
   TORCH_CHECK_VALUE(chunk_size > 0 && chunk_size <= INT32_MAX, "gka: chunk_size must be > 0, got ", chunk_size);
   Options o;
@@ -79,6 +86,7 @@ inline Options options_of(std::optional<double> scale, double ridge_ratio, int64
   o.solver = solver_of(solver);
   o.lambda_grad = lambda_grad;
   o.backend = backend_of(backend);
+  o.precision = precision_of(precision);
   return o;
 }
 

@@ -51,6 +51,8 @@ void GatedKalmaNetImpl::reset() {
   const auto& o = options;
   TORCH_CHECK_VALUE(o.solver_type() == "chebyshev" || o.solver_type() == "exact",
                     "GatedKalmaNet: solver_type must be \"chebyshev\" or \"exact\", got \"", o.solver_type(), "\"");
+  TORCH_CHECK_VALUE(o.precision() == "fp32" || o.precision() == "mixed",
+                    "GatedKalmaNet: precision must be \"fp32\" or \"mixed\", got \"", o.precision(), "\"");
   const int64_t hq = o.num_heads(), hk = o.num_kv_heads() > 0 ? o.num_kv_heads() : o.num_heads();
   const int64_t H = std::max(hq, hk), D = o.head_dim(), d = o.hidden_size();
   TORCH_CHECK_VALUE(H % hq == 0 && H % hk == 0, "GatedKalmaNet: head counts ", hq, " (q) and ", hk,
@@ -127,6 +129,7 @@ std::tuple<at::Tensor, std::optional<GatedKalmaNetCache>> GatedKalmaNetImpl::for
   args.chunk_size = c.chunk_size();
   args.solver = c.solver_type();
   args.lambda_grad = c.bp_lambda();
+  args.precision = c.precision();
   const at::Tensor qc = q.contiguous(), kc = k.to(q.scalar_type()).contiguous(), vc = v.to(q.scalar_type()).contiguous();
   const GkaResult r = T == 1 ? fused_recurrent_gka(qc, kc, vc, args) : chunk_gka(qc, kc, vc, args);
   at::Tensor of = r.o.to(at::kFloat);

@@ -19,11 +19,11 @@ using BwdOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Te
                           at::Tensor>;
 using FwdSig = FwdOut(const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&,
                       const OptTensor&, const OptTensor&, const OptTensor&, const OptTensor&, std::optional<double>,
-                      double, int64_t, int64_t, c10::string_view, bool, c10::string_view);
+                      double, int64_t, int64_t, c10::string_view, bool, c10::string_view, c10::string_view);
 using BwdSig = BwdOut(const at::Tensor&, const OptTensor&, const OptTensor&, const at::Tensor&, const at::Tensor&,
                       const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&,
                       const OptTensor&, const OptTensor&, const OptTensor&, const OptTensor&, std::optional<double>,
-                      double, int64_t, int64_t, c10::string_view, bool, c10::string_view);
+                      double, int64_t, int64_t, c10::string_view, bool, c10::string_view, c10::string_view);
 
 at::Tensor or_undefined(const OptTensor& t) { return t.has_value() ? *t : at::Tensor(); }
 OptTensor or_nullopt(const at::Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
@@ -37,13 +37,15 @@ class GkaFunction : public ::torch::autograd::Function<GkaFunction<recurrent>> {
       ::torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       const OptTensor& alpha, const OptTensor& g, const OptTensor& gk, const OptTensor& initial_kk,
       const OptTensor& initial_kv, const OptTensor& cu_seqlens, std::optional<double> scale, double ridge_ratio,
-      int64_t num_iter, int64_t chunk_size, const std::string& solver, bool lambda_grad, const std::string& backend) {
+      int64_t num_iter, int64_t chunk_size, const std::string& solver, bool lambda_grad, const std::string& backend,
+      const std::string& precision) {
     at::AutoDispatchBelowADInplaceOrView guard;
     static const auto op = c10::Dispatcher::singleton()
                                .findSchemaOrThrow(recurrent ? "gka::recurrent_fwd" : "gka::chunk_fwd", "")
                                .typed<FwdSig>();
     auto [o, final_kk, final_kv, x, fro] = op.call(q, k, v, alpha, g, gk, initial_kk, initial_kv, cu_seqlens, scale,
-                                                   ridge_ratio, num_iter, chunk_size, solver, lambda_grad, backend);
+                                                   ridge_ratio, num_iter, chunk_size, solver, lambda_grad, backend,
+                                                   precision);
     ctx->save_for_backward({q, k, v, or_undefined(alpha), or_undefined(g), or_undefined(gk), or_undefined(initial_kk),
                             or_undefined(initial_kv), or_undefined(cu_seqlens), x, fro});
     ctx->saved_data["scale"] = scale;
@@ -53,6 +55,7 @@ class GkaFunction : public ::torch::autograd::Function<GkaFunction<recurrent>> {
     ctx->saved_data["solver"] = solver;
     ctx->saved_data["lambda_grad"] = lambda_grad;
     ctx->saved_data["backend"] = backend;
+    ctx->saved_data["precision"] = precision;
     ctx->mark_non_differentiable({x, fro});
     return {o, final_kk, final_kv, x, fro};
   }
@@ -72,7 +75,8 @@ class GkaFunction : public ::torch::autograd::Function<GkaFunction<recurrent>> {
         op.call(d_o, or_nullopt(dense(grads[1])), or_nullopt(dense(grads[2])), s[9], s[10], q, k, v, or_nullopt(s[3]),
                 or_nullopt(s[4]), or_nullopt(s[5]), or_nullopt(s[6]), or_nullopt(s[7]), or_nullopt(s[8]), scale,
                 d.at("ridge_ratio").toDouble(), d.at("num_iter").toInt(), d.at("chunk_size").toInt(),
-                d.at("solver").toStringRef(), d.at("lambda_grad").toBool(), d.at("backend").toStringRef());
+                d.at("solver").toStringRef(), d.at("lambda_grad").toBool(), d.at("backend").toStringRef(),
+                d.at("precision").toStringRef());
     auto opt = [](const at::Tensor& input, at::Tensor grad) { return input.defined() ? grad : at::Tensor(); };
     // One entry per forward argument: q k v alpha g gk initial_kk initial_kv, then none for the rest.
     return {dq,
@@ -90,6 +94,7 @@ class GkaFunction : public ::torch::autograd::Function<GkaFunction<recurrent>> {
             at::Tensor(),
             at::Tensor(),
             at::Tensor(),
+            at::Tensor(),
             at::Tensor()};
   }
 };
@@ -99,10 +104,10 @@ FwdOut forward_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tens
                         const OptTensor& g, const OptTensor& gk, const OptTensor& initial_kk,
                         const OptTensor& initial_kv, const OptTensor& cu_seqlens, std::optional<double> scale,
                         double ridge_ratio, int64_t num_iter, int64_t chunk_size, c10::string_view solver,
-                        bool lambda_grad, c10::string_view backend) {
+                        bool lambda_grad, c10::string_view backend, c10::string_view precision) {
   auto out = GkaFunction<recurrent>::apply(q, k, v, alpha, g, gk, initial_kk, initial_kv, cu_seqlens, scale,
                                            ridge_ratio, num_iter, chunk_size, std::string(solver), lambda_grad,
-                                           std::string(backend));
+                                           std::string(backend), std::string(precision));
   return {out[0], out[1], out[2], out[3], out[4]};
 }
 

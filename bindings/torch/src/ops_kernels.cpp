@@ -52,9 +52,10 @@ template <Fwd kind>
 FwdOut forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& alpha,
                     const OptTensor& g, const OptTensor& gk, const OptTensor& initial_kk, const OptTensor& initial_kv,
                     const OptTensor& cu_seqlens, std::optional<double> scale, double ridge_ratio, int64_t num_iter,
-                    int64_t chunk_size, c10::string_view solver, bool lambda_grad, c10::string_view backend) {
+                    int64_t chunk_size, c10::string_view solver, bool lambda_grad, c10::string_view backend,
+                    c10::string_view precision) {
   rank_check(q, v, cu_seqlens);
-  Options opt = options_of(scale, ridge_ratio, num_iter, chunk_size, solver, lambda_grad, backend);
+  Options opt = options_of(scale, ridge_ratio, num_iter, chunk_size, solver, lambda_grad, backend, precision);
   opt.cuda_stream = current_stream(q);
   c10::OptionalDeviceGuard guard(q.device());
   const int64_t B = q.size(0), T = q.size(1), H = q.size(2), D = q.size(3), Dv = v.size(3);
@@ -83,9 +84,10 @@ FwdOut forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
 FwdOut forward_meta(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& alpha,
                     const OptTensor& g, const OptTensor& gk, const OptTensor& initial_kk, const OptTensor& initial_kv,
                     const OptTensor& cu_seqlens, std::optional<double> scale, double ridge_ratio, int64_t num_iter,
-                    int64_t chunk_size, c10::string_view solver, bool lambda_grad, c10::string_view backend) {
+                    int64_t chunk_size, c10::string_view solver, bool lambda_grad, c10::string_view backend,
+                    c10::string_view precision) {
   (void)k, (void)alpha, (void)g, (void)gk, (void)initial_kk, (void)initial_kv, (void)scale, (void)ridge_ratio;
-  (void)num_iter, (void)chunk_size, (void)solver, (void)lambda_grad, (void)backend;
+  (void)num_iter, (void)chunk_size, (void)solver, (void)lambda_grad, (void)backend, (void)precision;
   rank_check(q, v, cu_seqlens);
   const c10::SymInt B = q.sym_size(0), T = q.sym_size(1), H = q.sym_size(2), D = q.sym_size(3), Dv = v.sym_size(3);
   const c10::SymInt N = present(cu_seqlens) ? cu_seqlens->sym_size(0) - 1 : B;
@@ -104,9 +106,10 @@ BwdOut backward_impl(const at::Tensor& d_o, const OptTensor& d_final_kk, const O
                      const at::Tensor& v, const OptTensor& alpha, const OptTensor& g, const OptTensor& gk,
                      const OptTensor& initial_kk, const OptTensor& initial_kv, const OptTensor& cu_seqlens,
                      std::optional<double> scale, double ridge_ratio, int64_t num_iter, int64_t chunk_size,
-                     c10::string_view solver, bool lambda_grad, c10::string_view backend) {
+                     c10::string_view solver, bool lambda_grad, c10::string_view backend,
+                     c10::string_view precision) {
   rank_check(q, v, cu_seqlens);
-  Options opt = options_of(scale, ridge_ratio, num_iter, chunk_size, solver, lambda_grad, backend);
+  Options opt = options_of(scale, ridge_ratio, num_iter, chunk_size, solver, lambda_grad, backend, precision);
   opt.cuda_stream = current_stream(q);
   c10::OptionalDeviceGuard guard(q.device());
   const auto st = q.options().dtype(state_dtype(q));
@@ -143,9 +146,10 @@ BwdOut backward_meta(const at::Tensor& d_o, const OptTensor& d_final_kk, const O
                      const at::Tensor& v, const OptTensor& alpha, const OptTensor& g, const OptTensor& gk,
                      const OptTensor& initial_kk, const OptTensor& initial_kv, const OptTensor& cu_seqlens,
                      std::optional<double> scale, double ridge_ratio, int64_t num_iter, int64_t chunk_size,
-                     c10::string_view solver, bool lambda_grad, c10::string_view backend) {
+                     c10::string_view solver, bool lambda_grad, c10::string_view backend,
+                     c10::string_view precision) {
   (void)d_o, (void)d_final_kk, (void)d_final_kv, (void)x, (void)fro, (void)scale, (void)ridge_ratio;
-  (void)num_iter, (void)chunk_size, (void)solver, (void)lambda_grad, (void)backend;
+  (void)num_iter, (void)chunk_size, (void)solver, (void)lambda_grad, (void)backend, (void)precision;
   rank_check(q, v, cu_seqlens);
   const auto st = q.options().dtype(state_dtype(q));
   return {grad_like_meta(q, q.options()),     grad_like_meta(k, q.options()),  grad_like_meta(v, q.options()),
@@ -188,7 +192,7 @@ at::Tensor pool_step_meta(const at::Tensor& q, const at::Tensor& k, const at::Te
 #define GKA_FWD_ARGS                                                                                          \
   "Tensor q, Tensor k, Tensor v, Tensor? alpha, Tensor? g, Tensor? gk, Tensor? initial_kk, Tensor? initial_kv, " \
   "Tensor? cu_seqlens, float? scale, float ridge_ratio, int num_iter, int chunk_size, str solver, "              \
-  "bool lambda_grad, str backend"
+  "bool lambda_grad, str backend, str precision=\"fp32\""
 
 TORCH_LIBRARY(gka, m) {
   // Forward over whole sequences (chunked) / token by token (decode T >= 1 tokens). Returns the output, the

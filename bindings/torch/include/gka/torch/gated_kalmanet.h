@@ -37,6 +37,7 @@ struct GatedKalmaNetOptions {
   TORCH_ARG(bool, gla_rescale) = true;
   TORCH_ARG(bool, bp_lambda) = true;
   TORCH_ARG(std::string, solver_type) = "chebyshev";
+  TORCH_ARG(std::string, precision) = "fp32";  // "fp32" or "mixed" (cuda: faster solve, see gka::Precision)
 };
 
 // Decode cache for N sequences: last conv_size-1 pre-activation conv inputs [N, W-1, C] (conv_v undefined

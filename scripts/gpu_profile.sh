@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# On the GPU machine (carry .gpu-deps): build test_cuda and the CUDA bench, check against the oracle, run
+# compute-sanitizer on the decode tests, time the bench (plus diagnostics: N = 0, plain-tf32 leading
+# iterations), and profile one launch of each kernel with Nsight Compute. Logs to $OUT; a table last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gka-out}
+mkdir -p "$OUT"
+eval "$(bash scripts/gpu_deps.sh unpack)"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+B=build-gpu
+cmake -S . -B $B -G Ninja -DGKA_BUILD_APPS=OFF -DGKA_BUILD_TORCH=OFF -DGKA_BUILD_BENCH=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+cmake --build $B -j16 --target test_cuda gka_bench_cuda >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+$B/tests/cpp/test_cuda >"$OUT/test_cuda.log" 2>&1; echo "test_cuda rc=$?"; grep -E "PASSED|FAILED|Bf16LayerLike|acc " "$OUT/test_cuda.log" | head -20
+for tool in memcheck racecheck; do
+  compute-sanitizer --tool $tool --error-exitcode 9 $B/tests/cpp/test_cuda --gtest_filter='*Decode*:*Recurrent*:*Pool*' >"$OUT/san_$tool.log" 2>&1
+  echo "sanitizer $tool rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/san_$tool.log" | tail -1)"
+done
+{
+  echo "== v5 default"; GKA_BENCH_LONG=1 $B/bench/gka_bench_cuda 5
+  echo "== N = 0"; GKA_BENCH_ITERS=0 $B/bench/gka_bench_cuda 3
+  echo "== plain tf32 on the first 20 iterations"; GKA_BENCH_PARTS=chunk GKA_BENCH_FWD_ONLY=1 GKA_CUDA_TF32_ITERS=20 $B/bench/gka_bench_cuda 3
+} >"$OUT/bench.log" 2>&1
+S="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis"
+GKA_BENCH_PARTS=chunk ncu $S -k 'regex:local_states|scan_kernel|chunk_fwd' -c 3 $B/bench/gka_bench_cuda 1 >"$OUT/ncu_fwd.txt" 2>&1
+GKA_BENCH_PARTS=chunk ncu $S -k 'regex:step_' -c 3 $B/bench/gka_bench_cuda 1 >"$OUT/ncu_bwd.txt" 2>&1
+GKA_BENCH_PARTS=decode ncu $S -k 'regex:decode' -c 1 $B/bench/gka_bench_cuda 1 >"$OUT/ncu_dec.txt" 2>&1
+echo "ncu: $(grep -c 'Duration' "$OUT"/ncu_*.txt | tr '\n' ' ')"
+grep -E "^  [a-z_]+.*\(|Duration|Registers Per|Achieved Occupancy|Compute \(SM\) Throughput|Memory Throughput|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Stall" "$OUT"/ncu_*.txt | grep -v "^$" | cut -c1-150 | head -80 >"$OUT/ncu_summary.txt"
+cat "$OUT/bench.log"
