@@ -148,12 +148,6 @@ __device__ void rows_load(float* dst, const DView& v, const Item& it, int h, flo
   }
 }
 
-// Asynchronous 16-byte copies global -> shared (cp.async.cg); wait with cp_async_wait_all() + __syncthreads().
-__device__ __forceinline__ void cp_async16(void* sdst, const void* gsrc) {
-  const uint32_t sa = static_cast<uint32_t>(__cvta_generic_to_shared(sdst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gsrc));
-}
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
 
 // rows x D fp32 tile (row-major, ld D, 16-byte aligned) into shared memory (ld LD), all copies in flight at once.
 template <int D>

@@ -193,6 +193,14 @@ inline std::vector<float> omegas(const Problem& p) {
   return std::vector<float>(pl.omega.begin(), pl.omega.end());
 }
 
+// Asynchronous 16-byte copies global -> shared (cp.async.cg); wait with cp_async_wait_all() (+ __syncthreads()
+// where other threads read what this one copied).
+__device__ __forceinline__ void cp_async16(void* sdst, const void* gsrc) {
+  const uint32_t sa = static_cast<uint32_t>(__cvta_generic_to_shared(sdst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gsrc));
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
+
 inline void launch_check(const char* fn) { check(cudaGetLastError(), fn, "kernel launch"); }
 
 }  // namespace gka::cuda

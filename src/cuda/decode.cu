@@ -7,9 +7,11 @@
 // 8 w + 4 ri + 2 b3 + b2 (b3, b2: bits 3 and 2 of ci), bitwise the same in the four lanes that share it;
 // those lanes update that row of x redundantly, one of them publishes it. One barrier per iteration
 // (x is double-buffered in shared memory). The iteration is a chain of latencies: the omega sequence
-// comes precomputed from the host (no fp64 division on the chain) and S is first touched after the solve,
-// so its loads overlap the iterations. States are read completely before they are written, so final_*
-// may alias initial_* (state pools are updated in place by slot).
+// comes precomputed from the host (no fp64 division on the chain). S is not needed before the readout: it
+// lives in shared memory (each lane's tile in its own 16-byte slots, filled by cp.async that overlaps the
+// first solve), which keeps the kernel at <= 64 registers so that two CTAs share an SM (batched decode:
+// one CTA's loads and stores overlap the other's iterations). States are read completely before they are
+// written, so final_* may alias initial_* (state pools are updated in place by slot).
 #include <optional>
 
 #include "backends.h"
@@ -36,7 +38,7 @@ struct DecArgs {
   SeqInfo seqs[kInlineSeqs];
 };
 
-// A lane's tile of a D x D state: rows i < 4, column groups h < D/64, four columns e each.
+// A lane's tile of H: rows i < 4, column groups h < D/64, four columns e each.
 template <int D>
 using DecTile = float[4][D / 64][4];
 
@@ -61,9 +63,16 @@ __device__ __forceinline__ bool vec_ok(const DView& v) {
   return ((reinterpret_cast<uintptr_t>(v.p) | static_cast<uintptr_t>((v.s0 | v.s1 | v.s2) * 4)) & 15) == 0;
 }
 
+// Dynamic shared memory of a decode CTA: the lane tiles of S, float4 slot j of thread t at [j NT + t].
 template <int D>
-__global__ void __launch_bounds__(4 * D) decode_kernel(const __grid_constant__ DecArgs a) {
-  constexpr int NH = D / 64, NT = 4 * D;
+constexpr size_t dec_smem_bytes() {
+  return static_cast<size_t>(D) * D * sizeof(float);
+}
+
+template <int D>
+__global__ void __launch_bounds__(4 * D, 2) decode_kernel(const __grid_constant__ DecArgs a) {
+  constexpr int NH = D / 64, NT = 4 * D, NS = 4 * NH;  // NS float4 slots of S per lane: j = 4 hh + e
+  extern __shared__ float4 s_tile[];
   __shared__ __align__(16) float kq[3][D];  // k, q, v of the current token
   __shared__ __align__(16) float xb[2][D];  // iterate, double-buffered
   __shared__ __align__(16) float qt[D];
@@ -88,7 +97,9 @@ __global__ void __launch_bounds__(4 * D) decode_kernel(const __grid_constant__ D
     return;
   }
   auto col = [&](int hh) { return 64 * hh + 4 * ci; };
-  DecTile<D> Hr, Sr;  // Hr[i][hh][e] = H[row0 + i][c], Sr[i][hh][e] = S[c][row0 + i], c = col(hh) + e
+  // Hr[i][hh][e] = H[row0 + i][c]; S slot j = 4 hh + e holds S[c][row0 .. row0 + 3]; c = col(hh) + e.
+  DecTile<D> Hr;
+  float4* Sl = s_tile + threadIdx.x;  // this lane's S slots, stride NT
   {
     const bool vk = vec_ok(a.ikk), vv = vec_ok(a.ikv);
 #pragma unroll
@@ -105,11 +116,13 @@ __global__ void __launch_bounds__(4 * D) decode_kernel(const __grid_constant__ D
     for (int hh = 0; hh < NH; ++hh)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float4 u = a.ikv.dt ? ld4(a.ikv, drow(a.ikv, sq.state, h, col(hh) + e) + row0, vv) : float4{};
-        Sr[0][hh][e] = u.x;
-        Sr[1][hh][e] = u.y;
-        Sr[2][hh][e] = u.z;
-        Sr[3][hh][e] = u.w;
+        const int64_t off = drow(a.ikv, sq.state, h, col(hh) + e) + row0;
+        if (!a.ikv.dt)
+          Sl[(4 * hh + e) * NT] = float4{};
+        else if (vv)
+          cp_async16(&Sl[(4 * hh + e) * NT], static_cast<const float*>(a.ikv.p) + off);
+        else
+          Sl[(4 * hh + e) * NT] = ld4(a.ikv, off, false);
       }
   }
   auto bsum = [&](float v) {
@@ -122,21 +135,9 @@ __global__ void __launch_bounds__(4 * D) decode_kernel(const __grid_constant__ D
     __syncthreads();
     return s;
   };
-  // Row R of M times a shared vector: per-row partials over the lane's columns (fixed order), then the
-  // reduce-scatter (xor 8, 4) and all-reduce (xor 2, 1) described above.
-  auto matvec = [&](const DecTile<D>& M, const float* vec) {
-    float p[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-    for (int hh = 0; hh < NH; ++hh) {
-      const float4 u = *reinterpret_cast<const float4*>(vec + col(hh));
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        p[i] = fmaf(M[i][hh][0], u.x, p[i]);
-        p[i] = fmaf(M[i][hh][1], u.y, p[i]);
-        p[i] = fmaf(M[i][hh][2], u.z, p[i]);
-        p[i] = fmaf(M[i][hh][3], u.w, p[i]);
-      }
-    }
+  // The whole sum of row R from the lane's four row partials: reduce-scatter (xor 8, 4) and all-reduce
+  // (xor 2, 1) as described above.
+  auto row_sum = [&](const float (&p)[4]) {
     const bool b3 = ci & 8, b2 = ci & 4;
     const float k0 = (b3 ? p[2] : p[0]) + __shfl_xor_sync(0xffffffffu, b3 ? p[0] : p[2], 8);
     const float k1 = (b3 ? p[3] : p[1]) + __shfl_xor_sync(0xffffffffu, b3 ? p[1] : p[3], 8);
@@ -145,19 +146,21 @@ __global__ void __launch_bounds__(4 * D) decode_kernel(const __grid_constant__ D
     s += __shfl_xor_sync(0xffffffffu, s, 1);
     return s;
   };
-  // M = decay M + rows kᵀ on the lane's tile: M[r][c] += rows[r] k[c] (H: rows = k; Sᵀ: rows = v).
-  auto decay_add_outer = [&](DecTile<D>& M, float decay, const float* rows) {
-    const float4 r4 = *reinterpret_cast<const float4*>(rows + row0);
-    const float rs[4] = {r4.x, r4.y, r4.z, r4.w};
+  // Row R of H times a shared vector (per-row partials over the lane's columns in a fixed order).
+  auto matvec = [&](const float* vec) {
+    float p[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int hh = 0; hh < NH; ++hh) {
-      const float4 kc = *reinterpret_cast<const float4*>(&kq[0][col(hh)]);
-      const float kcs[4] = {kc.x, kc.y, kc.z, kc.w};
+      const float4 u = *reinterpret_cast<const float4*>(vec + col(hh));
 #pragma unroll
-      for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) M[i][hh][e] = fmaf(decay, M[i][hh][e], rs[i] * kcs[e]);
+      for (int i = 0; i < 4; ++i) {
+        p[i] = fmaf(Hr[i][hh][0], u.x, p[i]);
+        p[i] = fmaf(Hr[i][hh][1], u.y, p[i]);
+        p[i] = fmaf(Hr[i][hh][2], u.z, p[i]);
+        p[i] = fmaf(Hr[i][hh][3], u.w, p[i]);
+      }
     }
+    return row_sum(p);
   };
   for (int64_t t = sq.start; t < sq.start + sq.length; ++t) {
     if (threadIdx.x < 3 * D) {
@@ -168,7 +171,19 @@ __global__ void __launch_bounds__(4 * D) decode_kernel(const __grid_constant__ D
     const float ak = expf(dscalar(a.gk, b, t, h, 0.f)), av = expf(dscalar(a.g, b, t, h, 0.f));
     const float alpha = dscalar(a.alpha, b, t, h, 1.f);
     __syncthreads();
-    decay_add_outer(Hr, ak, kq[0]);
+    {  // H = e^gk H + k kᵀ
+      const float4 r4 = *reinterpret_cast<const float4*>(&kq[0][row0]);
+      const float rs[4] = {r4.x, r4.y, r4.z, r4.w};
+#pragma unroll
+      for (int hh = 0; hh < NH; ++hh) {
+        const float4 kc = *reinterpret_cast<const float4*>(&kq[0][col(hh)]);
+        const float kcs[4] = {kc.x, kc.y, kc.z, kc.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) Hr[i][hh][e] = fmaf(ak, Hr[i][hh][e], rs[i] * kcs[e]);
+      }
+    }
     float hh2 = 0.f;
 #pragma unroll
     for (int i = 0; i < 4; ++i)
@@ -197,7 +212,7 @@ __global__ void __launch_bounds__(4 * D) decode_kernel(const __grid_constant__ D
       for (int it = 0; it < a.cc.n; ++it) {
         const float w = w_next;
         if (it + 1 < a.cc.n) w_next = omega_at(it + 1);
-        const float hx = matvec(Hr, xb[it & 1]);
+        const float hx = matvec(xb[it & 1]);
         const float xn = w * a0 * x + w * eta * (qr - hx) + (1.f - w) * xp;
         xp = x;
         x = xn;
@@ -206,9 +221,32 @@ __global__ void __launch_bounds__(4 * D) decode_kernel(const __grid_constant__ D
       }
     }
     if (writer) qt[R] = qr + alpha * (x - qr);
-    decay_add_outer(Sr, av, kq[2]);  // S after the solve: its initial loads had the iterations to arrive
+    cp_async_wait_all();  // the lane's own S slots (a no-op after the first token)
     __syncthreads();
-    const float o = a.scale * matvec(Sr, qt);
+    float po[4] = {0.f, 0.f, 0.f, 0.f};  // S = e^g S + k vᵀ and the readout partials, one slot at a time
+    {
+      const float4 v4 = *reinterpret_cast<const float4*>(&kq[2][row0]);
+#pragma unroll
+      for (int hh = 0; hh < NH; ++hh) {
+        const float4 kc = *reinterpret_cast<const float4*>(&kq[0][col(hh)]);
+        const float4 q4 = *reinterpret_cast<const float4*>(&qt[col(hh)]);
+        const float kcs[4] = {kc.x, kc.y, kc.z, kc.w}, qs[4] = {q4.x, q4.y, q4.z, q4.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float4 sv = Sl[(4 * hh + e) * NT];
+          sv.x = fmaf(av, sv.x, v4.x * kcs[e]);
+          sv.y = fmaf(av, sv.y, v4.y * kcs[e]);
+          sv.z = fmaf(av, sv.z, v4.z * kcs[e]);
+          sv.w = fmaf(av, sv.w, v4.w * kcs[e]);
+          Sl[(4 * hh + e) * NT] = sv;
+          po[0] = fmaf(sv.x, qs[e], po[0]);
+          po[1] = fmaf(sv.y, qs[e], po[1]);
+          po[2] = fmaf(sv.z, qs[e], po[2]);
+          po[3] = fmaf(sv.w, qs[e], po[3]);
+        }
+      }
+    }
+    const float o = a.scale * row_sum(po);
     if (writer) {
       dstore(a.o, drow(a.o, b, t, h) + R, o);
       if (a.x.dt) dstore(a.x, drow(a.x, b, t, h) + R, x);
@@ -217,7 +255,7 @@ __global__ void __launch_bounds__(4 * D) decode_kernel(const __grid_constant__ D
     if (a.res.dt) {
       if (writer) xb[0][R] = x;
       __syncthreads();
-      const float hx = matvec(Hr, xb[0]);
+      const float hx = matvec(xb[0]);
       const float rr = hx + lam * x - qr;
       const float num = bsum(writer ? rr * rr : 0.f), den = bsum(writer ? qr * qr : 0.f);
       if (threadIdx.x == 0) dstore(a.res, drow(a.res, b, t, h), sqrtf(num) / sqrtf(den));
@@ -232,13 +270,21 @@ __global__ void __launch_bounds__(4 * D) decode_kernel(const __grid_constant__ D
       if (a.fkk.dt)
         st4(a.fkk, drow(a.fkk, sq.state, h, row0 + i) + col(hh), vk,
             make_float4(Hr[i][hh][0], Hr[i][hh][1], Hr[i][hh][2], Hr[i][hh][3]));
+  cp_async_wait_all();  // T = 0: the copies may still be in flight
 #pragma unroll
   for (int hh = 0; hh < NH; ++hh)
 #pragma unroll
     for (int e = 0; e < 4; ++e)
-      if (a.fkv.dt)
-        st4(a.fkv, drow(a.fkv, sq.state, h, col(hh) + e) + row0, vv,
-            make_float4(Sr[0][hh][e], Sr[1][hh][e], Sr[2][hh][e], Sr[3][hh][e]));
+      if (a.fkv.dt) st4(a.fkv, drow(a.fkv, sq.state, h, col(hh) + e) + row0, vv, Sl[(4 * hh + e) * NT]);
+}
+
+template <int D>
+void launch(dim3 grid, const DecArgs& a, cudaStream_t stream, const char* fn) {
+  // Over 48 KB of dynamic shared memory needs opting in (per device: so on every call, a host-side setting).
+  check(cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(dec_smem_bytes<D>())),
+        fn, "cudaFuncSetAttribute");
+  decode_kernel<D><<<grid, 4 * D, dec_smem_bytes<D>(), stream>>>(a);
 }
 
 void recurrent_forward(const Problem& p, const ForwardOutputs& out) {
@@ -263,9 +309,9 @@ void recurrent_forward(const Problem& p, const ForwardOutputs& out) {
   }
   const dim3 grid(static_cast<unsigned>(p.num_seqs()), static_cast<unsigned>(p.H));
   if (p.D == 64)
-    decode_kernel<64><<<grid, 256, 0, stream_of(p)>>>(a);
+    launch<64>(grid, a, stream_of(p), fn);
   else
-    decode_kernel<128><<<grid, 512, 0, stream_of(p)>>>(a);
+    launch<128>(grid, a, stream_of(p), fn);
   launch_check(fn);
 }
 
