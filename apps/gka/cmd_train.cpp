@@ -20,7 +20,7 @@ void add_config_flags(CLI::App* app, TrainConfig& c) {
   app->add_option("--head-dim", c.head_dim, "head dim (0: width / heads)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app->add_option("--layers", c.num_layers, "decoder blocks")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--gka-iters", c.gka_num_iter, "Chebyshev iterations of gka")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app->add_option("--chunk-size", c.chunk_size, "chunk size of gka's chunked op")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--chunk-size", c.chunk_size, "chunk length of the chunked mixers (gka, gdn, gla)")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--vocab", c.vocab_size, "mqar vocabulary size")->check(CLI::PositiveNumber)->capture_default_str();
   app->add_option("--seq-len", c.seq_len, "training sequence length")->check(CLI::Range(2, 1 << 20))->capture_default_str();
   app->add_option("--pairs", c.num_pairs, "mqar key-value pairs per sequence")->check(CLI::PositiveNumber)->capture_default_str();
@@ -109,7 +109,19 @@ void add_train_command(CLI::App& app) {
   sub->add_flag("--quiet", flags->quiet, "no progress bars");
   sub->add_option("--stop-after", flags->stop_after, "stop each run after N steps, as if interrupted (for testing --resume)")
       ->group("");
-  sub->callback([flags] { run_train(*flags); });
+  sub->footer("With --device cuda and gka among the mixers, and neither --heads nor --head-dim given, every mixer "
+              "gets heads = width / 64 (gka's CUDA kernel has head dim 64 and 128).");
+  sub->callback([flags, sub] {
+    TrainConfig& c = flags->config;
+    if (!sub->count("--heads") && !sub->count("--head-dim") && needs_cuda_head_dim(c, flags->mixers) &&
+        c.d_model % 64 == 0) {
+      c.num_heads = c.d_model / 64;
+      c.head_dim = 0;
+      std::printf("note: --device %s with gka: %lld head(s) of dim 64 for every mixer\n", c.device.c_str(),
+                  static_cast<long long>(c.num_heads));
+    }
+    run_train(*flags);
+  });
 }
 
 }  // namespace gka::cli

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 namespace gka::cli {
 
@@ -40,6 +42,20 @@ void TrainConfig::validate() const {
   need(eval_every > 0, "--eval-every must be positive");
   need(lr > 0, "--lr must be positive");
   need(device == "cpu" || device.rfind("cuda", 0) == 0, "--device must be cpu or cuda[:N], got '" + device + "'");
+  if (mixer == "gka" && device != "cpu") {  // the limits of the CUDA kernel (docs/cuda_backend.md)
+    const int64_t D = resolved_head_dim();
+    const std::string fix = d_model % 64 == 0 ? "--heads " + std::to_string(d_model / 64) + " or --head-dim 64"
+                                              : "--head-dim 64 (or a width that is a multiple of 64)";
+    need(D == 64 || D == 128, "--device " + device + ": the gka mixer's CUDA kernel supports head dim 64 or 128, got " +
+                                  std::to_string(D) + " (width " + std::to_string(d_model) + " / " +
+                                  std::to_string(num_heads) + " heads); pass " + fix);
+    need(chunk_size <= 64, "--device " + device + ": the gka mixer's CUDA kernel needs --chunk-size <= 64");
+  }
+}
+
+bool needs_cuda_head_dim(const TrainConfig& c, const std::vector<std::string>& mixers) {
+  const int64_t D = c.resolved_head_dim();
+  return c.device != "cpu" && std::find(mixers.begin(), mixers.end(), "gka") != mixers.end() && D != 64 && D != 128;
 }
 
 }  // namespace gka::cli

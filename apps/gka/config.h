@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "models/decoder.h"
 #include "tasks/task.h"
@@ -42,6 +43,10 @@ struct TrainConfig {
   LmOptions lm() const;
   void validate() const;  // throws std::invalid_argument naming the flag
 };
+
+// True when `c` runs gka (one of `mixers`) on a GPU with a head dim its CUDA kernel lacks (it has 64 and 128):
+// train and sweep then pick heads = width / 64 for every mixer, unless --heads or --head-dim was given.
+bool needs_cuda_head_dim(const TrainConfig& c, const std::vector<std::string>& mixers);
 
 // to_json / from_json; missing keys keep their defaults.
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(TrainConfig, task, mixer, d_model, num_heads, head_dim, num_layers,

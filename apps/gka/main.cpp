@@ -10,10 +10,14 @@
 
 #include "commands.h"
 #include "study/study.h"
+#include "train.h"
 
 int main(int argc, char** argv) {
   // `gka study ...` has its own flags: hand it the rest of the command line untouched.
   if (argc >= 2 && std::strcmp(argv[1], "study") == 0) return gka::cli::study_main(argc - 1, argv + 1);
+  // CUDA kernels register when libtorch_cuda.so loads, which must happen before torch first asks for them.
+  for (int i = 1; i < argc; ++i)
+    if (std::strstr(argv[i], "cuda")) gka::cli::load_torch_cuda();
   CLI::App app{"gka: train and compare Gated KalmaNet against Gated DeltaNet, GLA and attention (LibTorch)"};
   app.require_subcommand(1);
   gka::cli::add_train_command(app);

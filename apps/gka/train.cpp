@@ -1,5 +1,7 @@
 #include "train.h"
 
+#include <dlfcn.h>
+
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -18,11 +20,44 @@ std::unique_ptr<Task> make_task(const TrainConfig& c) {
   return make_lm(c.lm());
 }
 
+namespace {
+std::string torch_cuda_status = "not loaded";  // what load_torch_cuda() found
+}  // namespace
+
+void load_torch_cuda() {
+  static bool done = false;
+  if (done) return;
+  done = true;
+  // The directory of libtorch_cpu.so, which holds libtorch_cuda.so in a CUDA build of torch.
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&at::get_num_threads), &info) == 0 || !info.dli_fname) {
+    torch_cuda_status = "cannot locate libtorch_cpu.so";
+    return;
+  }
+  const fs::path lib = fs::path(info.dli_fname).parent_path() / "libtorch_cuda.so";
+  if (!fs::exists(lib)) {
+    torch_cuda_status = "this torch is a CPU build (no " + lib.string() + ")";
+    return;
+  }
+  if (!dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL)) {
+    const char* err = dlerror();
+    torch_cuda_status = "loading " + lib.string() + " failed: " + (err ? err : "unknown error");
+    return;
+  }
+  torch_cuda_status = "loaded " + lib.string();
+}
+
 at::Device parse_device(const std::string& name) {
   at::Device d(name);
-  if (d.is_cuda() && !::torch::cuda::is_available())
-    throw std::runtime_error("--device " + name + ": no CUDA device is available (this torch: CUDA build " +
-                             std::string(::torch::cuda::is_available() ? "yes" : "present, no GPU") + ")");
+  if (d.is_cuda()) {
+    load_torch_cuda();
+    if (!::torch::cuda::is_available())
+      throw std::runtime_error("--device " + name + ": no CUDA device is available (libtorch_cuda: " +
+                               torch_cuda_status + ")");
+    if (d.has_index() && d.index() >= static_cast<int>(::torch::cuda::device_count()))
+      throw std::runtime_error("--device " + name + ": only " + std::to_string(::torch::cuda::device_count()) +
+                               " CUDA device(s)");
+  }
   return d;
 }
 
@@ -188,7 +223,7 @@ RunResult train_run(const TrainConfig& c, const RunOptions& o) {
     const double l = loss.item<double>();
     if (!std::isfinite(l)) throw std::runtime_error("training diverged at step " + std::to_string(step) + " (loss " + std::to_string(l) + ")");
     smooth = step == start ? l : 0.95 * smooth + 0.05 * l;
-    nlohmann::json line{{"step", step + 1}, {"loss", l}, {"lr", lr}};
+    nlohmann::json line{{"step", step + 1}, {"loss", l}, {"lr", lr}, {"time_s", bar.elapsed_s()}};
     if ((step + 1) % c.eval_every == 0 || step + 1 == c.steps) {
       const EvalResult e = final_eval = evaluate(*model, *task, device);
       r.history.emplace_back(step + 1, e.metric);

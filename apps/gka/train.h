@@ -42,4 +42,9 @@ std::pair<Decoder, TrainConfig> load_model(const std::string& checkpoint, const 
 
 at::Device parse_device(const std::string& name);  // throws for cuda without a CUDA device
 
+// The gka binary links only torch's CPU library; CUDA comes from loading libtorch_cuda.so (next to
+// libtorch_cpu.so) at run time, before anything asks torch about CUDA: main() calls this when the command
+// line names a cuda device, parse_device() otherwise. A no-op after the first call or with a CPU-only torch.
+void load_torch_cuda();
+
 }  // namespace gka::cli

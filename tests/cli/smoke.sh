@@ -41,6 +41,18 @@ case "$case_" in
     "$gka" sweep "${tiny[@]}" --pairs 4 --vocab 32 --eval-examples 8 --steps 2 --eval-every 2 --mixer gka,gla \
       --seq-lens 16,32 --widths 16 --out sw > sweep.txt
     grep -q "T=32" sweep.txt && test -s sw/sweep.csv ;;
+  sweep_jobs)  # parallel child processes give the serial table; replot from the csv; time limit; pairs per length
+    args=(sweep "${tiny[@]}" --vocab 32 --eval-examples 8 --eval-every 2 --mixer gdn,gla --seq-lens 16,32
+          --widths 16 --seeds 2 --tokens-per-pair 8)
+    "$gka" "${args[@]}" --steps 2 --out serial > serial.txt
+    "$gka" "${args[@]}" --steps 2 --out par --jobs 3 > par.txt
+    cut -d, -f1-9 serial/sweep.csv > a.csv; cut -d, -f1-9 par/sweep.csv > b.csv
+    diff a.csv b.csv
+    grep -q "T=32 (4 pairs)" par/table.md && test -s par/w16-T32/gdn-s1/log.txt
+    "$gka" sweep --from-csv par/sweep.csv --out replot > replot.txt
+    grep -q "T=16 (2 pairs)" replot/table.md
+    "$gka" "${args[@]}" --steps 50000 --out cut --jobs 2 --time-limit 2 > cut.txt
+    grep -q "time-limit 2 s reached" cut.txt && grep -q "—" cut/table.md ;;
   errors)  # clear messages for bad flags, unreadable files and corrupt checkpoints
     expect_fail "mixer" "$gka" train --mixer transformer
     expect_fail "seq-len|pairs" "$gka" train "${tiny[@]}" --seq-len 8 --pairs 4 --steps 1
@@ -48,7 +60,9 @@ case "$case_" in
     printf 'garbage that is not a checkpoint' > bad.safetensors
     expect_fail "corrupt checkpoint" "$gka" generate bad.safetensors
     expect_fail "File does not exist|not exist" "$gka" generate missing.safetensors
-    expect_fail "steps: .*many" "$gka" train --steps many ;;
+    expect_fail "steps: .*many" "$gka" train --steps many
+    expect_fail "head dim 64 or 128" "$gka" train "${tiny[@]}" --device cuda --mixer gka --steps 1
+    expect_fail "not a multiple of the head dim" "$gka" sweep --device cuda --widths 96 --steps 1 ;;
   *) echo "unknown case $case_"; exit 2 ;;
 esac
 echo "ok: $case_"

@@ -20,7 +20,7 @@ struct MixerOptions {
   int64_t num_heads = 2;
   int64_t head_dim = 32;
   int64_t conv_size = 4;
-  int64_t chunk_size = 64;   // gka's chunked op
+  int64_t chunk_size = 64;   // chunk length of gka's op and of the chunked gdn and gla
   int64_t gka_num_iter = 30; // Chebyshev iterations of gka
 };
 

@@ -16,7 +16,7 @@ namespace F = ::torch::nn::functional;
 // Gated DeltaNet (Yang et al. 2024): frontend + beta gate + decay gate + delta rule + gated output norm.
 class GdnMixer : public MixerImpl {
  public:
-  explicit GdnMixer(const MixerOptions& o) {
+  explicit GdnMixer(const MixerOptions& o) : chunk_size(o.chunk_size) {
     qkv = register_module("qkv", QkvFrontend(o.d_model, o.num_heads, o.head_dim, o.conv_size));
     decay = register_module("decay", DecayGate(o.d_model, o.num_heads));
     b_proj = register_module("b_proj", ::torch::nn::Linear(o.d_model, o.num_heads));
@@ -27,20 +27,25 @@ class GdnMixer : public MixerImpl {
     if (cache && cache->t.size() < 4) cache->t.resize(4);
     const at::Tensor beta = at::sigmoid(b_proj->forward(x));
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-    at::Tensor o = gdn_recurrent(l2_normalize(q), l2_normalize(k), v, decay->forward(x), beta, scale,
-                                 cache ? &cache->t[3] : nullptr);
+    // Chunked (WY form) for training and prefill; one decoded token goes through the recurrence (as gka does).
+    at::Tensor* state = cache ? &cache->t[3] : nullptr;
+    at::Tensor o = x.size(1) == 1
+                       ? gdn_recurrent(l2_normalize(q), l2_normalize(k), v, decay->forward(x), beta, scale, state)
+                       : gdn_chunked(l2_normalize(q), l2_normalize(k), v, decay->forward(x), beta, scale, state,
+                                     chunk_size);
     return out->forward(o, x);
   }
   QkvFrontend qkv{nullptr};
   DecayGate decay{nullptr};
   ::torch::nn::Linear b_proj{nullptr};
   GatedOutput out{nullptr};
+  int64_t chunk_size;
 };
 
 // Gated linear attention with a scalar decay per head (Mamba2-style), same frontend and output.
 class GlaMixer : public MixerImpl {
  public:
-  explicit GlaMixer(const MixerOptions& o) {
+  explicit GlaMixer(const MixerOptions& o) : chunk_size(o.chunk_size) {
     qkv = register_module("qkv", QkvFrontend(o.d_model, o.num_heads, o.head_dim, o.conv_size));
     decay = register_module("decay", DecayGate(o.d_model, o.num_heads));
     out = register_module("out", GatedOutput(o.d_model, o.num_heads, o.head_dim));
@@ -50,12 +55,13 @@ class GlaMixer : public MixerImpl {
     if (cache && cache->t.size() < 4) cache->t.resize(4);
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
     at::Tensor o = gla_chunked(l2_normalize(q), l2_normalize(k), v, decay->forward(x), scale,
-                               cache ? &cache->t[3] : nullptr);
+                               cache ? &cache->t[3] : nullptr, chunk_size);
     return out->forward(o, x);
   }
   QkvFrontend qkv{nullptr};
   DecayGate decay{nullptr};
   GatedOutput out{nullptr};
+  int64_t chunk_size;
 };
 
 // Causal softmax attention with the same frontend (the short conv stands in for position encodings) and
