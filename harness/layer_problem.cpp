@@ -213,9 +213,17 @@ Gradients GradientBuffers::view() const {
   return g;
 }
 
+void ForwardBuffers::poison() {
+  for (Tensor* t : {&o, &final_kk, &final_kv, &x, &fro}) t->fill_nan();
+}
+
+void GradientBuffers::poison() {
+  for (Tensor* t : {&dq, &dk, &dv, &dalpha, &dg, &dgk, &dh0_kk, &dh0_kv}) t->fill_nan();
+}
+
 ForwardBuffers forward_run(const Shape& s, const LayerInputs& in, const Options& opt, bool recurrent) {
   ForwardBuffers r = forward_buffers_make(s);
-  for (Tensor* t : {&r.o, &r.final_kk, &r.final_kv, &r.x, &r.fro}) t->fill_nan();
+  r.poison();
   if (recurrent)
     recurrent_forward(in.view(), r.view(true), opt);
   else
@@ -226,7 +234,7 @@ ForwardBuffers forward_run(const Shape& s, const LayerInputs& in, const Options&
 GradientBuffers backward_run(const Shape& s, const LayerInputs& in, const GradientSeeds& seeds, const Options& opt,
                              const ForwardBuffers* saved) {
   GradientBuffers r = gradient_buffers_make(s, in);
-  for (Tensor* t : {&r.dq, &r.dk, &r.dv, &r.dalpha, &r.dg, &r.dgk, &r.dh0_kk, &r.dh0_kv}) t->fill_nan();
+  r.poison();
   chunk_backward(in.view(), seeds.view(saved), r.view(), opt);
   return r;
 }

@@ -48,6 +48,7 @@ LayerInputs layer_inputs_make(const Shape& s, uint64_t seed);
 struct ForwardBuffers {
   Tensor o, final_kk, final_kv, x, fro;
   ForwardOutputs view(bool save_for_backward = true) const;
+  void poison();  // NaN everywhere: an output a call leaves unwritten then fails every comparison
 };
 ForwardBuffers forward_buffers_make(const Shape& s);  // zero-filled
 
@@ -63,6 +64,7 @@ GradientSeeds gradient_seeds_make(const Shape& s, uint64_t seed);
 struct GradientBuffers {
   Tensor dq, dk, dv, dalpha, dg, dgk, dh0_kk, dh0_kv;
   Gradients view() const;
+  void poison();  // NaN in every gradient buffer present
 };
 GradientBuffers gradient_buffers_make(const Shape& s, const LayerInputs& in);  // zero-filled
 

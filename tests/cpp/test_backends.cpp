@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "support/cases.h"
+#include "support/expect_close.h"
 #include "support/metrics.h"
 #include "support/tolerance.h"
 
@@ -46,18 +47,6 @@ std::vector<Param> params() {
 
 std::string param_name(const ::testing::TestParamInfo<Param>& info) {
   return backend_name(info.param.backend) + "_" + case_id(info.param.c);
-}
-
-// Relative L2 error of `a` against the oracle's `ref`, with a max-abs cross-check scaled by the
-// reference's largest entry, so that one bad element cannot hide in a large norm.
-void expect_close(const Tensor& a, const Tensor& ref, double tol, const std::string& what) {
-  ASSERT_EQ(nonfinite_count(a), 0) << what << " has NaN/Inf (poisoned output left unwritten?)";
-  const double rel = rel_err(a, ref);
-  EXPECT_LE(rel, tol) << what << ": relative L2 error " << rel << " > " << tol;
-  double ref_max = 0;
-  for (double x : ref.to_f64()) ref_max = std::max(ref_max, std::abs(x));
-  const double mae = max_abs_err(a, ref);
-  EXPECT_LE(mae, 10 * tol * (ref_max > 0 ? ref_max : 1)) << what << ": max-abs error " << mae;
 }
 
 TEST_P(Backends, ForwardMatchesOracle) {

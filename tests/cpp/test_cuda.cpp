@@ -10,6 +10,7 @@
 #include <string>
 
 #include "support/cases.h"
+#include "support/expect_close.h"
 #include "support/metrics.h"
 #include "support/tolerance.h"
 
@@ -74,16 +75,10 @@ struct DevInputs {
   }
 };
 
-// NaN-poisons every defined tensor (an output left unwritten then fails the comparison).
-void poison(std::initializer_list<Tensor*> ts) {
-  for (Tensor* t : ts)
-    if (t->defined()) t->fill_nan();
-}
-
 ForwardResult cuda_forward(const Case& c, const CaseInputs& in, bool recurrent = false,
                            Precision precision = Precision::fp32) {
   ForwardResult r = harness::forward_buffers_make(c.shape());
-  poison({&r.o, &r.final_kk, &r.final_kv, &r.x, &r.fro});
+  r.poison();
   DevInputs din(in);
   DevTensor o(r.o), fkk(r.final_kk), fkv(r.final_kv), x(r.x), fro(r.fro);
   ForwardOutputs out;
@@ -106,7 +101,7 @@ ForwardResult cuda_forward(const Case& c, const CaseInputs& in, bool recurrent =
 BackwardResult cuda_backward(const Case& c, const CaseInputs& in, const BackwardSeeds& seeds,
                              Precision precision = Precision::fp32) {
   BackwardResult r = harness::gradient_buffers_make(c.shape(), in);
-  poison({&r.dq, &r.dk, &r.dv, &r.dalpha, &r.dg, &r.dgk, &r.dh0_kk, &r.dh0_kv});
+  r.poison();
   DevInputs din(in);
   BackwardSeeds s = seeds;
   DevTensor d_o(s.d_o), dfk(s.d_final_kk), dfv(s.d_final_kv);
@@ -142,16 +137,6 @@ Case promoted(Case c) {
   if (!(c.D == 64 || c.D == 128)) c.D = c.D <= 64 ? 64 : 128;
   c.Dv = -1;
   return c;
-}
-
-void expect_close(const Tensor& a, const Tensor& ref, double tol, const std::string& what) {
-  ASSERT_EQ(nonfinite_count(a), 0) << what << " has NaN/Inf (poisoned output left unwritten?)";
-  const double rel = rel_err(a, ref);
-  EXPECT_LE(rel, tol) << what << ": relative L2 error " << rel << " > " << tol;
-  double ref_max = 0;
-  for (double x : ref.to_f64()) ref_max = std::max(ref_max, std::abs(x));
-  const double mae = max_abs_err(a, ref);
-  EXPECT_LE(mae, 10 * tol * (ref_max > 0 ? ref_max : 1)) << what << ": max-abs error " << mae;
 }
 
 class Cuda : public ::testing::TestWithParam<Case> {

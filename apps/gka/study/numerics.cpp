@@ -30,6 +30,14 @@ int64_t first_above(const std::vector<float>& v, double threshold) {
   return -1;
 }
 
+std::string e2(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return "inf";
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1e", v);
+  return b;
+}
+
 namespace {
 
 const Precision kPrecisions[] = {Precision::fp64, Precision::fp32, Precision::bf16};

@@ -39,6 +39,7 @@ double median(std::vector<float> v);
 double quantile(std::vector<float> v, double q);
 double max_finite_or_inf(const std::vector<float>& v);
 int64_t first_above(const std::vector<float>& v, double threshold);  // 1-based, -1 = never (NaN counts)
+std::string e2(double v);  // "%.1e", with NaN and inf spelled out
 
 }  // namespace gka::study
 

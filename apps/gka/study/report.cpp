@@ -15,14 +15,6 @@
 namespace gka::study {
 namespace {
 
-std::string e2(double v) {
-  if (std::isnan(v)) return "NaN";
-  if (std::isinf(v)) return "inf";
-  char b[32];
-  std::snprintf(b, sizeof b, "%.1e", v);
-  return b;
-}
-
 std::string tok(int64_t t) { return t < 0 ? "never" : std::to_string(t); }
 
 const RunnerResult* find(const ForwardRun& run, const std::string& solver, Precision p, const LambdaMode& m, int n = -1) {

@@ -12,14 +12,6 @@
 namespace gka::study {
 namespace {
 
-std::string e2(double v) {
-  if (std::isnan(v)) return "NaN";
-  if (std::isinf(v)) return "inf";
-  char b[32];
-  std::snprintf(b, sizeof b, "%.1e", v);
-  return b;
-}
-
 const RunnerResult& get(const ForwardRun& run, const std::string& solver, Precision p, const LambdaMode& m, int n = -1) {
   for (const RunnerResult& r : run.runners)
     if (r.spec.solver == solver && r.spec.precision == p && r.spec.lambda == m && (n < 0 || r.spec.num_iter == n)) return r;

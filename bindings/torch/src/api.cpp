@@ -6,17 +6,13 @@
 
 #include <tuple>
 
+#include "op_types.h"
+
 namespace gka::torch {
 namespace {
 
-using OptTensor = std::optional<at::Tensor>;
-using FwdOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-using FwdSig = FwdOut(const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&,
-                      const OptTensor&, const OptTensor&, const OptTensor&, const OptTensor&, std::optional<double>,
-                      double, int64_t, int64_t, c10::string_view, bool, c10::string_view, c10::string_view);
-using PoolSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&,
-                           const OptTensor&, const OptTensor&, at::Tensor&, at::Tensor&, const at::Tensor&,
-                           std::optional<double>, double, int64_t, c10::string_view, c10::string_view);
+using torch_binding::FwdSig;
+using torch_binding::PoolSig;
 
 GkaResult forward(const char* name, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                   const GkaArgs& a) {

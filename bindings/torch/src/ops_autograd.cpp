@@ -10,20 +10,10 @@
 #include <string>
 #include <tuple>
 
+#include "op_types.h"
+
 namespace gka::torch_binding {
 namespace {
-
-using OptTensor = std::optional<at::Tensor>;
-using FwdOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-using BwdOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                          at::Tensor>;
-using FwdSig = FwdOut(const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&,
-                      const OptTensor&, const OptTensor&, const OptTensor&, const OptTensor&, std::optional<double>,
-                      double, int64_t, int64_t, c10::string_view, bool, c10::string_view, c10::string_view);
-using BwdSig = BwdOut(const at::Tensor&, const OptTensor&, const OptTensor&, const at::Tensor&, const at::Tensor&,
-                      const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&, const OptTensor&,
-                      const OptTensor&, const OptTensor&, const OptTensor&, const OptTensor&, std::optional<double>,
-                      double, int64_t, int64_t, c10::string_view, bool, c10::string_view, c10::string_view);
 
 at::Tensor or_undefined(const OptTensor& t) { return t.has_value() ? *t : at::Tensor(); }
 OptTensor or_nullopt(const at::Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }

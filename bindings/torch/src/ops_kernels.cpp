@@ -8,14 +8,10 @@
 #include <tuple>
 
 #include "convert.h"
+#include "op_types.h"
 
 namespace gka::torch_binding {
 namespace {
-
-using OptTensor = std::optional<at::Tensor>;
-using FwdOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-using BwdOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                          at::Tensor>;
 
 // States, x and fro are fp32, fp64 when q is fp64 (the core's rule; we only need it to allocate).
 at::ScalarType state_dtype(const at::Tensor& q) { return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }

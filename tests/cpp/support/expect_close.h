@@ -1,0 +1,28 @@
+// The oracle comparison of the backend tests (GoogleTest assertions; header-only, so the support library
+// itself stays free of GoogleTest).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "support/cases.h"
+#include "support/metrics.h"
+
+namespace gka::test {
+
+// Relative L2 error of `a` against the oracle's `ref`, with a max-abs cross-check scaled by the
+// reference's largest entry, so that one bad element cannot hide in a large norm.
+inline void expect_close(const Tensor& a, const Tensor& ref, double tol, const std::string& what) {
+  ASSERT_EQ(nonfinite_count(a), 0) << what << " has NaN/Inf (poisoned output left unwritten?)";
+  const double rel = rel_err(a, ref);
+  EXPECT_LE(rel, tol) << what << ": relative L2 error " << rel << " > " << tol;
+  double ref_max = 0;
+  for (double x : ref.to_f64()) ref_max = std::max(ref_max, std::abs(x));
+  const double mae = max_abs_err(a, ref);
+  EXPECT_LE(mae, 10 * tol * (ref_max > 0 ? ref_max : 1)) << what << ": max-abs error " << mae;
+}
+
+}  // namespace gka::test
