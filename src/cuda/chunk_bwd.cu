@@ -7,7 +7,7 @@
 // No atomics: every CTA writes only its own rows and tiles, so the result is bitwise reproducible.
 #include "backends.h"
 #include "cuda/chunk_states.h"
-#include "cuda/chunk_tile.cuh"
+#include "cuda/cheb_solve.cuh"
 
 namespace gka::cuda {
 
@@ -21,7 +21,7 @@ struct BwdArgs {
   float scale;
   int H;
   int lambda_grad;
-  int split_from;
+  int split_from, wgmma_iters;
 };
 
 template <int D>
@@ -57,7 +57,7 @@ __device__ __forceinline__ void gram_mac(float (&acc)[D / 16][D / 16], const flo
 template <int D>
 __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, BwdArgs a) {
   using F = Cfg<D>;
-  extern __shared__ float4 smem_raw[];
+  extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
   ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
   const Item it = items[blockIdx.x];
   const int h = blockIdx.y, n = it.n, tr = threadIdx.x / 16, tc = threadIdx.x % 16;
@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
     __syncthreads();
     regs_from_smem<D>(x, s.X);
   } else if (solve) {
-    cheb_solve<D>(s, n, a.cc, a.omega, q, false, x, a.split_from);
+    cheb_solve<D>(s, n, a.cc, a.omega, q, false, x, a.split_from, a.wgmma_iters);
   } else {
 #pragma unroll
     for (int i = 0; i < F::TM; ++i)
@@ -152,7 +152,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
   __syncthreads();
   Regs<D> u;
   if (solve) {
-    cheb_solve<D>(s, n, a.cc, a.omega, dx, true, u, a.split_from);
+    cheb_solve<D>(s, n, a.cc, a.omega, dx, true, u, a.split_from, a.wgmma_iters);
   } else {
 #pragma unroll
     for (int i = 0; i < F::TM; ++i)
@@ -286,7 +286,7 @@ __device__ float tile_dot(const float* a, const float* b, float* red) {
 template <int D>
 __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, BwdArgs a) {
   using F = Cfg<D>;
-  extern __shared__ float4 smem_raw[];
+  extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
   ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
   const Item it = items[blockIdx.x];
   const int h = blockIdx.y, n = it.n;
@@ -486,7 +486,7 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
             dview(gin.d_o), dview(gin.x), dview(gin.fro), dview(gout.dq), dview(gout.dk), dview(gout.dv),
             dview(gout.dalpha), dview(gout.dg), dview(gout.dgk), st, X.as<float>(), U.as<float>(), Psi.as<float>(),
             Phi.as<float>(), scal.as<float>(), Rin.as<float>(), Qin.as<float>(), cheb_const(p), omega.get(),
-            static_cast<float>(p.scale), static_cast<int>(p.H), p.lambda_grad ? 1 : 0, plain_tf32_iters(p)};
+            static_cast<float>(p.scale), static_cast<int>(p.H), p.lambda_grad ? 1 : 0, plain_tf32_iters(p), wgmma_iters(p)};
   const size_t smem = sizeof(ChunkSmem<D>);
   const dim3 grid(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H));
   if (!plan.items.empty()) {

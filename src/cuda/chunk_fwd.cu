@@ -3,7 +3,7 @@
 // stay in fp32 registers/shared memory until the output is stored.
 #include "backends.h"
 #include "cuda/chunk_states.h"
-#include "cuda/chunk_tile.cuh"
+#include "cuda/cheb_solve.cuh"
 
 namespace gka::cuda {
 
@@ -15,13 +15,13 @@ struct FwdArgs {
   const float* omega;
   float scale;
   int H;
-  int split_from;
+  int split_from, wgmma_iters;
 };
 
 template <int D>
 __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* items, FwdArgs a) {
   using F = Cfg<D>;
-  extern __shared__ float4 smem_raw[];
+  extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
   ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
   const Item it = items[blockIdx.x];
   const int h = blockIdx.y, n = it.n, tr = threadIdx.x / 16, tc = threadIdx.x % 16;
@@ -39,7 +39,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
   regs_from_smem<D>(q, s.X);
   if (a.cc.n > 0) {
     fro_norms<D>(s, n);
-    cheb_solve<D>(s, n, a.cc, a.omega, q, false, x, a.split_from);
+    cheb_solve<D>(s, n, a.cc, a.omega, q, false, x, a.split_from, a.wgmma_iters);
   } else {
     if (a.fro.dt || a.res.dt) fro_norms<D>(s, n);
 #pragma unroll
@@ -126,7 +126,7 @@ void forward_run(const Problem& p, const ForwardOutputs& out) {
   if (!plan.items.empty()) {
     FwdArgs a{dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),
               dview(out.o), dview(out.x), dview(out.fro), dview(out.residual), st, cheb_const(p), omega.get(),
-              static_cast<float>(p.scale), static_cast<int>(p.H), plain_tf32_iters(p)};
+              static_cast<float>(p.scale), static_cast<int>(p.H), plain_tf32_iters(p), wgmma_iters(p)};
     const size_t smem = sizeof(ChunkSmem<D>);
     check(cudaFuncSetAttribute(chunk_fwd_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           fn, "cudaFuncSetAttribute");

@@ -187,6 +187,26 @@ inline int plain_tf32_iters(const Problem& p) {
   return p.precision == Precision::mixed ? std::max(0, p.num_iter - kMixedFinishIters) : 0;
 }
 
+// Leading plain-tf32 iterations that run on Hopper warpgroup products (cheb_wgmma.cuh): all of them on an
+// sm_90 device when the build includes sm_90a (GKA_HAVE_SM90A), none elsewhere or with GKA_CUDA_WGMMA=0
+// (the portable mma.sync path, for comparison and testing on the same card).
+inline int wgmma_iters(const Problem& p) {
+#if GKA_HAVE_SM90A
+  static const bool off = [] {
+    const char* e = std::getenv("GKA_CUDA_WGMMA");
+    return e && std::string(e) == "0";
+  }();
+  int dev = 0, major = 0;
+  if (off || cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess || major != 9)
+    return 0;
+  return plain_tf32_iters(p);
+#else
+  (void)p;
+  return 0;
+#endif
+}
+
 // The omega sequence lives in constant memory of each translation unit that solves.
 inline std::vector<float> omegas(const Problem& p) {
   const ChebyshevPlan pl = chebyshev_plan(p.ridge_ratio, p.num_iter);

@@ -71,7 +71,7 @@ constexpr size_t dec_smem_bytes() {
 
 template <int D>
 __global__ void __launch_bounds__(4 * D, 2) decode_kernel(const __grid_constant__ DecArgs a) {
-  constexpr int NH = D / 64, NT = 4 * D, NS = 4 * NH;  // NS float4 slots of S per lane: j = 4 hh + e
+  constexpr int NH = D / 64, NT = 4 * D;
   extern __shared__ float4 s_tile[];
   __shared__ __align__(16) float kq[3][D];  // k, q, v of the current token
   __shared__ __align__(16) float xb[2][D];  // iterate, double-buffered

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# On the GPU machine (carry .gpu-deps): the short loop for solver work. Builds test_cuda and the CUDA bench,
+# checks the CUDA backend against the oracle (the mixed-precision tests on both solver paths: wgmma and,
+# with GKA_CUDA_WGMMA=0, mma.sync), runs compute-sanitizer on one mixed case, then times the chunked
+# anchors on both paths. Logs to $OUT; a table last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gka-out}
+mkdir -p "$OUT"
+eval "$(bash scripts/gpu_deps.sh unpack)"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+B=build-gpu
+cmake -S . -B $B -G Ninja -DGKA_BUILD_APPS=OFF -DGKA_BUILD_TORCH=OFF -DGKA_BUILD_BENCH=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+cmake --build $B -j16 --target test_cuda gka_bench_cuda >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+$B/tests/cpp/test_cuda >"$OUT/test_cuda.log" 2>&1; echo "test_cuda (wgmma) rc=$?"
+grep -E "PASSED|FAILED|precision|rel err" "$OUT/test_cuda.log" | head -24
+GKA_CUDA_WGMMA=0 $B/tests/cpp/test_cuda --gtest_filter='CudaMixed*:*CudaAccuracy*' >"$OUT/test_cuda_mma.log" 2>&1
+echo "test_cuda mixed tests (mma.sync) rc=$?"; grep -E "PASSED|FAILED|precision mixed|rel err" "$OUT/test_cuda_mma.log" | head -12
+for tool in memcheck racecheck synccheck; do
+  compute-sanitizer --tool $tool --error-exitcode 9 $B/tests/cpp/test_cuda --gtest_filter='CudaMixed*' >"$OUT/san_$tool.log" 2>&1
+  echo "sanitizer $tool rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/san_$tool.log" | tail -1)"
+done
+{
+  echo "== wgmma leading iterations"; GKA_BENCH_PARTS=chunk $B/bench/gka_bench_cuda 5
+  echo "== mma.sync (GKA_CUDA_WGMMA=0)"; GKA_CUDA_WGMMA=0 GKA_BENCH_PARTS=chunk $B/bench/gka_bench_cuda 5
+} >"$OUT/bench.log" 2>&1
+cat "$OUT/bench.log"

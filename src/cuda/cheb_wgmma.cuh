@@ -1,0 +1,260 @@
+// The Chebyshev solver's leading plain-tf32 iterations (Precision::mixed) on Hopper warpgroup products
+// (wgmma, sm_90a). Each iteration is three asynchronous 64-row products per warpgroup, operands straight
+// from shared memory: scores S = X Kᵀ and Y = X H̄ᵀ, then Y = diag(e^G) Y + (S ⊙ M) K. Warpgroup wg owns
+// columns [wg D/2, wg D/2 + D/2) of Y and [32 wg, 32 wg + 32) of S; no fragment loads or operand splits in
+// the issue stream, unlike the mma.sync path (chunk_tile.cuh), which the last iterations still use.
+//
+// The swizzled operand tiles (wgmma.cuh) overlay the padded tiles of ChunkSmem for the duration of these
+// iterations; on entry they are built from the padded ones, on exit the padded H̄, K, M, X (= x) and
+// V (= right-hand side) are restored exactly, so the mma.sync iterations continue as if they had run all
+// along. H̄ and K are stored unrounded (the tensor cores read their top 19 bits); X and P rounded to
+// nearest tf32.
+#pragma once
+
+#include <cstddef>
+
+#include "cuda/chunk_tile.cuh"
+#include "cuda/wgmma.cuh"
+
+namespace gka::cuda {
+
+// Byte offsets of the swizzled tiles inside ChunkSmem: H̄ (D x D), X (C x D), P (C x C) from the start;
+// K (C x D) and Kᵀ (D x C) from the V tile on. The small per-row arrays from G on are never touched.
+template <int D>
+struct WgTiles {
+  static constexpr int C = kChunkMax;
+  static constexpr uint32_t H = 0, X = D * D * 4, P = X + C * D * 4;
+  static constexpr uint32_t K = (offsetof(ChunkSmem<D>, V) + 1023) / 1024 * 1024, KT = K + C * D * 4;
+  static_assert(P + C * C * 4 <= K && KT + D * C * 4 <= offsetof(ChunkSmem<D>, G), "wgmma tiles overflow ChunkSmem");
+};
+
+__device__ __forceinline__ float tf32_round(float x) { return __uint_as_float(tf32_rna(x)); }
+
+// Position of this thread in the warpgroup accumulators: rows r0, r0 + 8; Y columns yc + 8 j (+ 1),
+// S columns sc + 8 j (+ 1).
+struct WgThread {
+  int wg, r0, r1, yc, sc;
+  template <int D>
+  __device__ static WgThread make() {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, wi = (threadIdx.x >> 5) & 3;
+    WgThread w;
+    w.wg = threadIdx.x >> 7;
+    w.r0 = 16 * wi + g;
+    w.r1 = w.r0 + 8;
+    w.yc = w.wg * (D / 2) + 2 * t;
+    w.sc = 32 * w.wg + 2 * t;
+    return w;
+  }
+};
+
+// Runs iterations [0, iters) of cheb_solve's loop from x_0 = diag(eta) rhs, the right-hand side in s.X,
+// the mask in s.M (H̄ already transposed for the adjoint). Returns x_{iters - 1} in xp (accumulator layout);
+// leaves x_iters in s.X, the right-hand side in s.V, and s.H, s.K, s.M as they were. Needs kThreads = 256.
+template <int D>
+__device__ void cheb_wgmma_lead(ChunkSmem<D>& s, const float* omega, int iters, float (&xp)[D / 16][4]) {
+  using F = Cfg<D>;
+  using T = WgTiles<D>;
+  constexpr int C = F::C, LD = F::LD, LC = F::LC, NY = D / 16;
+  constexpr int KV = C * D / 4 / kThreads, HV = D * D / 4 / kThreads;  // float4s per thread of K and H̄
+  char* sb = reinterpret_cast<char*>(&s);
+  const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(&s));
+  if (base & 1023u) __trap();  // the swizzle needs 1024-byte aligned tiles (the kernels align smem_raw)
+  const WgThread w = WgThread::make<D>();
+  const float eta0 = s.eta[w.r0], eta1 = s.eta[w.r1], el0 = eta0 * s.lam[w.r0], el1 = eta1 * s.lam[w.r1];
+  const float eg0 = s.eG[w.r0], eg1 = s.eG[w.r1];
+  float rhs[NY][4], xc[NY][4], mk[4][4];
+#pragma unroll
+  for (int j = 0; j < NY; ++j) {
+    const float* p0 = s.X + w.r0 * LD + w.yc + 8 * j;
+    const float* p1 = s.X + w.r1 * LD + w.yc + 8 * j;
+    rhs[j][0] = p0[0];
+    rhs[j][1] = p0[1];
+    rhs[j][2] = p1[0];
+    rhs[j][3] = p1[1];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      xc[j][e] = (e < 2 ? eta0 : eta1) * rhs[j][e];
+      xp[j][e] = 0.f;
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float* m0 = s.M + w.r0 * LC + w.sc + 8 * j;
+    const float* m1 = s.M + w.r1 * LC + w.sc + 8 * j;
+    mk[j][0] = m0[0];
+    mk[j][1] = m0[1];
+    mk[j][2] = m1[0];
+    mk[j][3] = m1[1];
+  }
+  {  // K -> swizzled K and Kᵀ (the V/P/M area), then H̄ -> swizzled H̄ and x_0 -> X (over the padded H̄/K)
+    float4 kv[KV];
+#pragma unroll
+    for (int i = 0; i < KV; ++i) {
+      const int idx = threadIdx.x + kThreads * i, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
+      kv[i] = *reinterpret_cast<const float4*>(s.K + r * LD + c);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < KV; ++i) {
+      const int idx = threadIdx.x + kThreads * i, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
+      *reinterpret_cast<float4*>(sb + T::K + sw128(C, r, c)) = kv[i];
+      const float e[4] = {kv[i].x, kv[i].y, kv[i].z, kv[i].w};
+#pragma unroll
+      for (int q = 0; q < 4; ++q) *reinterpret_cast<float*>(sb + T::KT + sw128(D, c + q, r)) = e[q];
+    }
+  }
+  {
+    float4 hv[HV];
+#pragma unroll
+    for (int i = 0; i < HV; ++i) {
+      const int idx = threadIdx.x + kThreads * i, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
+      hv[i] = *reinterpret_cast<const float4*>(s.H + r * LD + c);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < HV; ++i) {
+      const int idx = threadIdx.x + kThreads * i, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
+      *reinterpret_cast<float4*>(sb + T::H + sw128(D, r, c)) = hv[i];
+    }
+  }
+  auto store_x = [&]() {
+#pragma unroll
+    for (int j = 0; j < NY; ++j) {
+      const int c = w.yc + 8 * j;
+      *reinterpret_cast<float2*>(sb + T::X + sw128(C, w.r0, c)) = make_float2(tf32_round(xc[j][0]), tf32_round(xc[j][1]));
+      *reinterpret_cast<float2*>(sb + T::X + sw128(C, w.r1, c)) = make_float2(tf32_round(xc[j][2]), tf32_round(xc[j][3]));
+    }
+    fence_async_smem();
+    __syncthreads();
+  };
+  store_x();
+
+  float S[16], Y[NY * 4];
+  for (int it = 0; it < iters; ++it) {
+    // The 64 descriptors below are loop-invariant: hoisted, they would take 128 registers. An opaque base
+    // keeps each one a single add next to its use.
+    uint32_t b = base;
+    asm volatile("" : "+r"(b));
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < D / 8; ++ks)
+      wgmma_tf32<32>(S, sw128_desc_at(b + T::X, C, 0, 8 * ks), sw128_desc_at(b + T::K, C, 32 * w.wg, 8 * ks), ks);
+    wgmma_commit();
+#pragma unroll
+    for (int ks = 0; ks < D / 8; ++ks)
+      wgmma_tf32<D / 2>(Y, sw128_desc_at(b + T::X, C, 0, 8 * ks),
+                        sw128_desc_at(b + T::H, D, w.wg * (D / 2), 8 * ks), ks);
+    wgmma_commit();
+    wgmma_wait<1>();
+    fence_regs(S);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int c = w.sc + 8 * j;
+      *reinterpret_cast<float2*>(sb + T::P + sw128(C, w.r0, c)) =
+          make_float2(tf32_round(S[4 * j] * mk[j][0]), tf32_round(S[4 * j + 1] * mk[j][1]));
+      *reinterpret_cast<float2*>(sb + T::P + sw128(C, w.r1, c)) =
+          make_float2(tf32_round(S[4 * j + 2] * mk[j][2]), tf32_round(S[4 * j + 3] * mk[j][3]));
+    }
+    fence_async_smem();
+    wgmma_wait<0>();
+    fence_regs(Y);
+#pragma unroll
+    for (int j = 0; j < NY; ++j) {
+      Y[4 * j] *= eg0;
+      Y[4 * j + 1] *= eg0;
+      Y[4 * j + 2] *= eg1;
+      Y[4 * j + 3] *= eg1;
+    }
+    __syncthreads();  // P complete; every X read of this iteration done
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < C / 8; ++ks)
+      wgmma_tf32<D / 2>(Y, sw128_desc_at(b + T::P, C, 0, 8 * ks),
+                        sw128_desc_at(b + T::KT, D, w.wg * (D / 2), 8 * ks), 1);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_regs(Y);
+    const float om = omega[it], w1 = 1.f - om;
+    const float a0 = om * (1.f - el0), a1 = om * (1.f - el1), q0 = om * eta0, q1 = om * eta1;
+#pragma unroll
+    for (int j = 0; j < NY; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float xn = (e < 2 ? a0 : a1) * xc[j][e] + (e < 2 ? q0 : q1) * (rhs[j][e] - Y[4 * j + e]) + w1 * xp[j][e];
+        xp[j][e] = xc[j][e];
+        xc[j][e] = xn;
+      }
+    store_x();  // also: every P read of this iteration done before the next one writes P
+  }
+
+  // Restore the padded tiles: K (over the dead X/P tiles), H̄ (over its own swizzled copy: read, sync, write),
+  // x and the right-hand side, the mask.
+#pragma unroll
+  for (int i = 0; i < KV; ++i) {
+    const int idx = threadIdx.x + kThreads * i, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
+    *reinterpret_cast<float4*>(s.K + r * LD + c) = *reinterpret_cast<const float4*>(sb + T::K + sw128(C, r, c));
+  }
+  {
+    float4 hv[HV];
+#pragma unroll
+    for (int i = 0; i < HV; ++i) {
+      const int idx = threadIdx.x + kThreads * i, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
+      hv[i] = *reinterpret_cast<const float4*>(sb + T::H + sw128(D, r, c));
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < HV; ++i) {
+      const int idx = threadIdx.x + kThreads * i, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
+      *reinterpret_cast<float4*>(s.H + r * LD + c) = hv[i];
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < NY; ++j) {
+    const int c = w.yc + 8 * j;
+    *reinterpret_cast<float2*>(s.X + w.r0 * LD + c) = make_float2(xc[j][0], xc[j][1]);
+    *reinterpret_cast<float2*>(s.X + w.r1 * LD + c) = make_float2(xc[j][2], xc[j][3]);
+    *reinterpret_cast<float2*>(s.V + w.r0 * LD + c) = make_float2(rhs[j][0], rhs[j][1]);
+    *reinterpret_cast<float2*>(s.V + w.r1 * LD + c) = make_float2(rhs[j][2], rhs[j][3]);
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int c = w.sc + 8 * j;
+    *reinterpret_cast<float2*>(s.M + w.r0 * LC + c) = make_float2(mk[j][0], mk[j][1]);
+    *reinterpret_cast<float2*>(s.M + w.r1 * LC + c) = make_float2(mk[j][2], mk[j][3]);
+  }
+  __syncthreads();
+}
+
+// Hands x_{k-1} from the accumulator layout (xa) to the SolveWarp layout (xs) through s.P, 64 columns at a time.
+template <int D>
+__device__ void wg_to_solve_warp(ChunkSmem<D>& s, const float (&xa)[D / 16][4], const SolveWarp& sw,
+                                 float (&xs)[D / 16][4]) {
+  constexpr int LC = Cfg<D>::LC;
+  const WgThread w = WgThread::make<D>();
+  const int s0 = 16 * sw.rb + sw.g, scb = sw.ch * (D / 2) + 2 * sw.t;
+#pragma unroll
+  for (int part = 0; part < D / 64; ++part) {
+#pragma unroll
+    for (int j = 0; j < D / 16; ++j) {
+      const int c = w.yc + 8 * j - 64 * part;
+      if (c < 0 || c >= 64) continue;
+      *reinterpret_cast<float2*>(s.P + w.r0 * LC + c) = make_float2(xa[j][0], xa[j][1]);
+      *reinterpret_cast<float2*>(s.P + w.r1 * LC + c) = make_float2(xa[j][2], xa[j][3]);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < D / 16; ++j) {
+      const int c = scb + 8 * j - 64 * part;
+      if (c < 0 || c >= 64) continue;
+      const float2 u = *reinterpret_cast<const float2*>(s.P + s0 * LC + c);
+      const float2 v = *reinterpret_cast<const float2*>(s.P + (s0 + 8) * LC + c);
+      xs[j][0] = u.x;
+      xs[j][1] = u.y;
+      xs[j][2] = v.x;
+      xs[j][3] = v.y;
+    }
+    __syncthreads();
+  }
+}
+
+}  // namespace gka::cuda
