@@ -3,7 +3,8 @@
 // median of the repetitions, and a 512 MiB L2 flush (memset) before every timed repetition.
 // Usage: gka_bench_cuda [reps]   (prints the card, then one table row per measurement)
 // GKA_BENCH_ITERS=N overrides num_iter (diagnostics); GKA_BENCH_PARTS=chunk|decode runs one half only;
-// GKA_BENCH_LONG=1 adds 1x131072 (the linear-time check); GKA_CUDA_TF32_ITERS, see src/cuda/common.cuh.
+// GKA_BENCH_LONG=1 adds 1x131072 (the linear-time check); GKA_BENCH_PRECISION=fp32|mixed times one precision
+// only; GKA_CUDA_WGMMA and GKA_CUDA_ONE_TERM_ITERS, see src/cuda/common.cuh.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -86,8 +87,11 @@ int main(int argc, char** argv) {
   cudaGetDeviceProperties(&prop, 0);
   int rt = 0;
   cudaRuntimeGetVersion(&rt);
-  std::printf("card: %s (sm_%d%d), CUDA runtime %d, libgka CUDA backend v5 (mma.sync 3xTF32 products; mixed: tf32 leading iterations)\n", prop.name, prop.major,
-              prop.minor, rt);
+  const char* wg = std::getenv("GKA_CUDA_WGMMA");
+  const bool hopper = prop.major == 9 && !(wg && std::string(wg) == "0");  // the library's rule (src/cuda/common.cuh)
+  std::printf("card: %s (sm_%d%d), CUDA runtime %d, libgka CUDA backend v6 (fp32: mma.sync 3xTF32; mixed: %s)\n",
+              prop.name, prop.major, prop.minor, rt,
+              hopper ? "wgmma, bf16 products, 1 term then 3" : "mma.sync, tf32 then 3xTF32");
   const size_t flush_bytes = size_t(512) << 20;
   Buf flush(flush_bytes);
   const int64_t H = 16, D = 128;
@@ -132,8 +136,10 @@ int main(int argc, char** argv) {
     out.o = tv(o, gka::DType::bf16, {B, T, H, D});
     const double tok = static_cast<double>(B * T);
     const double ff = gka::forward_flops_per_token(D, D, 64, 30) * H, bf = gka::backward_flops_per_token(D, D, 64, 30) * H;
-    // Both solver precisions (gka::Precision): fp32 everywhere, and mixed (tf32 leading iterations).
+    // Both solver precisions (gka::Precision): fp32 everywhere, and mixed (cheaper leading iterations).
     for (const gka::Precision prec : {gka::Precision::fp32, gka::Precision::mixed}) {
+      const char* only = std::getenv("GKA_BENCH_PRECISION");  // fp32 or mixed: that one only (profiling)
+      if (only && std::string(only) != (prec == gka::Precision::mixed ? "mixed" : "fp32")) continue;
       gka::Options po = opt;
       po.precision = prec;
       const char* tag = prec == gka::Precision::mixed ? " mixed" : "";

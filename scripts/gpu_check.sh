@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine (see the device tool; carry .gpu-deps): build with CUDA, run every C++ test (test_cuda
-# included), install the torch package and run the pytest suite (cuda cases included), then the CUDA bench.
+# included, its mixed-precision tests also on the portable mma.sync path), install the torch package and run
+# the pytest suite (cuda cases included), then the CUDA bench.
 # Logs go to $OUT (default /tmp/gka-out); a short summary is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,8 @@ cmake -S . -B build-gpu -G Ninja -DGKA_BUILD_APPS=OFF -DGKA_BUILD_BENCH=ON >"$OU
 cmake --build build-gpu -j16 >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 (cd build-gpu && ctest -j8 --output-on-failure) >"$OUT/ctest.log" 2>&1
 echo "ctest rc=$?"; grep -E "tests passed|tests failed|\(Failed\)" "$OUT/ctest.log" | head -20
+GKA_CUDA_WGMMA=0 build-gpu/tests/cpp/test_cuda --gtest_filter='CudaMixed*:*CudaAccuracy*' >"$OUT/test_cuda_mma.log" 2>&1
+echo "mixed-precision tests on the mma.sync path (GKA_CUDA_WGMMA=0) rc=$?"
 # The image's default $CXX (/opt/gcc/bin/g++) links libstdc++ statically: a torch extension built with it
 # carries a second libstdc++ and crashes in iostreams. Build the package with the system compiler.
 rm -rf build/python

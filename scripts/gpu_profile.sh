@@ -19,7 +19,7 @@ done
 {
   echo "== v5 default"; GKA_BENCH_LONG=1 $B/bench/gka_bench_cuda 5
   echo "== N = 0"; GKA_BENCH_ITERS=0 $B/bench/gka_bench_cuda 3
-  echo "== plain tf32 on the first 20 iterations"; GKA_BENCH_PARTS=chunk GKA_BENCH_FWD_ONLY=1 GKA_CUDA_TF32_ITERS=20 $B/bench/gka_bench_cuda 3
+  echo "== mma.sync only (GKA_CUDA_WGMMA=0)"; GKA_BENCH_PARTS=chunk GKA_CUDA_WGMMA=0 $B/bench/gka_bench_cuda 3
 } >"$OUT/bench.log" 2>&1
 S="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis"
 GKA_BENCH_PARTS=chunk ncu $S -k 'regex:local_states|scan_kernel|chunk_fwd' -c 3 $B/bench/gka_bench_cuda 1 >"$OUT/ncu_fwd.txt" 2>&1

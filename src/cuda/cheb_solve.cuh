@@ -12,10 +12,12 @@ namespace gka::cuda {
 // earlier ones in plain tf32 (their rounding is damped by the later iterations). The iterate lives in
 // registers in the warp-tile layout of SolveWarp and in s.X (one buffer: the scores are formed before
 // the update overwrites it); P holds the scores, V the right-hand side. Uses X, V, P; leaves the result in s.X (ld LD) too.
-// The first wgmma_iters iterations (<= split_from, sm_90a builds on sm_90 devices) run in cheb_wgmma_lead.
-template <int D>
+// The schedule (common.cuh) says which iterations run where: the first sched.wgmma on warpgroup products
+// (cheb_wgmma.cuh; after them `reload` brings s.H, untransposed, and s.K back from global memory), the rest
+// here with plain tf32 products before sched.split_from and 3xTF32 after.
+template <int D, class Reload>
 __device__ void cheb_solve(ChunkSmem<D>& s, int n, const ChebConst& cc, const float* omega, const Regs<D>& rhs,
-                           bool adjoint, Regs<D>& x, int split_from = 0, int wgmma_iters = 0) {
+                           bool adjoint, Regs<D>& x, const SolveSchedule& sched, Reload&& reload) {
   using F = Cfg<D>;
   constexpr int NT = D / 16, LD = F::LD;
   if (threadIdx.x < F::C) {
@@ -36,10 +38,16 @@ __device__ void cheb_solve(ChunkSmem<D>& s, int n, const ChebConst& cc, const fl
   // The right-hand side stays in s.V (same positions as the iterate in s.X): it is read once per iteration,
   // and keeping it out of registers leaves room for the fragment pipeline.
   float xc[NT][4], xp[NT][4], mk[4][4];
-  const int it0 = min(min(wgmma_iters, split_from), cc.n);
+  const int it0 = min(sched.wgmma, cc.n), split_from = sched.split_from;
   if (it0 > 0) {  // x_{it0 - 1} comes back in the warpgroup layout; x_{it0} and the right-hand side in s.X / s.V
     float xa[NT][4];
-    cheb_wgmma_lead<D>(s, omega, it0, xa);
+    cheb_wgmma<D>(s, omega, it0, sched.three_from, xa);
+    reload();
+    __syncthreads();
+    if (adjoint) {
+      square_transpose<D>(s.H);
+      __syncthreads();
+    }
     wg_to_solve_warp<D>(s, xa, w, xp);
 #pragma unroll
     for (int j = 0; j < NT; ++j) {

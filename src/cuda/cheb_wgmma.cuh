@@ -1,14 +1,17 @@
-// The Chebyshev solver's leading plain-tf32 iterations (Precision::mixed) on Hopper warpgroup products
-// (wgmma, sm_90a). Each iteration is three asynchronous 64-row products per warpgroup, operands straight
-// from shared memory: scores S = X Kᵀ and Y = X H̄ᵀ, then Y = diag(e^G) Y + (S ⊙ M) K. Warpgroup wg owns
-// columns [wg D/2, wg D/2 + D/2) of Y and [32 wg, 32 wg + 32) of S; no fragment loads or operand splits in
-// the issue stream, unlike the mma.sync path (chunk_tile.cuh), which the last iterations still use.
+// The Chebyshev solver's leading iterations on Hopper warpgroup products (wgmma, sm_90a). Each iteration
+// is three asynchronous 64-row products per warpgroup, operands straight from shared memory: scores
+// S = X Kᵀ and Y = X H̄ᵀ, then Y = diag(e^G) Y + (S ⊙ M) K. Warpgroup wg owns columns [wg D/2, wg D/2 + D/2)
+// of Y and [32 wg, 32 wg + 32) of S; no fragment loads or operand splits in the issue stream, unlike the
+// mma.sync path (chunk_tile.cuh).
 //
-// The swizzled operand tiles (wgmma.cuh) overlay the padded tiles of ChunkSmem for the duration of these
-// iterations; on entry they are built from the padded ones, on exit the padded H̄, K, M, X (= x) and
-// V (= right-hand side) are restored exactly, so the mma.sync iterations continue as if they had run all
-// along. H̄ and K are stored unrounded (the tensor cores read their top 19 bits); X and P rounded to
-// nearest tf32.
+// Operands are bf16 pairs: v = hi + lo with hi = bf16(v), lo = bf16(v - hi) (16 significant bits). An
+// iteration runs either one product per term (hi hi: bf16 rounding, ~2^-9 relative) or three (lo hi + hi lo +
+// hi hi, lo lo dropped: ~2^-16), at the bf16 tensor rate. The iteration damps the rounding of earlier
+// iterations, so the schedule (common.cuh, wgmma_schedule) ends on accurate ones.
+//
+// The swizzled tiles overlay the padded tiles of ChunkSmem for the duration of these iterations. On exit,
+// x is in s.X, the right-hand side in s.V and the mask in s.M (padded, exactly); s.H and s.K are lost (the
+// caller reloads them).
 #pragma once
 
 #include <cstddef>
@@ -18,8 +21,9 @@
 
 namespace gka::cuda {
 
-// Byte offsets of the swizzled tiles inside ChunkSmem: H̄ (D x D), X (C x D), P (C x C) from the start;
-// K (C x D) and Kᵀ (D x C) from the V tile on. The small per-row arrays from G on are never touched.
+// Byte offsets of the tiles inside ChunkSmem, each a bf16 hi tile followed by its lo tile: H̄ (D x D), X (C x D),
+// P (C x C) from the start; K (C x D) and Kᵀ (D x C) from the V tile on. The small per-row arrays from G on
+// are never touched.
 template <int D>
 struct WgTiles {
   static constexpr int C = kChunkMax;
@@ -28,7 +32,42 @@ struct WgTiles {
   static_assert(P + C * C * 4 <= K && KT + D * C * 4 <= offsetof(ChunkSmem<D>, G), "wgmma tiles overflow ChunkSmem");
 };
 
-__device__ __forceinline__ float tf32_round(float x) { return __uint_as_float(tf32_rna(x)); }
+// Writes v (2 or 4 consecutive columns k.., k % 2 == 0) as hi/lo into the R x Kc tile at byte offset `tile`.
+__device__ __forceinline__ void put_pair(char* sb, uint32_t tile, int R, int Kc, int r, int k, float v0, float v1) {
+  const __nv_bfloat162 hi = __floats2bfloat162_rn(v0, v1);
+  const float2 h = __bfloat1622float2(hi);
+  const __nv_bfloat162 lo = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
+  const uint32_t off = sw128_bf16(R, r, k);
+  *reinterpret_cast<__nv_bfloat162*>(sb + tile + off) = hi;
+  *reinterpret_cast<__nv_bfloat162*>(sb + tile + R * Kc * 2 + off) = lo;
+}
+__device__ __forceinline__ void put_one(char* sb, uint32_t tile, int R, int Kc, int r, int k, float v) {
+  const __nv_bfloat16 hi = __float2bfloat16_rn(v);
+  const __nv_bfloat16 lo = __float2bfloat16_rn(v - __bfloat162float(hi));
+  const uint32_t off = sw128_bf16(R, r, k);
+  *reinterpret_cast<__nv_bfloat16*>(sb + tile + off) = hi;
+  *reinterpret_cast<__nv_bfloat16*>(sb + tile + R * Kc * 2 + off) = lo;
+}
+
+// acc (+)= A Bᵀ-tile product over Kc columns: A the 64 x Kc tile at a, B rows [rb0, rb0 + N) of the Rb x Kc
+// tile at b (shared addresses); three terms or one (hi hi). zero: the first step overwrites acc.
+template <int N>
+__device__ __forceinline__ void wg_product(float (&acc)[N / 2], uint32_t a, uint32_t b, int Rb, int rb0, int Kc,
+                                           bool three, bool zero) {
+  constexpr int C = kChunkMax;
+  const uint32_t alo = a + C * Kc * 2, blo = b + Rb * Kc * 2;
+#pragma unroll
+  for (int k = 0; k < Kc; k += 16) {
+    const int first = zero && k == 0 ? 0 : 1;
+    if (three) {
+      wgmma_bf16<N>(acc, sw128_desc_bf16_at(alo, C, 0, k), sw128_desc_bf16_at(b, Rb, rb0, k), first);
+      wgmma_bf16<N>(acc, sw128_desc_bf16_at(a, C, 0, k), sw128_desc_bf16_at(blo, Rb, rb0, k), 1);
+      wgmma_bf16<N>(acc, sw128_desc_bf16_at(a, C, 0, k), sw128_desc_bf16_at(b, Rb, rb0, k), 1);
+    } else {
+      wgmma_bf16<N>(acc, sw128_desc_bf16_at(a, C, 0, k), sw128_desc_bf16_at(b, Rb, rb0, k), first);
+    }
+  }
+}
 
 // Position of this thread in the warpgroup accumulators: rows r0, r0 + 8; Y columns yc + 8 j (+ 1),
 // S columns sc + 8 j (+ 1).
@@ -47,11 +86,12 @@ struct WgThread {
   }
 };
 
-// Runs iterations [0, iters) of cheb_solve's loop from x_0 = diag(eta) rhs, the right-hand side in s.X,
-// the mask in s.M (H̄ already transposed for the adjoint). Returns x_{iters - 1} in xp (accumulator layout);
-// leaves x_iters in s.X, the right-hand side in s.V, and s.H, s.K, s.M as they were. Needs kThreads = 256.
+// Runs iterations [0, iters) of cheb_solve's loop from x_0 = diag(eta) rhs (the right-hand side in s.X, the mask
+// in s.M, H̄ already transposed for the adjoint), one product term for it < three_from, three after. Returns
+// x_{iters - 1} in xp (accumulator layout); leaves x_iters in s.X, the right-hand side in s.V, the mask in s.M.
+// Needs kThreads = 256.
 template <int D>
-__device__ void cheb_wgmma_lead(ChunkSmem<D>& s, const float* omega, int iters, float (&xp)[D / 16][4]) {
+__device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int three_from, float (&xp)[D / 16][4]) {
   using F = Cfg<D>;
   using T = WgTiles<D>;
   constexpr int C = F::C, LD = F::LD, LC = F::LC, NY = D / 16;
@@ -86,7 +126,7 @@ __device__ void cheb_wgmma_lead(ChunkSmem<D>& s, const float* omega, int iters, 
     mk[j][2] = m1[0];
     mk[j][3] = m1[1];
   }
-  {  // K -> swizzled K and Kᵀ (the V/P/M area), then H̄ -> swizzled H̄ and x_0 -> X (over the padded H̄/K)
+  {  // K -> K and Kᵀ tiles (the V/P/M area), then H̄ -> its tile and x_0 -> X (over the padded H̄/K)
     float4 kv[KV];
 #pragma unroll
     for (int i = 0; i < KV; ++i) {
@@ -97,10 +137,12 @@ __device__ void cheb_wgmma_lead(ChunkSmem<D>& s, const float* omega, int iters, 
 #pragma unroll
     for (int i = 0; i < KV; ++i) {
       const int idx = threadIdx.x + kThreads * i, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
-      *reinterpret_cast<float4*>(sb + T::K + sw128(C, r, c)) = kv[i];
-      const float e[4] = {kv[i].x, kv[i].y, kv[i].z, kv[i].w};
-#pragma unroll
-      for (int q = 0; q < 4; ++q) *reinterpret_cast<float*>(sb + T::KT + sw128(D, c + q, r)) = e[q];
+      put_pair(sb, T::K, C, D, r, c, kv[i].x, kv[i].y);
+      put_pair(sb, T::K, C, D, r, c + 2, kv[i].z, kv[i].w);
+      put_one(sb, T::KT, D, C, c, r, kv[i].x);
+      put_one(sb, T::KT, D, C, c + 1, r, kv[i].y);
+      put_one(sb, T::KT, D, C, c + 2, r, kv[i].z);
+      put_one(sb, T::KT, D, C, c + 3, r, kv[i].w);
     }
   }
   {
@@ -114,15 +156,15 @@ __device__ void cheb_wgmma_lead(ChunkSmem<D>& s, const float* omega, int iters, 
 #pragma unroll
     for (int i = 0; i < HV; ++i) {
       const int idx = threadIdx.x + kThreads * i, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
-      *reinterpret_cast<float4*>(sb + T::H + sw128(D, r, c)) = hv[i];
+      put_pair(sb, T::H, D, D, r, c, hv[i].x, hv[i].y);
+      put_pair(sb, T::H, D, D, r, c + 2, hv[i].z, hv[i].w);
     }
   }
   auto store_x = [&]() {
 #pragma unroll
     for (int j = 0; j < NY; ++j) {
-      const int c = w.yc + 8 * j;
-      *reinterpret_cast<float2*>(sb + T::X + sw128(C, w.r0, c)) = make_float2(tf32_round(xc[j][0]), tf32_round(xc[j][1]));
-      *reinterpret_cast<float2*>(sb + T::X + sw128(C, w.r1, c)) = make_float2(tf32_round(xc[j][2]), tf32_round(xc[j][3]));
+      put_pair(sb, T::X, C, D, w.r0, w.yc + 8 * j, xc[j][0], xc[j][1]);
+      put_pair(sb, T::X, C, D, w.r1, w.yc + 8 * j, xc[j][2], xc[j][3]);
     }
     fence_async_smem();
     __syncthreads();
@@ -131,29 +173,22 @@ __device__ void cheb_wgmma_lead(ChunkSmem<D>& s, const float* omega, int iters, 
 
   float S[16], Y[NY * 4];
   for (int it = 0; it < iters; ++it) {
-    // The 64 descriptors below are loop-invariant: hoisted, they would take 128 registers. An opaque base
-    // keeps each one a single add next to its use.
+    // The descriptors below are loop-invariant: hoisted, they would take over 100 registers. An opaque
+    // base keeps each one an add next to its use.
     uint32_t b = base;
     asm volatile("" : "+r"(b));
+    const bool three = it >= three_from;
     wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < D / 8; ++ks)
-      wgmma_tf32<32>(S, sw128_desc_at(b + T::X, C, 0, 8 * ks), sw128_desc_at(b + T::K, C, 32 * w.wg, 8 * ks), ks);
+    wg_product<32>(S, b + T::X, b + T::K, C, 32 * w.wg, D, three, true);
     wgmma_commit();
-#pragma unroll
-    for (int ks = 0; ks < D / 8; ++ks)
-      wgmma_tf32<D / 2>(Y, sw128_desc_at(b + T::X, C, 0, 8 * ks),
-                        sw128_desc_at(b + T::H, D, w.wg * (D / 2), 8 * ks), ks);
+    wg_product<D / 2>(Y, b + T::X, b + T::H, D, w.wg * (D / 2), D, three, true);
     wgmma_commit();
     wgmma_wait<1>();
     fence_regs(S);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const int c = w.sc + 8 * j;
-      *reinterpret_cast<float2*>(sb + T::P + sw128(C, w.r0, c)) =
-          make_float2(tf32_round(S[4 * j] * mk[j][0]), tf32_round(S[4 * j + 1] * mk[j][1]));
-      *reinterpret_cast<float2*>(sb + T::P + sw128(C, w.r1, c)) =
-          make_float2(tf32_round(S[4 * j + 2] * mk[j][2]), tf32_round(S[4 * j + 3] * mk[j][3]));
+      put_pair(sb, T::P, C, C, w.r0, w.sc + 8 * j, S[4 * j] * mk[j][0], S[4 * j + 1] * mk[j][1]);
+      put_pair(sb, T::P, C, C, w.r1, w.sc + 8 * j, S[4 * j + 2] * mk[j][2], S[4 * j + 3] * mk[j][3]);
     }
     fence_async_smem();
     wgmma_wait<0>();
@@ -167,10 +202,7 @@ __device__ void cheb_wgmma_lead(ChunkSmem<D>& s, const float* omega, int iters, 
     }
     __syncthreads();  // P complete; every X read of this iteration done
     wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < C / 8; ++ks)
-      wgmma_tf32<D / 2>(Y, sw128_desc_at(b + T::P, C, 0, 8 * ks),
-                        sw128_desc_at(b + T::KT, D, w.wg * (D / 2), 8 * ks), 1);
+    wg_product<D / 2>(Y, b + T::P, b + T::KT, D, w.wg * (D / 2), C, three, false);
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(Y);
@@ -187,27 +219,7 @@ __device__ void cheb_wgmma_lead(ChunkSmem<D>& s, const float* omega, int iters, 
     store_x();  // also: every P read of this iteration done before the next one writes P
   }
 
-  // Restore the padded tiles: K (over the dead X/P tiles), H̄ (over its own swizzled copy: read, sync, write),
-  // x and the right-hand side, the mask.
-#pragma unroll
-  for (int i = 0; i < KV; ++i) {
-    const int idx = threadIdx.x + kThreads * i, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
-    *reinterpret_cast<float4*>(s.K + r * LD + c) = *reinterpret_cast<const float4*>(sb + T::K + sw128(C, r, c));
-  }
-  {
-    float4 hv[HV];
-#pragma unroll
-    for (int i = 0; i < HV; ++i) {
-      const int idx = threadIdx.x + kThreads * i, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
-      hv[i] = *reinterpret_cast<const float4*>(sb + T::H + sw128(D, r, c));
-    }
-    __syncthreads();
-#pragma unroll
-    for (int i = 0; i < HV; ++i) {
-      const int idx = threadIdx.x + kThreads * i, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
-      *reinterpret_cast<float4*>(s.H + r * LD + c) = hv[i];
-    }
-  }
+  // x, the right-hand side and the mask back into their padded tiles (over dead swizzled ones).
 #pragma unroll
   for (int j = 0; j < NY; ++j) {
     const int c = w.yc + 8 * j;

@@ -21,7 +21,7 @@ struct BwdArgs {
   float scale;
   int H;
   int lambda_grad;
-  int split_from, wgmma_iters;
+  SolveSchedule sched;
 };
 
 template <int D>
@@ -65,6 +65,10 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
   const int64_t tile = static_cast<int64_t>(it.slot) * a.H + h;
   const bool solve = a.cc.n > 0;
   constexpr int64_t DD = static_cast<int64_t>(D) * D;
+  const auto reload = [&] {  // after the warpgroup iterations of a solve (cheb_solve)
+    rows_load<D>(s.K, a.k, it, h);
+    square_load<D>(s.H, a.st.Hs + tile * DD);
+  };
 
   rows_load<D>(s.K, a.k, it, h);
   rows_load<D>(s.X, a.q, it, h);
@@ -87,7 +91,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
     __syncthreads();
     regs_from_smem<D>(x, s.X);
   } else if (solve) {
-    cheb_solve<D>(s, n, a.cc, a.omega, q, false, x, a.split_from, a.wgmma_iters);
+    cheb_solve<D>(s, n, a.cc, a.omega, q, false, x, a.sched, reload);
   } else {
 #pragma unroll
     for (int i = 0; i < F::TM; ++i)
@@ -152,7 +156,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
   __syncthreads();
   Regs<D> u;
   if (solve) {
-    cheb_solve<D>(s, n, a.cc, a.omega, dx, true, u, a.split_from, a.wgmma_iters);
+    cheb_solve<D>(s, n, a.cc, a.omega, dx, true, u, a.sched, reload);
   } else {
 #pragma unroll
     for (int i = 0; i < F::TM; ++i)
@@ -286,7 +290,7 @@ __device__ float tile_dot(const float* a, const float* b, float* red) {
 template <int D>
 __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, BwdArgs a) {
   using F = Cfg<D>;
-  extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
+  extern __shared__ __align__(1024) float4 smem_raw[];
   ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
   const Item it = items[blockIdx.x];
   const int h = blockIdx.y, n = it.n;
@@ -486,7 +490,7 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
             dview(gin.d_o), dview(gin.x), dview(gin.fro), dview(gout.dq), dview(gout.dk), dview(gout.dv),
             dview(gout.dalpha), dview(gout.dg), dview(gout.dgk), st, X.as<float>(), U.as<float>(), Psi.as<float>(),
             Phi.as<float>(), scal.as<float>(), Rin.as<float>(), Qin.as<float>(), cheb_const(p), omega.get(),
-            static_cast<float>(p.scale), static_cast<int>(p.H), p.lambda_grad ? 1 : 0, plain_tf32_iters(p), wgmma_iters(p)};
+            static_cast<float>(p.scale), static_cast<int>(p.H), p.lambda_grad ? 1 : 0, solve_schedule(p)};
   const size_t smem = sizeof(ChunkSmem<D>);
   const dim3 grid(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H));
   if (!plan.items.empty()) {

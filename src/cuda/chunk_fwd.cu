@@ -15,7 +15,7 @@ struct FwdArgs {
   const float* omega;
   float scale;
   int H;
-  int split_from, wgmma_iters;
+  SolveSchedule sched;
 };
 
 template <int D>
@@ -39,7 +39,10 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
   regs_from_smem<D>(q, s.X);
   if (a.cc.n > 0) {
     fro_norms<D>(s, n);
-    cheb_solve<D>(s, n, a.cc, a.omega, q, false, x, a.split_from, a.wgmma_iters);
+    cheb_solve<D>(s, n, a.cc, a.omega, q, false, x, a.sched, [&] {
+      rows_load<D>(s.K, a.k, it, h);
+      square_load<D>(s.H, a.st.Hs + tile * D * D);
+    });
   } else {
     if (a.fro.dt || a.res.dt) fro_norms<D>(s, n);
 #pragma unroll
@@ -126,7 +129,7 @@ void forward_run(const Problem& p, const ForwardOutputs& out) {
   if (!plan.items.empty()) {
     FwdArgs a{dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),
               dview(out.o), dview(out.x), dview(out.fro), dview(out.residual), st, cheb_const(p), omega.get(),
-              static_cast<float>(p.scale), static_cast<int>(p.H), plain_tf32_iters(p), wgmma_iters(p)};
+              static_cast<float>(p.scale), static_cast<int>(p.H), solve_schedule(p)};
     const size_t smem = sizeof(ChunkSmem<D>);
     check(cudaFuncSetAttribute(chunk_fwd_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           fn, "cudaFuncSetAttribute");

@@ -175,36 +175,48 @@ inline ChebConst cheb_const(const Problem& p) {
   return c;
 }
 
-// Leading Chebyshev iterations whose products run in plain tf32 (the rest in 3xTF32, chunk_tile.cuh):
-// none with Precision::fp32, all but the last kMixedFinishIters with Precision::mixed. GKA_CUDA_TF32_ITERS
-// overrides both (experiments; clamped to >= 0).
-inline int plain_tf32_iters(const Problem& p) {
-  static const int env = [] {
-    const char* e = std::getenv("GKA_CUDA_TF32_ITERS");
-    return e ? std::max(0, std::atoi(e)) : -1;
-  }();
-  if (env >= 0) return env;
-  return p.precision == Precision::mixed ? std::max(0, p.num_iter - kMixedFinishIters) : 0;
-}
+// Where a call's Chebyshev iterations run (cheb_solve): iterations [0, wgmma) on Hopper warpgroup products
+// (cheb_wgmma.cuh: one bf16 product term before three_from, three after), the rest on mma.sync (one plain tf32
+// product before split_from, 3xTF32 after).
+// - fp32: every iteration in 3xTF32 on mma.sync (fp32 accuracy: the suite's fp32 tolerances on every case);
+// - mixed: one-term products on all but the last iterations (params.h): on Hopper all on wgmma, elsewhere
+//   on mma.sync. GKA_CUDA_ONE_TERM_ITERS sets the number of one-term iterations (experiments).
+// Hopper products need an sm_90 device and a build with sm_90a (GKA_HAVE_SM90A); GKA_CUDA_WGMMA=0 turns them
+// off (the portable path, for comparison and testing on the same card).
+struct SolveSchedule {
+  int32_t wgmma = 0, three_from = 0, split_from = 0;
+};
 
-// Leading plain-tf32 iterations that run on Hopper warpgroup products (cheb_wgmma.cuh): all of them on an
-// sm_90 device when the build includes sm_90a (GKA_HAVE_SM90A), none elsewhere or with GKA_CUDA_WGMMA=0
-// (the portable mma.sync path, for comparison and testing on the same card).
-inline int wgmma_iters(const Problem& p) {
+inline bool wgmma_available() {
 #if GKA_HAVE_SM90A
   static const bool off = [] {
     const char* e = std::getenv("GKA_CUDA_WGMMA");
     return e && std::string(e) == "0";
   }();
   int dev = 0, major = 0;
-  if (off || cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess || major != 9)
-    return 0;
-  return plain_tf32_iters(p);
+  return !off && cudaGetDevice(&dev) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major == 9;
 #else
-  (void)p;
-  return 0;
+  return false;
 #endif
+}
+
+inline SolveSchedule solve_schedule(const Problem& p) {
+  static const int env = [] {
+    const char* e = std::getenv("GKA_CUDA_ONE_TERM_ITERS");
+    return e ? std::max(0, std::atoi(e)) : -1;
+  }();
+  SolveSchedule s;
+  if (p.precision != Precision::mixed) return s;
+  const bool wg = wgmma_available();
+  const int one = env >= 0 ? env : std::max(0, p.num_iter - (wg ? kMixedFinishItersWgmma : kMixedFinishIters));
+  if (wg) {
+    s.wgmma = p.num_iter;
+    s.three_from = one;
+  } else {
+    s.split_from = one;
+  }
+  return s;
 }
 
 // The omega sequence lives in constant memory of each translation unit that solves.

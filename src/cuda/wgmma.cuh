@@ -1,4 +1,4 @@
-// Hopper warpgroup products (wgmma.mma_async, sm_90a only): tf32 operands read from shared memory through
+// Hopper warpgroup products (wgmma.mma_async, sm_90a only): bf16 operands read from shared memory through
 // matrix descriptors, fp32 accumulators in registers. Used by the solver's leading iterations
 // (cheb_wgmma.cuh). Compiled to traps for other architectures; the host only selects them on sm_90
 // devices of a build that includes sm_90a (GKA_HAVE_SM90A).
@@ -14,11 +14,11 @@
 
 namespace gka::cuda {
 
-// The 128-byte swizzled K-major layout of wgmma: a tile of R rows (R % 8 == 0) by K fp32 columns is stored
-// as K / 32 blocks of R x 128 bytes; within a block row r sits at r * 128 and its 16-byte chunk c at
+// The 128-byte swizzled K-major layout of wgmma: a tile of R rows (R % 8 == 0) by K bf16 columns is stored
+// as K / 64 blocks of R x 128 bytes; within a block row r sits at r * 128 and its 16-byte chunk c at
 // (c ^ (r % 8)) * 16. Tiles start on 1024-byte boundaries. Byte offset of element (r, k):
-__device__ __forceinline__ uint32_t sw128(int R, int r, int k) {
-  return static_cast<uint32_t>((k >> 5) * (R * 128) + r * 128 + ((((k >> 2) & 7) ^ (r & 7)) << 4) + ((k & 3) << 2));
+__device__ __forceinline__ uint32_t sw128_bf16(int R, int r, int k) {
+  return static_cast<uint32_t>((k >> 6) * (R * 128) + r * 128 + ((((k >> 3) & 7) ^ (r & 7)) << 4) + ((k & 7) << 1));
 }
 
 // Descriptor of the 8 x 8-row core groups at `p` (byte address in shared memory): 128-byte swizzle,
@@ -28,9 +28,9 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t p) {
          (static_cast<uint64_t>(1024 >> 4) << 32) | (static_cast<uint64_t>(1) << 62);
 }
 
-// Descriptor of rows [r0, r0 + N) x columns [k0, k0 + 8) of a swizzled tile of R rows at byte address `base`.
-__device__ __forceinline__ uint64_t sw128_desc_at(uint32_t base, int R, int r0, int k0) {
-  return sw128_desc(base + (k0 >> 5) * (R * 128) + r0 * 128 + (k0 & 31) * 4);
+// Descriptor of rows [r0, r0 + N) x columns [k0, k0 + 16) of a swizzled tile of R rows at byte address `base`.
+__device__ __forceinline__ uint64_t sw128_desc_bf16_at(uint32_t base, int R, int r0, int k0) {
+  return sw128_desc(base + (k0 >> 6) * (R * 128) + r0 * 128 + (k0 & 63) * 2);
 }
 
 __device__ __forceinline__ void wgmma_fence() {
@@ -62,15 +62,16 @@ __device__ __forceinline__ void fence_regs(float (&d)[R]) {
   for (int i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// d (+)= A B for a 64 x N x 8 step, A and B by descriptor; accumulate = 0 overwrites d.
-// Accumulator layout: warp w of the warpgroup holds rows 16 w + g (+ 8), n8 block j in d[4 j .. 4 j + 3]
-// exactly as an mma.sync m16n8 C fragment (g = lane / 4, t = lane % 4: columns 8 j + 2 t, + 1).
-__device__ __forceinline__ void wgmma_tf32_n32(float (&d)[16], uint64_t a, uint64_t b, int accumulate) {
+// d (+)= A B for a 64 x N x 16 step, bf16 A and B (both K-major) by descriptor, fp32 accumulation;
+// accumulate = 0 overwrites d. Accumulator layout: warp w of the warpgroup holds rows 16 w + g (+ 8), n8
+// block j in d[4 j .. 4 j + 3] exactly as an mma.sync m16n8 C fragment (g = lane / 4, t = lane % 4:
+// columns 8 j + 2 t, + 1).
+__device__ __forceinline__ void wgmma_bf16_n32(float (&d)[16], uint64_t a, uint64_t b, int accumulate) {
 #if GKA_WGMMA_DEVICE
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32 "
-      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, %16, %17, p, 1, 1;\n}\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
         "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
       : "l"(a), "l"(b), "r"(accumulate));
@@ -80,13 +81,13 @@ __device__ __forceinline__ void wgmma_tf32_n32(float (&d)[16], uint64_t a, uint6
 #endif
 }
 
-__device__ __forceinline__ void wgmma_tf32_n64(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
+__device__ __forceinline__ void wgmma_bf16_n64(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
 #if GKA_WGMMA_DEVICE
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32 "
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
       "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
-      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1;\n}\n"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
         "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
         "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
@@ -98,14 +99,14 @@ __device__ __forceinline__ void wgmma_tf32_n64(float (&d)[32], uint64_t a, uint6
 #endif
 }
 
-// 64 x N x 8 step for N in {32, 64} on an accumulator of N / 2 floats.
+// 64 x N x 16 step for N in {32, 64} on an accumulator of N / 2 floats.
 template <int N>
-__device__ __forceinline__ void wgmma_tf32(float (&d)[N / 2], uint64_t a, uint64_t b, int accumulate) {
-  static_assert(N == 32 || N == 64, "wgmma_tf32: N in {32, 64}");
+__device__ __forceinline__ void wgmma_bf16(float (&d)[N / 2], uint64_t a, uint64_t b, int accumulate) {
+  static_assert(N == 32 || N == 64, "wgmma_bf16: N in {32, 64}");
   if constexpr (N == 32)
-    wgmma_tf32_n32(d, a, b, accumulate);
+    wgmma_bf16_n32(d, a, b, accumulate);
   else
-    wgmma_tf32_n64(d, a, b, accumulate);
+    wgmma_bf16_n64(d, a, b, accumulate);
 }
 
 }  // namespace gka::cuda

@@ -284,7 +284,7 @@ TEST(CudaPool, MatchesCpu) {
 
 // The accuracy target: bf16 inputs, layer-like gates, H = 16, D = 128, T = 1024: o within 0.5 % and
 // gradients within 1 % of the fp64 oracle — with every product at fp32 accuracy, and with Precision::mixed
-// (tf32 leading iterations), which must also differ from fp32 (else the option did nothing).
+// (cheaper leading iterations), which must also differ from fp32 (else the option did nothing).
 class CudaAccuracy : public ::testing::TestWithParam<Precision> {};
 const char* precision_name(Precision p) { return p == Precision::mixed ? "mixed" : "fp32"; }
 }  // namespace
@@ -329,10 +329,10 @@ TEST_P(CudaAccuracy, Bf16LayerLike) {
   }
 }
 
-// Precision::mixed on awkward shapes (one token, chunk tails, initial states, both head dims): its leading
-// plain-tf32 iterations (wgmma on sm_90a, mma.sync with GKA_CUDA_WGMMA=0) are damped by the fp32 finish, so x,
-// o and the gradients land within 3e-3 of the fp64 oracle; a wrong product in the leading iterations leaves
-// the 10-iteration finish far from converged (errors of order 1).
+// Precision::mixed on awkward shapes (one token, chunk tails, initial states, both head dims): its one-term
+// leading iterations (bf16 on wgmma, sm_90a; tf32 on mma.sync with GKA_CUDA_WGMMA=0) are damped by the accurate
+// last ones, so x, o and the gradients land within 3e-3 of the fp64 oracle; a wrong product anywhere on either
+// path leaves the solve far from converged (errors of order 1).
 TEST(CudaMixed, AwkwardShapesMatchOracle) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const int64_t D : {64, 128})

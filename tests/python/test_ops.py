@@ -61,7 +61,7 @@ def test_golden_example():
 
 def test_mixed_precision(device):
     """precision="mixed": the cpu computes exactly as with fp32; on cuda the leading solver iterations use
-    single-pass tf32 products, so results differ from fp32 but stay within the issue's bf16 bounds (o 0.5 %,
+    one-pass products (bf16 on Hopper, tf32 elsewhere), so results differ from fp32 but stay within the issue's bf16 bounds (o 0.5 %,
     gradients 1 %) of the fp64 oracle on inputs in the layer's regime."""
     inp = make_inputs(1, 200, 2, 64, 64, device=device, state=True, seed=3)
     for name in ("q", "k", "v"):

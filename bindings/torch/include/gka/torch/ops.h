@@ -29,7 +29,7 @@ struct GkaArgs {
   std::string solver = "chebyshev";                  // "chebyshev", "cg" (forward only) or "exact"
   bool lambda_grad = true;                           // differentiate lambda_t through ||H_t||_F
   std::string backend = "auto";                      // "auto", "reference" (fp64 oracle), "cpu", "cuda"
-  std::string precision = "fp32";                    // "fp32" or "mixed" (cuda: tf32 leading iterations)
+  std::string precision = "fp32";                    // "fp32" or "mixed" (cuda: cheaper leading iterations)
 };
 
 struct GkaResult {
