@@ -279,11 +279,31 @@ __global__ void __launch_bounds__(kThreads) step_c_kernel(const SeqInfo* seqs, B
   if (dinit.dt) dstore(dinit, drow(dinit, sq.state, h, r) + c, R);
 }
 
-// Block dot product of two contiguous D x D fp32 tiles.
+// Block dot product of two contiguous D x D fp32 tiles (16-byte aligned) in a fixed order. Each thread's
+// 16-byte loads go out in two batches (one CTA per SM: rounds of dependent loads, not bandwidth, bound a plain
+// loop). Needs kThreads threads.
 template <int D>
 __device__ float tile_dot(const float* a, const float* b, float* red) {
+  constexpr int PER = D * D / 4 / kThreads, HALF = PER > 1 ? PER / 2 : 1;
+  const float4* a4 = reinterpret_cast<const float4*>(a);
+  const float4* b4 = reinterpret_cast<const float4*>(b);
   float v = 0.f;
-  for (int idx = threadIdx.x; idx < D * D; idx += blockDim.x) v = fmaf(a[idx], b[idx], v);
+#pragma unroll
+  for (int p0 = 0; p0 < PER; p0 += HALF) {
+    float4 x[HALF], y[HALF];
+#pragma unroll
+    for (int p = 0; p < HALF; ++p) {
+      x[p] = __ldg(a4 + threadIdx.x + (p0 + p) * kThreads);
+      y[p] = __ldg(b4 + threadIdx.x + (p0 + p) * kThreads);
+    }
+#pragma unroll
+    for (int p = 0; p < HALF; ++p) {
+      v = fmaf(x[p].x, y[p].x, v);
+      v = fmaf(x[p].y, y[p].y, v);
+      v = fmaf(x[p].z, y[p].z, v);
+      v = fmaf(x[p].w, y[p].w, v);
+    }
+  }
   return block_sum(v, red);
 }
 
@@ -322,27 +342,37 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
   const SolveWarp w;
   const int r0 = 16 * w.rb + w.g, r1 = r0 + 8;
   const int n8 = (n + 7) & ~7;
-  // dk of the solve: K (R + Rᵀ), rows scaled by e^{G_last - G_t}.
+  // Operands from the fp32 scratch are staged in shared memory first (cp.async, all in flight): fragment
+  // loads straight from global memory left the products waiting on L2 latency.
+  // dk of the solve: K (R + Rᵀ), rows scaled by e^{G_last - G_t}; R (D x D) staged over the X and V tiles.
+  static_assert(offsetof(ChunkSmem<D>, V) == offsetof(ChunkSmem<D>, X) + sizeof(float) * C * LD && 2 * C >= D,
+                "R is staged over the adjacent X and V tiles");
+  tile_copy_async<D>(s.X, R, D);
+  __syncthreads();
   FragC<D> dks;
   {
     FragC<D> t;
     frag_zero(t);
     frag_zero(dks);
-    tile_gemm<D, false, false>(t, w, s.K, LD, R, D, D);
-    tile_gemm<D, false, true>(t, w, s.K, LD, R, D, D);
+    tile_gemm<D, false, false>(t, w, s.K, LD, s.X, LD, D);
+    tile_gemm<D, false, true>(t, w, s.K, LD, s.X, LD, D);
     frag_add_rows<D>(dks, t, expf(GL - s.G[r0]), expf(GL - s.G[r1]));
   }
-  if (solve) {
+  if (solve) {  // X and U staged in s.X and s.V
+    __syncthreads();
+    tile_copy_async<D>(s.X, Xg, C);
+    tile_copy_async<D>(s.V, Ug, C);
+    __syncthreads();
     // -((K Xᵀ) ⊙ M̃) U - ((K Uᵀ) ⊙ M̃) X with M̃_ts = M_st (s >= t).
     for (int pass = 0; pass < 2; ++pass) {
-      const float* A = pass == 0 ? Xg : Ug;
-      const float* B = pass == 0 ? Ug : Xg;
+      const float* A = pass == 0 ? s.X : s.V;
+      const float* B = pass == 0 ? s.V : s.X;
       FragC<C> sc;
       frag_zero(sc);
-      tile_gemm<C, false, true>(sc, w, s.K, LD, A, D, D);
+      tile_gemm<C, false, true>(sc, w, s.K, LD, A, LD, D);
       frag_put<C>(s.P, sc, w, [&](int t, int u, float v) { return (u >= t && u < n) ? -v * s.M[u * LC + t] : 0.f; });
       __syncthreads();
-      tile_gemm<D, false, false>(dks, w, s.P, LC, B, D, n8);
+      tile_gemm<D, false, false>(dks, w, s.P, LC, B, LD, n8);
       __syncthreads();
     }
     if (a.lambda_grad) {
@@ -370,15 +400,13 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
       tile_gemm<D, false, true>(t, w, s.K, LD, s.H, LD, D);
       frag_add_rows<D>(dks, t, -s.eG[r0] * s.t0[r0], -s.eG[r1] * s.t0[r1]);
     }
-    // H_i x_i (one more operator application) for the gate gradient.
-    __syncthreads();
-    tile_copy_async<D>(s.X, Xg, F::C);
+    // H_i x_i (one more operator application) for the gate gradient; X is still in s.X, U in s.V.
     __syncthreads();
     float mk[4][4], hx[NT][4];
     mask_frag<D>(s.M, w, mk);
     op_mma<D, true>(s, w, mk, hx);
     float u0, u1, k0, k1;
-    frag_row_dot<D>(reinterpret_cast<const FragC<D>&>(hx), w, Ug, D, u0, u1);
+    frag_row_dot<D>(reinterpret_cast<const FragC<D>&>(hx), w, s.V, LD, u0, u1);
     frag_row_dot<D>(dks, w, s.K, LD, k0, k1);
     frag_row_sum(-0.5f * k0 - u0, -0.5f * k1 - u1, w, s.rowp, dG);
     if (threadIdx.x < C) dG[threadIdx.x] -= s.w[threadIdx.x] * s.f[threadIdx.x] * s.f[threadIdx.x];
@@ -395,10 +423,19 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
   rows_load<D>(s.V, a.v, it, h);
   gate_build<D>(a.g, it, h, s.Gg, s.eGg, s.M);
   __syncthreads();
-  for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) {
-    const int r = idx / D, c = idx % D;
-    const float qv = s.X[r * F::LD + c];
-    s.X[r * F::LD + c] = qv + s.alpha[r] * (Xg[idx] - qv);
+  {  // Q~ = q + alpha (x - q): all of a thread's 16-byte loads of x first
+    constexpr int PER = C * D / 4 / kThreads;
+    float4 xv[PER];
+#pragma unroll
+    for (int p = 0; p < PER; ++p) xv[p] = __ldg(reinterpret_cast<const float4*>(Xg) + threadIdx.x + p * kThreads);
+#pragma unroll
+    for (int p = 0; p < PER; ++p) {
+      const int idx = 4 * (threadIdx.x + p * kThreads), r = idx / D, c = idx % D;
+      float4& qv = *reinterpret_cast<float4*>(s.X + r * LD + c);
+      const float al = s.alpha[r];
+      qv = make_float4(qv.x + al * (xv[p].x - qv.x), qv.y + al * (xv[p].y - qv.y), qv.z + al * (xv[p].z - qv.z),
+                       qv.w + al * (xv[p].w - qv.w));
+    }
   }
   __syncthreads();
   const float GgL = s.Gg[n - 1];
@@ -420,14 +457,16 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
       tile_gemm<D, false, false>(dv, w, s.P, LC, s.H, LD, n8);
     __syncthreads();
   }
-  {
+  {  // Q_c staged over dO (dead after the passes)
+    tile_copy_async<D>(s.H, Qc, D);
+    __syncthreads();
     const float e0 = expf(GgL - s.Gg[r0]), e1 = expf(GgL - s.Gg[r1]);
     FragC<D> t;
     frag_zero(t);
-    tile_gemm<D, false, true>(t, w, s.V, LD, Qc, D, D);  // V Q_cᵀ
+    tile_gemm<D, false, true>(t, w, s.V, LD, s.H, LD, D);  // V Q_cᵀ
     frag_add_rows<D>(dkr, t, e0, e1);
     frag_zero(t);
-    tile_gemm<D, false, false>(t, w, s.K, LD, Qc, D, D);  // K Q_c
+    tile_gemm<D, false, false>(t, w, s.K, LD, s.H, LD, D);  // K Q_c
     frag_add_rows<D>(dv, t, e0, e1);
   }
   {
