@@ -1,5 +1,5 @@
-// The Chebyshev solver of the chunk kernels (spec §A.3): the mma.sync loop of chunk_tile.cuh, its leading
-// plain-tf32 iterations optionally on Hopper warpgroup products (cheb_wgmma.cuh).
+// The Chebyshev solver of the chunk kernels (spec §A.3): iterations on mma.sync (chunk_tile.cuh's op_mma) or,
+// for the mixed schedule on Hopper, on warpgroup products (cheb_wgmma.cuh).
 #pragma once
 
 #include "cuda/cheb_wgmma.cuh"
@@ -8,13 +8,12 @@
 namespace gka::cuda {
 
 // Chebyshev iteration (spec §A.3) on all rows: (H_i + lambda_i I) x_i = rhs_i with f from s.f. The result
-// is returned in x. The products run on tensor cores (op_mma): iterations it >= split_from in 3xTF32, the
-// earlier ones in plain tf32 (their rounding is damped by the later iterations). The iterate lives in
-// registers in the warp-tile layout of SolveWarp and in s.X (one buffer: the scores are formed before
-// the update overwrites it); P holds the scores, V the right-hand side. Uses X, V, P; leaves the result in s.X (ld LD) too.
-// The schedule (common.cuh) says which iterations run where: the first sched.wgmma on warpgroup products
-// (cheb_wgmma.cuh; after them `reload` brings s.H, untransposed, and s.K back from global memory), the rest
-// here with plain tf32 products before sched.split_from and 3xTF32 after.
+// is returned in x. The schedule (common.cuh) says which iterations run where: the first sched.wgmma on
+// warpgroup products (cheb_wgmma.cuh; after them `reload` brings s.H, untransposed, and s.K back from global
+// memory), the rest here on mma.sync (op_mma) with plain tf32 products before sched.split_from and 3xTF32
+// after (the iteration damps the earlier rounding). Here the iterate lives in registers in the warp-tile layout
+// of SolveWarp and in s.X (one buffer: the scores are formed before the update overwrites it); P holds the
+// scores, V the right-hand side. Uses X, V, P; leaves the result in s.X (ld LD) too.
 template <int D, class Reload>
 __device__ void cheb_solve(ChunkSmem<D>& s, int n, const ChebConst& cc, const float* omega, const Regs<D>& rhs,
                            bool adjoint, Regs<D>& x, const SolveSchedule& sched, Reload&& reload) {
