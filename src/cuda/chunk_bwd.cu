@@ -149,7 +149,10 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
     }
   }
 
-  // Adjoint solve Hᵀ u = dx (same solver), w, dq = (1 - alpha) dq~ + u.
+  // Adjoint solve Hᵀ u = dx (same solver), w, dq = (1 - alpha) dq~ + u. Across it x, dq~ and q~ wait in this
+  // chunk's scratch (x already in X, dq~ in U's slot, q~ in Φ's, each overwritten later): in registers they spilled.
+  regs_to_global<D>(dqt, a.U + id * F::C * D);
+  regs_to_global<D>(qt, a.Phi + id * DD);
   __syncthreads();
   square_load<D>(s.H, a.st.Hs + tile * DD);
   gate_build<D>(a.gk, it, h, s.G, s.eG, s.M);
@@ -163,6 +166,8 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
 #pragma unroll
       for (int j = 0; j < F::TN; ++j) u[i][j] = dx[i][j];
   }
+  regs_from_global<D>(x, a.X + id * F::C * D);
+  regs_from_global<D>(dqt, a.U + id * F::C * D);
 #pragma unroll
   for (int i = 0; i < F::TM; ++i) {
     const int row = tr + 16 * i;
@@ -228,6 +233,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
 
   // Σ e^{Gg_s} Φ_s = s Q~ᵀ diag(e^Gg) dO.
   __syncthreads();
+  regs_from_global<D>(qt, a.Phi + id * DD);
   regs_to_smem<D>(qt, s.X);
   rows_load<D>(s.V, a.d_o, it, h, a.scale);
   __syncthreads();

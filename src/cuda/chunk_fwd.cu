@@ -50,6 +50,11 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
 #pragma unroll
       for (int j = 0; j < F::TN; ++j) x[i][j] = q[i][j];
   }
+  // q once more from the input: kept in registers across the solve, it spilled
+  __syncthreads();
+  rows_load<D>(s.V, a.q, it, h);
+  __syncthreads();
+  regs_from_smem<D>(q, s.V);
   if (a.x.dt) regs_store<D>(x, a.x, it, h);
   if (a.fro.dt && threadIdx.x < n) dstore(a.fro, drow(a.fro, it.batch, it.t0 + threadIdx.x, h), s.f[threadIdx.x]);
   if (a.res.dt) {  // ||(H_i + lambda_i I) x_i - q_i|| / ||q_i||

@@ -245,6 +245,16 @@ __device__ __forceinline__ void regs_to_global(const Regs<D>& r, float* dst) {
     for (int j = 0; j < F::TN; ++j) dst[(tr + 16 * i) * D + tc + 16 * j] = r[i][j];
 }
 
+template <int D>
+__device__ __forceinline__ void regs_from_global(Regs<D>& r, const float* src) {
+  using F = Cfg<D>;
+  const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
+#pragma unroll
+  for (int i = 0; i < F::TM; ++i)
+#pragma unroll
+    for (int j = 0; j < F::TN; ++j) r[i][j] = src[(tr + 16 * i) * D + tc + 16 * j];
+}
+
 // P = (A Bᵀ) ⊙ mask on and below the diagonal (rows < n), 0 elsewhere; A, B are C x D tiles (ld lda/ldb).
 // The mask is M (ld LC) when `masked`, else ones. Result times `sign`.
 template <int D>
