@@ -1,4 +1,5 @@
-// The Chebyshev solver's leading iterations on Hopper warpgroup products (wgmma, sm_90a). Each iteration
+// Chebyshev iterations on Hopper warpgroup products (wgmma, sm_90a): the first iterations of a solve (all of them
+// with Precision::mixed, see common.cuh's SolveSchedule). Each iteration
 // is three asynchronous 64-row products per warpgroup, operands straight from shared memory: scores
 // S = X Kᵀ and Y = X H̄ᵀ, then Y = diag(e^G) Y + (S ⊙ M) K. Warpgroup wg owns columns [wg D/2, wg D/2 + D/2)
 // of Y and [32 wg, 32 wg + 32) of S; no fragment loads or operand splits in the issue stream, unlike the
@@ -7,7 +8,7 @@
 // Operands are bf16 pairs: v = hi + lo with hi = bf16(v), lo = bf16(v - hi) (16 significant bits). An
 // iteration runs either one product per term (hi hi: bf16 rounding, ~2^-9 relative) or three (lo hi + hi lo +
 // hi hi, lo lo dropped: ~2^-16), at the bf16 tensor rate. The iteration damps the rounding of earlier
-// iterations, so the schedule (common.cuh, wgmma_schedule) ends on accurate ones.
+// iterations, so the schedule (common.cuh, SolveSchedule) ends on accurate ones.
 //
 // The swizzled tiles overlay the padded tiles of ChunkSmem for the duration of these iterations. On exit,
 // x is in s.X, the right-hand side in s.V and the mask in s.M (padded, exactly); s.H and s.K are lost (the
