@@ -43,6 +43,11 @@ __device__ void cheb_solve(ChunkSmem<D>& s, int n, const ChebConst& cc, const fl
     cheb_wgmma<D>(s, omega, it0, sched.three_from, xa);
     reload();
     __syncthreads();
+    if (it0 == cc.n) {  // nothing left for mma.sync: x is in s.X, s.H is the caller's (untransposed) again
+      regs_from_smem<D>(x, s.X);
+      __syncthreads();
+      return;
+    }
     if (adjoint) {
       square_transpose<D>(s.H);
       __syncthreads();

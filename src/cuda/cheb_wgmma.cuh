@@ -70,6 +70,25 @@ __device__ __forceinline__ void wg_product(float (&acc)[N / 2], uint32_t a, uint
   }
 }
 
+// Moves a padded ROWS x D fp32 tile (ld LD) through registers: every thread reads its 16-byte pieces, the block
+// syncs (the destination may overlap the source), then put(r, c, v) writes each (columns c .. c + 3 of row r).
+template <int D, int ROWS, class Put>
+__device__ __forceinline__ void padded_move(const float* src, Put&& put) {
+  constexpr int PER = ROWS * D / 4 / kThreads;
+  float4 v[PER];
+#pragma unroll
+  for (int i = 0; i < PER; ++i) {
+    const int idx = threadIdx.x + kThreads * i;
+    v[i] = *reinterpret_cast<const float4*>(src + (idx / (D / 4)) * Cfg<D>::LD + (idx % (D / 4)) * 4);
+  }
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < PER; ++i) {
+    const int idx = threadIdx.x + kThreads * i;
+    put(idx / (D / 4), (idx % (D / 4)) * 4, v[i]);
+  }
+}
+
 // Position of this thread in the warpgroup accumulators: rows r0, r0 + 8; Y columns yc + 8 j (+ 1),
 // S columns sc + 8 j (+ 1).
 struct WgThread {
@@ -96,7 +115,6 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   using F = Cfg<D>;
   using T = WgTiles<D>;
   constexpr int C = F::C, LD = F::LD, LC = F::LC, NY = D / 16;
-  constexpr int KV = C * D / 4 / kThreads, HV = D * D / 4 / kThreads;  // float4s per thread of K and H̄
   char* sb = reinterpret_cast<char*>(&s);
   const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(&s));
   if (base & 1023u) __trap();  // the swizzle needs 1024-byte aligned tiles (the kernels align smem_raw)
@@ -127,40 +145,19 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
     mk[j][2] = m1[0];
     mk[j][3] = m1[1];
   }
-  {  // K -> K and Kᵀ tiles (the V/P/M area), then H̄ -> its tile and x_0 -> X (over the padded H̄/K)
-    float4 kv[KV];
-#pragma unroll
-    for (int i = 0; i < KV; ++i) {
-      const int idx = threadIdx.x + kThreads * i, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
-      kv[i] = *reinterpret_cast<const float4*>(s.K + r * LD + c);
-    }
-    __syncthreads();
-#pragma unroll
-    for (int i = 0; i < KV; ++i) {
-      const int idx = threadIdx.x + kThreads * i, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
-      put_pair(sb, T::K, C, D, r, c, kv[i].x, kv[i].y);
-      put_pair(sb, T::K, C, D, r, c + 2, kv[i].z, kv[i].w);
-      put_one(sb, T::KT, D, C, c, r, kv[i].x);
-      put_one(sb, T::KT, D, C, c + 1, r, kv[i].y);
-      put_one(sb, T::KT, D, C, c + 2, r, kv[i].z);
-      put_one(sb, T::KT, D, C, c + 3, r, kv[i].w);
-    }
-  }
-  {
-    float4 hv[HV];
-#pragma unroll
-    for (int i = 0; i < HV; ++i) {
-      const int idx = threadIdx.x + kThreads * i, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
-      hv[i] = *reinterpret_cast<const float4*>(s.H + r * LD + c);
-    }
-    __syncthreads();
-#pragma unroll
-    for (int i = 0; i < HV; ++i) {
-      const int idx = threadIdx.x + kThreads * i, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
-      put_pair(sb, T::H, D, D, r, c, hv[i].x, hv[i].y);
-      put_pair(sb, T::H, D, D, r, c + 2, hv[i].z, hv[i].w);
-    }
-  }
+  // K -> K and Kᵀ tiles (the V/P/M area), then H̄ -> its tile and x_0 -> X (over the padded H̄/K).
+  padded_move<D, C>(s.K, [&](int r, int c, float4 v) {
+    put_pair(sb, T::K, C, D, r, c, v.x, v.y);
+    put_pair(sb, T::K, C, D, r, c + 2, v.z, v.w);
+    put_one(sb, T::KT, D, C, c, r, v.x);
+    put_one(sb, T::KT, D, C, c + 1, r, v.y);
+    put_one(sb, T::KT, D, C, c + 2, r, v.z);
+    put_one(sb, T::KT, D, C, c + 3, r, v.w);
+  });
+  padded_move<D, D>(s.H, [&](int r, int c, float4 v) {
+    put_pair(sb, T::H, D, D, r, c, v.x, v.y);
+    put_pair(sb, T::H, D, D, r, c + 2, v.z, v.w);
+  });
   auto store_x = [&]() {
 #pragma unroll
     for (int j = 0; j < NY; ++j) {

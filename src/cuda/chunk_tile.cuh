@@ -199,24 +199,25 @@ __device__ void gate_build(const DView& gate, const Item& it, int h, float* G, f
 template <int D>
 using Regs = float[Cfg<D>::TM][Cfg<D>::TN];
 
+// A C x D tile (row-major, leading dimension ld: LD in shared memory, D in the fp32 scratch) <-> registers.
 template <int D>
-__device__ __forceinline__ void regs_from_smem(Regs<D>& r, const float* src) {
+__device__ __forceinline__ void regs_from_smem(Regs<D>& r, const float* src, int ld = Cfg<D>::LD) {
   using F = Cfg<D>;
   const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
 #pragma unroll
   for (int i = 0; i < F::TM; ++i)
 #pragma unroll
-    for (int j = 0; j < F::TN; ++j) r[i][j] = src[(tr + 16 * i) * F::LD + tc + 16 * j];
+    for (int j = 0; j < F::TN; ++j) r[i][j] = src[(tr + 16 * i) * ld + tc + 16 * j];
 }
 
 template <int D>
-__device__ __forceinline__ void regs_to_smem(const Regs<D>& r, float* dst) {
+__device__ __forceinline__ void regs_to_smem(const Regs<D>& r, float* dst, int ld = Cfg<D>::LD) {
   using F = Cfg<D>;
   const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
 #pragma unroll
   for (int i = 0; i < F::TM; ++i)
 #pragma unroll
-    for (int j = 0; j < F::TN; ++j) dst[(tr + 16 * i) * F::LD + tc + 16 * j] = r[i][j];
+    for (int j = 0; j < F::TN; ++j) dst[(tr + 16 * i) * ld + tc + 16 * j] = r[i][j];
 }
 
 // Stores rows < n of a register tile into a [B,T,H,D] view.
@@ -237,22 +238,11 @@ __device__ __forceinline__ void regs_store(const Regs<D>& r, const DView& v, con
 // Contiguous C x D fp32 scratch tile (ld D) <-> registers.
 template <int D>
 __device__ __forceinline__ void regs_to_global(const Regs<D>& r, float* dst) {
-  using F = Cfg<D>;
-  const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
-#pragma unroll
-  for (int i = 0; i < F::TM; ++i)
-#pragma unroll
-    for (int j = 0; j < F::TN; ++j) dst[(tr + 16 * i) * D + tc + 16 * j] = r[i][j];
+  regs_to_smem<D>(r, dst, D);
 }
-
 template <int D>
 __device__ __forceinline__ void regs_from_global(Regs<D>& r, const float* src) {
-  using F = Cfg<D>;
-  const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
-#pragma unroll
-  for (int i = 0; i < F::TM; ++i)
-#pragma unroll
-    for (int j = 0; j < F::TN; ++j) r[i][j] = src[(tr + 16 * i) * D + tc + 16 * j];
+  regs_from_smem<D>(r, src, D);
 }
 
 // P = (A Bᵀ) ⊙ mask on and below the diagonal (rows < n), 0 elsewhere; A, B are C x D tiles (ld lda/ldb).
