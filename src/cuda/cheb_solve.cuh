@@ -8,10 +8,10 @@
 namespace gka::cuda {
 
 // Chebyshev iteration (spec §A.3) on all rows: (H_i + lambda_i I) x_i = rhs_i with f from s.f. The result
-// is returned in x. The schedule (common.cuh) says which iterations run where: the first sched.wgmma on
-// warpgroup products (cheb_wgmma.cuh; after them `reload` brings s.H, untransposed, and s.K back from global
-// memory), the rest here on mma.sync (op_mma) with plain tf32 products before sched.split_from and 3xTF32
-// after (the iteration damps the earlier rounding). Here the iterate lives in registers in the warp-tile layout
+// is returned in x. The schedule (common.cuh) says where the iterations run: all on warpgroup products
+// (cheb_wgmma.cuh; after them `reload` brings s.H, untransposed, and s.K back from global memory), or all here
+// on mma.sync (op_mma) with plain tf32 products before sched.one_term and 3xTF32 after (the iteration damps
+// the earlier rounding). Here the iterate lives in registers in the warp-tile layout
 // of SolveWarp and in s.X (one buffer: the scores are formed before the update overwrites it); P holds the
 // scores, V the right-hand side. Uses X, V, P; leaves the result in s.X (ld LD) too.
 template <int D, class Reload>
@@ -31,65 +31,46 @@ __device__ void cheb_solve(ChunkSmem<D>& s, int n, const ChebConst& cc, const fl
     square_transpose<D>(s.H);
   }
   __syncthreads();
+  if (sched.wgmma) {  // every iteration on warpgroup products; x comes back in s.X, s.H and s.K by reload
+    cheb_wgmma<D>(s, omega, cc.n, sched.one_term);
+    reload();
+    __syncthreads();
+    regs_from_smem<D>(x, s.X);
+    __syncthreads();
+    return;
+  }
   const SolveWarp w;
   const int r0 = 16 * w.rb + w.g, r1 = r0 + 8, cb = w.ch * (D / 2) + 2 * w.t;
   const float eta0 = s.eta[r0], eta1 = s.eta[r1], el0 = eta0 * s.lam[r0], el1 = eta1 * s.lam[r1];
   // The right-hand side stays in s.V (same positions as the iterate in s.X): it is read once per iteration,
   // and keeping it out of registers leaves room for the fragment pipeline.
   float xc[NT][4], xp[NT][4], mk[4][4];
-  const int it0 = min(sched.wgmma, cc.n), split_from = sched.split_from;
-  if (it0 > 0) {  // x_{it0 - 1} comes back in the warpgroup layout; x_{it0} and the right-hand side in s.X / s.V
-    float xa[NT][4];
-    cheb_wgmma<D>(s, omega, it0, sched.three_from, xa);
-    reload();
-    __syncthreads();
-    if (it0 == cc.n) {  // nothing left for mma.sync: x is in s.X, s.H is the caller's (untransposed) again
-      regs_from_smem<D>(x, s.X);
-      __syncthreads();
-      return;
-    }
-    if (adjoint) {
-      square_transpose<D>(s.H);
-      __syncthreads();
-    }
-    wg_to_solve_warp<D>(s, xa, w, xp);
 #pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      const float* p0 = s.X + r0 * LD + cb + 8 * j;
-      const float* p1 = s.X + r1 * LD + cb + 8 * j;
-      xc[j][0] = p0[0];
-      xc[j][1] = p0[1];
-      xc[j][2] = p1[0];
-      xc[j][3] = p1[1];
-    }
-  } else {
+  for (int j = 0; j < NT; ++j) {
+    float* p0 = s.X + r0 * LD + cb + 8 * j;
+    float* p1 = s.X + r1 * LD + cb + 8 * j;
+    float* v0 = s.V + r0 * LD + cb + 8 * j;
+    float* v1 = s.V + r1 * LD + cb + 8 * j;
+    const float b[4] = {p0[0], p0[1], p1[0], p1[1]};
+    v0[0] = b[0];
+    v0[1] = b[1];
+    v1[0] = b[2];
+    v1[1] = b[3];
 #pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      float* p0 = s.X + r0 * LD + cb + 8 * j;
-      float* p1 = s.X + r1 * LD + cb + 8 * j;
-      float* v0 = s.V + r0 * LD + cb + 8 * j;
-      float* v1 = s.V + r1 * LD + cb + 8 * j;
-      const float b[4] = {p0[0], p0[1], p1[0], p1[1]};
-      v0[0] = b[0];
-      v0[1] = b[1];
-      v1[0] = b[2];
-      v1[1] = b[3];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        xc[j][e] = (e < 2 ? eta0 : eta1) * b[e];
-        xp[j][e] = 0.f;
-      }
-      p0[0] = xc[j][0];
-      p0[1] = xc[j][1];
-      p1[0] = xc[j][2];
-      p1[1] = xc[j][3];
+    for (int e = 0; e < 4; ++e) {
+      xc[j][e] = (e < 2 ? eta0 : eta1) * b[e];
+      xp[j][e] = 0.f;
     }
+    p0[0] = xc[j][0];
+    p0[1] = xc[j][1];
+    p1[0] = xc[j][2];
+    p1[1] = xc[j][3];
   }
   mask_frag<D>(s.M, w, mk);
   __syncthreads();
-  for (int it = it0; it < cc.n; ++it) {
+  for (int it = 0; it < cc.n; ++it) {
     float hx[NT][4];
-    if (it >= split_from)
+    if (it >= sched.one_term)
       op_mma<D, true>(s, w, mk, hx);
     else
       op_mma<D, false>(s, w, mk, hx);

@@ -1,5 +1,5 @@
-// Chebyshev iterations on Hopper warpgroup products (wgmma, sm_90a): the first iterations of a solve (all of them
-// with Precision::mixed, see common.cuh's SolveSchedule). Each iteration
+// Chebyshev iterations on Hopper warpgroup products (wgmma, sm_90a): the whole solve with Precision::mixed on
+// Hopper (common.cuh, SolveSchedule). Each iteration
 // is three asynchronous 64-row products per warpgroup, operands straight from shared memory: scores
 // S = X Kᵀ and Y = X H̄ᵀ, then Y = diag(e^G) Y + (S ⊙ M) K. Warpgroup wg owns columns [wg D/2, wg D/2 + D/2)
 // of Y and [32 wg, 32 wg + 32) of S; no fragment loads or operand splits in the issue stream, unlike the
@@ -10,7 +10,7 @@
 // hi hi, lo lo dropped: ~2^-16), at the bf16 tensor rate. The iteration damps the rounding of earlier
 // iterations, so the schedule (common.cuh, SolveSchedule) ends on accurate ones.
 //
-// The swizzled tiles overlay the padded tiles of ChunkSmem for the duration of these iterations. On exit,
+// The swizzled tiles overlay the padded tiles of ChunkSmem for the duration of the solve. On exit,
 // x is in s.X, the right-hand side in s.V and the mask in s.M (padded, exactly); s.H and s.K are lost (the
 // caller reloads them).
 #pragma once
@@ -107,11 +107,10 @@ struct WgThread {
 };
 
 // Runs iterations [0, iters) of cheb_solve's loop from x_0 = diag(eta) rhs (the right-hand side in s.X, the mask
-// in s.M, H̄ already transposed for the adjoint), one product term for it < three_from, three after. Returns
-// x_{iters - 1} in xp (accumulator layout); leaves x_iters in s.X, the right-hand side in s.V, the mask in s.M.
-// Needs kThreads = 256.
+// in s.M, H̄ already transposed for the adjoint), one product term for it < three_from, three after. Leaves
+// x_iters in s.X, the right-hand side in s.V, the mask in s.M. Needs kThreads = 256.
 template <int D>
-__device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int three_from, float (&xp)[D / 16][4]) {
+__device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int three_from) {
   using F = Cfg<D>;
   using T = WgTiles<D>;
   constexpr int C = F::C, LD = F::LD, LC = F::LC, NY = D / 16;
@@ -121,7 +120,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   const WgThread w = WgThread::make<D>();
   const float eta0 = s.eta[w.r0], eta1 = s.eta[w.r1], el0 = eta0 * s.lam[w.r0], el1 = eta1 * s.lam[w.r1];
   const float eg0 = s.eG[w.r0], eg1 = s.eG[w.r1];
-  float rhs[NY][4], xc[NY][4], mk[4][4];
+  float rhs[NY][4], xc[NY][4], xp[NY][4], mk[4][4];
 #pragma unroll
   for (int j = 0; j < NY; ++j) {
     const float* p0 = s.X + w.r0 * LD + w.yc + 8 * j;
@@ -233,38 +232,6 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
     *reinterpret_cast<float2*>(s.M + w.r1 * LC + c) = make_float2(mk[j][2], mk[j][3]);
   }
   __syncthreads();
-}
-
-// Hands x_{k-1} from the accumulator layout (xa) to the SolveWarp layout (xs) through s.P, 64 columns at a time.
-template <int D>
-__device__ void wg_to_solve_warp(ChunkSmem<D>& s, const float (&xa)[D / 16][4], const SolveWarp& sw,
-                                 float (&xs)[D / 16][4]) {
-  constexpr int LC = Cfg<D>::LC;
-  const WgThread w = WgThread::make<D>();
-  const int s0 = 16 * sw.rb + sw.g, scb = sw.ch * (D / 2) + 2 * sw.t;
-#pragma unroll
-  for (int part = 0; part < D / 64; ++part) {
-#pragma unroll
-    for (int j = 0; j < D / 16; ++j) {
-      const int c = w.yc + 8 * j - 64 * part;
-      if (c < 0 || c >= 64) continue;
-      *reinterpret_cast<float2*>(s.P + w.r0 * LC + c) = make_float2(xa[j][0], xa[j][1]);
-      *reinterpret_cast<float2*>(s.P + w.r1 * LC + c) = make_float2(xa[j][2], xa[j][3]);
-    }
-    __syncthreads();
-#pragma unroll
-    for (int j = 0; j < D / 16; ++j) {
-      const int c = scb + 8 * j - 64 * part;
-      if (c < 0 || c >= 64) continue;
-      const float2 u = *reinterpret_cast<const float2*>(s.P + s0 * LC + c);
-      const float2 v = *reinterpret_cast<const float2*>(s.P + (s0 + 8) * LC + c);
-      xs[j][0] = u.x;
-      xs[j][1] = u.y;
-      xs[j][2] = v.x;
-      xs[j][3] = v.y;
-    }
-    __syncthreads();
-  }
 }
 
 }  // namespace gka::cuda

@@ -175,16 +175,16 @@ inline ChebConst cheb_const(const Problem& p) {
   return c;
 }
 
-// Where a call's Chebyshev iterations run (cheb_solve): iterations [0, wgmma) on Hopper warpgroup products
-// (cheb_wgmma.cuh: one bf16 product term before three_from, three after), the rest on mma.sync (one plain tf32
-// product before split_from, 3xTF32 after).
+// Where a call's Chebyshev iterations run (cheb_solve): all on Hopper warpgroup products (cheb_wgmma.cuh: one
+// bf16 product term before one_term, three after) or all on mma.sync (one plain tf32 product before one_term,
+// 3xTF32 after).
 // - fp32: every iteration in 3xTF32 on mma.sync (fp32 accuracy: the suite's fp32 tolerances on every case);
-// - mixed: one-term products on all but the last iterations (params.h): on Hopper all on wgmma, elsewhere
-//   on mma.sync. GKA_CUDA_ONE_TERM_ITERS sets the number of one-term iterations (experiments).
+// - mixed: one-term products on all but the last iterations (params.h): on Hopper on wgmma, elsewhere on
+//   mma.sync. GKA_CUDA_ONE_TERM_ITERS sets the number of one-term iterations (experiments).
 // Hopper products need an sm_90 device and a build with sm_90a (GKA_HAVE_SM90A); GKA_CUDA_WGMMA=0 turns them
 // off (the portable path, for comparison and testing on the same card).
 struct SolveSchedule {
-  int32_t wgmma = 0, three_from = 0, split_from = 0;
+  int32_t wgmma = 0, one_term = 0;
 };
 
 inline bool wgmma_available() {
@@ -208,14 +208,8 @@ inline SolveSchedule solve_schedule(const Problem& p) {
   }();
   SolveSchedule s;
   if (p.precision != Precision::mixed) return s;
-  const bool wg = wgmma_available();
-  const int one = env >= 0 ? env : std::max(0, p.num_iter - (wg ? kMixedFinishItersWgmma : kMixedFinishIters));
-  if (wg) {
-    s.wgmma = p.num_iter;
-    s.three_from = one;
-  } else {
-    s.split_from = one;
-  }
+  s.wgmma = wgmma_available() ? 1 : 0;
+  s.one_term = env >= 0 ? env : std::max(0, p.num_iter - (s.wgmma ? kMixedFinishItersWgmma : kMixedFinishIters));
   return s;
 }
 
