@@ -1,9 +1,10 @@
 // Chebyshev iterations on Hopper warpgroup products (wgmma, sm_90a): the whole solve with Precision::mixed on
-// Hopper (common.cuh, SolveSchedule). Each iteration
-// is three asynchronous 64-row products per warpgroup, operands straight from shared memory: scores
-// S = X Kᵀ and Y = X H̄ᵀ, then Y = diag(e^G) Y + (S ⊙ M) K. Warpgroup wg owns columns [wg D/2, wg D/2 + D/2)
-// of Y and [32 wg, 32 wg + 32) of S; no fragment loads or operand splits in the issue stream, unlike the
-// mma.sync path (chunk_tile.cuh).
+// Hopper (common.cuh, SolveSchedule). Warpgroup wg owns columns [wg D/2, wg D/2 + D/2) of the iterate; each
+// iteration it runs
+//   S = X Kᵀ (all C columns: both warpgroups form the full scores, so P never leaves registers),
+//   Y = X H̄ᵀ (its columns), then Y = diag(e^G) Y + P K with P = S ⊙ M packed straight into A registers,
+// X read from a swizzled shared tile. The only barrier of an iteration follows the store of the new iterate; two X
+// buffers alternate so that a warpgroup may store the next iterate while the other still reads the current one.
 //
 // Operands are bf16 pairs: v = hi + lo with hi = bf16(v), lo = bf16(v - hi) (16 significant bits). An
 // iteration runs either one product per term (hi hi: bf16 rounding, ~2^-9 relative) or three (lo hi + hi lo +
@@ -22,18 +23,19 @@
 
 namespace gka::cuda {
 
-// Byte offsets of the tiles inside ChunkSmem, each a bf16 hi tile followed by its lo tile: H̄ (D x D), X (C x D),
-// P (C x C) from the start; K (C x D) and Kᵀ (D x C) from the V tile on. The small per-row arrays from G on
-// are never touched.
+// Byte offsets inside ChunkSmem: the bf16 tiles, each a hi tile followed by its lo tile: H̄ (D x D) and the
+// two X buffers (C x D) from the start, K (C x D) from the V tile on; then the right-hand side in fp32, each
+// thread's D / 4 values as float4s at R + 16 (kThreads j + thread). The small per-row arrays from G on are never
+// touched.
 template <int D>
 struct WgTiles {
   static constexpr int C = kChunkMax;
-  static constexpr uint32_t H = 0, X = D * D * 4, P = X + C * D * 4;
-  static constexpr uint32_t K = (offsetof(ChunkSmem<D>, V) + 1023) / 1024 * 1024, KT = K + C * D * 4;
-  static_assert(P + C * C * 4 <= K && KT + D * C * 4 <= offsetof(ChunkSmem<D>, G), "wgmma tiles overflow ChunkSmem");
+  static constexpr uint32_t H = 0, X0 = D * D * 4, X1 = X0 + C * D * 4;
+  static constexpr uint32_t K = (offsetof(ChunkSmem<D>, V) + 1023) / 1024 * 1024, R = K + C * D * 4;
+  static_assert(X1 + C * D * 4 <= K && R + kThreads * D <= offsetof(ChunkSmem<D>, G), "wgmma tiles overflow ChunkSmem");
 };
 
-// Writes v (2 or 4 consecutive columns k.., k % 2 == 0) as hi/lo into the R x Kc tile at byte offset `tile`.
+// Writes v0, v1 (columns k, k + 1, k even) as hi/lo into the R x Kc tile at byte offset `tile`.
 __device__ __forceinline__ void put_pair(char* sb, uint32_t tile, int R, int Kc, int r, int k, float v0, float v1) {
   const __nv_bfloat162 hi = __floats2bfloat162_rn(v0, v1);
   const float2 h = __bfloat1622float2(hi);
@@ -42,31 +44,41 @@ __device__ __forceinline__ void put_pair(char* sb, uint32_t tile, int R, int Kc,
   *reinterpret_cast<__nv_bfloat162*>(sb + tile + off) = hi;
   *reinterpret_cast<__nv_bfloat162*>(sb + tile + R * Kc * 2 + off) = lo;
 }
-__device__ __forceinline__ void put_one(char* sb, uint32_t tile, int R, int Kc, int r, int k, float v) {
-  const __nv_bfloat16 hi = __float2bfloat16_rn(v);
-  const __nv_bfloat16 lo = __float2bfloat16_rn(v - __bfloat162float(hi));
-  const uint32_t off = sw128_bf16(R, r, k);
-  *reinterpret_cast<__nv_bfloat16*>(sb + tile + off) = hi;
-  *reinterpret_cast<__nv_bfloat16*>(sb + tile + R * Kc * 2 + off) = lo;
-}
-
 // acc (+)= A Bᵀ-tile product over Kc columns: A the 64 x Kc tile at a, B rows [rb0, rb0 + N) of the Rb x Kc
-// tile at b (shared addresses); three terms or one (hi hi). zero: the first step overwrites acc.
-template <int N>
+// tile at b (shared addresses); three terms or one (hi hi). zero: the first step overwrites acc. THREE is a
+// template argument: a branch between two products of a chain makes ptxas wait for each before the next.
+template <int N, bool THREE>
 __device__ __forceinline__ void wg_product(float (&acc)[N / 2], uint32_t a, uint32_t b, int Rb, int rb0, int Kc,
-                                           bool three, bool zero) {
+                                           bool zero) {
   constexpr int C = kChunkMax;
   const uint32_t alo = a + C * Kc * 2, blo = b + Rb * Kc * 2;
 #pragma unroll
   for (int k = 0; k < Kc; k += 16) {
     const int first = zero && k == 0 ? 0 : 1;
-    if (three) {
+    if constexpr (THREE) {
       wgmma_bf16<N>(acc, sw128_desc_bf16_at(alo, C, 0, k), sw128_desc_bf16_at(b, Rb, rb0, k), first);
       wgmma_bf16<N>(acc, sw128_desc_bf16_at(a, C, 0, k), sw128_desc_bf16_at(blo, Rb, rb0, k), 1);
       wgmma_bf16<N>(acc, sw128_desc_bf16_at(a, C, 0, k), sw128_desc_bf16_at(b, Rb, rb0, k), 1);
     } else {
       wgmma_bf16<N>(acc, sw128_desc_bf16_at(a, C, 0, k), sw128_desc_bf16_at(b, Rb, rb0, k), first);
     }
+  }
+}
+
+// acc += P B over the C columns of P: P in A registers (hi, and lo for three terms; k-step k in [k][0..3]), B
+// columns [n0, n0 + N) of the C x Kc tile at b, read MN-major (the K tile serves both S = X Kᵀ and P K).
+template <int N, bool THREE>
+__device__ __forceinline__ void wg_product_rs(float (&acc)[N / 2], const uint32_t (&ph)[kChunkMax / 16][4],
+                                              const uint32_t (&pl)[kChunkMax / 16][4], uint32_t b, int Kc, int n0) {
+  constexpr int C = kChunkMax;
+  const uint32_t blo = b + C * Kc * 2;
+#pragma unroll
+  for (int k = 0; k < C / 16; ++k) {
+    if constexpr (THREE) {
+      wgmma_bf16_rs<N>(acc, pl[k], sw128_desc_mn_at(b, C, 16 * k, n0), 1);
+      wgmma_bf16_rs<N>(acc, ph[k], sw128_desc_mn_at(blo, C, 16 * k, n0), 1);
+    }
+    wgmma_bf16_rs<N>(acc, ph[k], sw128_desc_mn_at(b, C, 16 * k, n0), 1);
   }
 }
 
@@ -90,7 +102,7 @@ __device__ __forceinline__ void padded_move(const float* src, Put&& put) {
 }
 
 // Position of this thread in the warpgroup accumulators: rows r0, r0 + 8; Y columns yc + 8 j (+ 1),
-// S columns sc + 8 j (+ 1).
+// S columns 8 j + 2 t (+ 1).
 struct WgThread {
   int wg, r0, r1, yc, sc;
   template <int D>
@@ -101,7 +113,7 @@ struct WgThread {
     w.r0 = 16 * wi + g;
     w.r1 = w.r0 + 8;
     w.yc = w.wg * (D / 2) + 2 * t;
-    w.sc = 32 * w.wg + 2 * t;
+    w.sc = 2 * t;
     return w;
   }
 };
@@ -113,14 +125,14 @@ template <int D>
 __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int three_from) {
   using F = Cfg<D>;
   using T = WgTiles<D>;
-  constexpr int C = F::C, LD = F::LD, LC = F::LC, NY = D / 16;
+  constexpr int C = F::C, LD = F::LD, LC = F::LC, NY = D / 16, NS = C / 8;
   char* sb = reinterpret_cast<char*>(&s);
   const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(&s));
   if (base & 1023u) __trap();  // the swizzle needs 1024-byte aligned tiles (the kernels align smem_raw)
   const WgThread w = WgThread::make<D>();
   const float eta0 = s.eta[w.r0], eta1 = s.eta[w.r1], el0 = eta0 * s.lam[w.r0], el1 = eta1 * s.lam[w.r1];
   const float eg0 = s.eG[w.r0], eg1 = s.eG[w.r1];
-  float rhs[NY][4], xc[NY][4], xp[NY][4], mk[4][4];
+  float rhs[NY][4], xc[NY][4], xp[NY][4], mk[NS][4];
 #pragma unroll
   for (int j = 0; j < NY; ++j) {
     const float* p0 = s.X + w.r0 * LD + w.yc + 8 * j;
@@ -136,7 +148,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
     }
   }
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
+  for (int j = 0; j < NS; ++j) {
     const float* m0 = s.M + w.r0 * LC + w.sc + 8 * j;
     const float* m1 = s.M + w.r1 * LC + w.sc + 8 * j;
     mk[j][0] = m0[0];
@@ -144,50 +156,56 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
     mk[j][2] = m1[0];
     mk[j][3] = m1[1];
   }
-  // K -> K and Kᵀ tiles (the V/P/M area), then H̄ -> its tile and x_0 -> X (over the padded H̄/K).
+  // K -> its tile (the V area), then H̄ -> its tile, x_0 -> X0 (over the padded H̄/K) and the right-hand side
+  // -> R (over the padded V/P/M).
   padded_move<D, C>(s.K, [&](int r, int c, float4 v) {
     put_pair(sb, T::K, C, D, r, c, v.x, v.y);
     put_pair(sb, T::K, C, D, r, c + 2, v.z, v.w);
-    put_one(sb, T::KT, D, C, c, r, v.x);
-    put_one(sb, T::KT, D, C, c + 1, r, v.y);
-    put_one(sb, T::KT, D, C, c + 2, r, v.z);
-    put_one(sb, T::KT, D, C, c + 3, r, v.w);
   });
   padded_move<D, D>(s.H, [&](int r, int c, float4 v) {
     put_pair(sb, T::H, D, D, r, c, v.x, v.y);
     put_pair(sb, T::H, D, D, r, c + 2, v.z, v.w);
   });
-  auto store_x = [&]() {
+  float4* rhs_s = reinterpret_cast<float4*>(sb + T::R) + threadIdx.x;
+#pragma unroll
+  for (int j = 0; j < NY; ++j) rhs_s[kThreads * j] = make_float4(rhs[j][0], rhs[j][1], rhs[j][2], rhs[j][3]);
+  auto store_x = [&](uint32_t tile) {
 #pragma unroll
     for (int j = 0; j < NY; ++j) {
-      put_pair(sb, T::X, C, D, w.r0, w.yc + 8 * j, xc[j][0], xc[j][1]);
-      put_pair(sb, T::X, C, D, w.r1, w.yc + 8 * j, xc[j][2], xc[j][3]);
+      put_pair(sb, tile, C, D, w.r0, w.yc + 8 * j, xc[j][0], xc[j][1]);
+      put_pair(sb, tile, C, D, w.r1, w.yc + 8 * j, xc[j][2], xc[j][3]);
     }
     fence_async_smem();
     __syncthreads();
   };
-  store_x();
+  store_x(T::X0);
 
-  float S[16], Y[NY * 4];
-  for (int it = 0; it < iters; ++it) {
-    // The descriptors below are loop-invariant: hoisted, they would take over 100 registers. An opaque
-    // base keeps each one an add next to its use.
-    uint32_t b = base;
-    asm volatile("" : "+r"(b));
-    const bool three = it >= three_from;
+  float S[NS * 4], Y[NY * 4];
+  uint32_t ph[C / 16][4], pl[C / 16][4];
+  // Y = diag(e^G) X H̄ᵀ + (S ⊙ M) K for the iterate in tile xt, one product term or three.
+  auto products = [&]<bool THREE>(uint32_t b, uint32_t xt) {
     wgmma_fence();
-    wg_product<32>(S, b + T::X, b + T::K, C, 32 * w.wg, D, three, true);
+    wg_product<C, THREE>(S, xt, b + T::K, C, 0, D, true);
     wgmma_commit();
-    wg_product<D / 2>(Y, b + T::X, b + T::H, D, w.wg * (D / 2), D, three, true);
+    wg_product<D / 2, THREE>(Y, xt, b + T::H, D, w.wg * (D / 2), D, true);
     wgmma_commit();
     wgmma_wait<1>();
     fence_regs(S);
+    // P = S ⊙ M as the A registers of P K: k-step k takes n8 blocks 2k (a[0], a[1]) and 2k + 1 (a[2], a[3]).
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      put_pair(sb, T::P, C, C, w.r0, w.sc + 8 * j, S[4 * j] * mk[j][0], S[4 * j + 1] * mk[j][1]);
-      put_pair(sb, T::P, C, C, w.r1, w.sc + 8 * j, S[4 * j + 2] * mk[j][2], S[4 * j + 3] * mk[j][3]);
-    }
-    fence_async_smem();
+    for (int k = 0; k < C / 16; ++k)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int j = 2 * k + (i >> 1), e = (i & 1) * 2;
+        const float v0 = S[4 * j + e] * mk[j][e], v1 = S[4 * j + e + 1] * mk[j][e + 1];
+        const __nv_bfloat162 hi = __floats2bfloat162_rn(v0, v1);
+        ph[k][i] = *reinterpret_cast<const uint32_t*>(&hi);
+        if constexpr (THREE) {
+          const float2 h = __bfloat1622float2(hi);
+          const __nv_bfloat162 lo = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
+          pl[k][i] = *reinterpret_cast<const uint32_t*>(&lo);
+        }
+      }
     wgmma_wait<0>();
     fence_regs(Y);
 #pragma unroll
@@ -197,26 +215,49 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
       Y[4 * j + 2] *= eg1;
       Y[4 * j + 3] *= eg1;
     }
-    __syncthreads();  // P complete; every X read of this iteration done
     wgmma_fence();
-    wg_product<D / 2>(Y, b + T::P, b + T::KT, D, w.wg * (D / 2), C, three, false);
+    wg_product_rs<D / 2, THREE>(Y, ph, pl, b + T::K, D, w.wg * (D / 2));
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(Y);
+  };
+  for (int it = 0; it < iters; ++it) {
+    // The descriptors are loop-invariant: hoisted, they would take over 100 registers. An opaque base keeps
+    // each one an add next to its use.
+    uint32_t b = base;
+    asm volatile("" : "+r"(b));
+    const uint32_t xt = b + ((it & 1) ? T::X1 : T::X0);
+    if (it >= three_from)
+      products.template operator()<true>(b, xt);
+    else
+      products.template operator()<false>(b, xt);
     const float om = omega[it], w1 = 1.f - om;
     const float a0 = om * (1.f - el0), a1 = om * (1.f - el1), q0 = om * eta0, q1 = om * eta1;
 #pragma unroll
-    for (int j = 0; j < NY; ++j)
+    for (int j = 0; j < NY; ++j) {
+      const float4 r4 = rhs_s[kThreads * j];
+      const float rj[4] = {r4.x, r4.y, r4.z, r4.w};
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float xn = (e < 2 ? a0 : a1) * xc[j][e] + (e < 2 ? q0 : q1) * (rhs[j][e] - Y[4 * j + e]) + w1 * xp[j][e];
+        const float xn = (e < 2 ? a0 : a1) * xc[j][e] + (e < 2 ? q0 : q1) * (rj[e] - Y[4 * j + e]) + w1 * xp[j][e];
         xp[j][e] = xc[j][e];
         xc[j][e] = xn;
       }
-    store_x();  // also: every P read of this iteration done before the next one writes P
+    }
+    if (it + 1 < iters) store_x((it & 1) ? T::X0 : T::X1);  // its barrier: the only one of the iteration
   }
 
-  // x, the right-hand side and the mask back into their padded tiles (over dead swizzled ones).
+  // x, the right-hand side and the mask back into their padded tiles, once nobody reads the swizzled ones.
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j < NY; ++j) {
+    const float4 r4 = rhs_s[kThreads * j];
+    rhs[j][0] = r4.x;
+    rhs[j][1] = r4.y;
+    rhs[j][2] = r4.z;
+    rhs[j][3] = r4.w;
+  }
+  __syncthreads();
 #pragma unroll
   for (int j = 0; j < NY; ++j) {
     const int c = w.yc + 8 * j;
@@ -225,11 +266,13 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
     *reinterpret_cast<float2*>(s.V + w.r0 * LD + c) = make_float2(rhs[j][0], rhs[j][1]);
     *reinterpret_cast<float2*>(s.V + w.r1 * LD + c) = make_float2(rhs[j][2], rhs[j][3]);
   }
+  if (w.wg == 0) {  // both warpgroups hold the whole mask
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const int c = w.sc + 8 * j;
-    *reinterpret_cast<float2*>(s.M + w.r0 * LC + c) = make_float2(mk[j][0], mk[j][1]);
-    *reinterpret_cast<float2*>(s.M + w.r1 * LC + c) = make_float2(mk[j][2], mk[j][3]);
+    for (int j = 0; j < NS; ++j) {
+      const int c = w.sc + 8 * j;
+      *reinterpret_cast<float2*>(s.M + w.r0 * LC + c) = make_float2(mk[j][0], mk[j][1]);
+      *reinterpret_cast<float2*>(s.M + w.r1 * LC + c) = make_float2(mk[j][2], mk[j][3]);
+    }
   }
   __syncthreads();
 }

@@ -1,6 +1,6 @@
 // Hopper warpgroup products (wgmma.mma_async, sm_90a only): bf16 operands read from shared memory through
-// matrix descriptors, fp32 accumulators in registers. Used by the solver's leading iterations
-// (cheb_wgmma.cuh). Compiled to traps for other architectures; the host only selects them on sm_90
+// matrix descriptors (or A from registers), fp32 accumulators in registers. Used by the mixed-precision
+// solve (cheb_wgmma.cuh). Compiled to traps for other architectures; the host only selects them on sm_90
 // devices of a build that includes sm_90a (GKA_HAVE_SM90A).
 #pragma once
 
@@ -25,6 +25,15 @@ __device__ __forceinline__ uint32_t sw128_bf16(int R, int r, int k) {
 // groups of 8 rows 1024 bytes apart (the leading offset is unused by swizzled K-major layouts).
 __device__ __forceinline__ uint64_t sw128_desc(uint32_t p) {
   return static_cast<uint64_t>((p & 0x3FFFFu) >> 4) | (static_cast<uint64_t>(1) << 16) |
+         (static_cast<uint64_t>(1024 >> 4) << 32) | (static_cast<uint64_t>(1) << 62);
+}
+
+// The same tile read MN-major (as the K x N operand B with N along the tile's columns): rows [k0, k0 + 16) x
+// columns [n0, n0 + N) of a swizzled tile of R rows at `base`; 8-row groups 1024 bytes apart, 64-column
+// blocks R * 128 bytes apart.
+__device__ __forceinline__ uint64_t sw128_desc_mn_at(uint32_t base, int R, int k0, int n0) {
+  const uint32_t p = base + (n0 >> 6) * (R * 128) + k0 * 128 + (n0 & 63) * 2;
+  return static_cast<uint64_t>((p & 0x3FFFFu) >> 4) | (static_cast<uint64_t>((R * 128) >> 4) << 16) |
          (static_cast<uint64_t>(1024 >> 4) << 32) | (static_cast<uint64_t>(1) << 62);
 }
 
@@ -107,6 +116,52 @@ __device__ __forceinline__ void wgmma_bf16(float (&d)[N / 2], uint64_t a, uint64
     wgmma_bf16_n32(d, a, b, accumulate);
   else
     wgmma_bf16_n64(d, a, b, accumulate);
+}
+
+// d (+)= A B for a 64 x N x 16 step with A from registers (the mma.sync m16n8k16 A layout per warp: a[0] row g
+// columns 2t, 2t + 1; a[1] row g + 8; a[2], a[3] the same rows at columns 8 + 2t, packed bf16x2, low half first)
+// and B by an MN-major descriptor (sw128_desc_mn: B's N index contiguous). An accumulator's n8 blocks 2k, 2k + 1
+// packed this way are the A of k-step k.
+__device__ __forceinline__ void wgmma_bf16_rs_n32(float (&d)[16], const uint32_t (&a)[4], uint64_t b, int accumulate) {
+#if GKA_WGMMA_DEVICE
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));
+#else
+  (void)d, (void)a, (void)b, (void)accumulate;
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void wgmma_bf16_rs_n64(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int accumulate) {
+#if GKA_WGMMA_DEVICE
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
+        "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]),
+        "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));
+#else
+  (void)d, (void)a, (void)b, (void)accumulate;
+  __trap();
+#endif
+}
+
+template <int N>
+__device__ __forceinline__ void wgmma_bf16_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t b, int accumulate) {
+  static_assert(N == 32 || N == 64, "wgmma_bf16_rs: N in {32, 64}");
+  if constexpr (N == 32)
+    wgmma_bf16_rs_n32(d, a, b, accumulate);
+  else
+    wgmma_bf16_rs_n64(d, a, b, accumulate);
 }
 
 }  // namespace gka::cuda

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# On the GPU machine (carry .gpu-deps): what one Chebyshev iteration of the mixed solve costs. Times the mixed
+# 8x2048 forward with N = 0, 15 and 30 iterations, all one-term or all three-term, then samples the warp
+# stalls of one chunk_fwd launch with Nsight Compute. Logs to $OUT; a table last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gka-out}
+mkdir -p "$OUT"
+eval "$(bash scripts/gpu_deps.sh unpack)"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+B=build-gpu
+cmake -S . -B $B -G Ninja -DGKA_BUILD_APPS=OFF -DGKA_BUILD_TORCH=OFF -DGKA_BUILD_BENCH=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+cmake --build $B -j16 --target gka_bench_cuda >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+fwd() {  # label, env...: the 8x2048 mixed forward in ms
+  local label=$1; shift
+  printf "%-22s %s\n" "$label" "$(env "$@" GKA_BENCH_PARTS=chunk GKA_BENCH_PRECISION=mixed GKA_BENCH_FWD_ONLY=1 \
+    $B/bench/gka_bench_cuda 5 2>&1 | awk '/fwd 8x2048 mixed/ {print $4}')"
+}
+{
+  fwd "N=0" GKA_BENCH_ITERS=0
+  fwd "N=15 one-term" GKA_BENCH_ITERS=15 GKA_CUDA_ONE_TERM_ITERS=15
+  fwd "N=30 one-term" GKA_CUDA_ONE_TERM_ITERS=30
+  fwd "N=15 three-term" GKA_BENCH_ITERS=15 GKA_CUDA_ONE_TERM_ITERS=0
+  fwd "N=30 three-term" GKA_CUDA_ONE_TERM_ITERS=0
+  fwd "N=30 default"
+} | tee "$OUT/cost.txt"
+S="--section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section SpeedOfLight"
+GKA_BENCH_PARTS=chunk GKA_BENCH_PRECISION=mixed GKA_BENCH_FWD_ONLY=1 ncu $S -k 'regex:chunk_fwd' -c 1 \
+  $B/bench/gka_bench_cuda 1 >"$OUT/ncu_fwd.txt" 2>&1
+grep -E "Duration|Stall|Issue Slots Busy|Eligible|Warp Cycles Per Issued|Shared|Tensor|Pipe|Throughput" "$OUT/ncu_fwd.txt" \
+  | cut -c1-140 | head -60
+cat "$OUT/cost.txt"
