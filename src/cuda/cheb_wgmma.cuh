@@ -35,14 +35,16 @@ struct WgTiles {
   static_assert(X1 + C * D * 4 <= K && R + kThreads * D <= offsetof(ChunkSmem<D>, G), "wgmma tiles overflow ChunkSmem");
 };
 
-// Writes v0, v1 (columns k, k + 1, k even) as hi/lo into the R x Kc tile at byte offset `tile`.
-__device__ __forceinline__ void put_pair(char* sb, uint32_t tile, int R, int Kc, int r, int k, float v0, float v1) {
+// Writes v0, v1 as hi/lo at byte offset off of a hi tile at p whose lo tile follows lo bytes later.
+__device__ __forceinline__ void put_pair_at(char* p, uint32_t off, uint32_t lo, float v0, float v1) {
   const __nv_bfloat162 hi = __floats2bfloat162_rn(v0, v1);
   const float2 h = __bfloat1622float2(hi);
-  const __nv_bfloat162 lo = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
-  const uint32_t off = sw128_bf16(R, r, k);
-  *reinterpret_cast<__nv_bfloat162*>(sb + tile + off) = hi;
-  *reinterpret_cast<__nv_bfloat162*>(sb + tile + R * Kc * 2 + off) = lo;
+  *reinterpret_cast<__nv_bfloat162*>(p + off) = hi;
+  *reinterpret_cast<__nv_bfloat162*>(p + lo + off) = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
+}
+// Writes v0, v1 (columns k, k + 1, k even) as hi/lo into the R x Kc tile at byte offset `tile`.
+__device__ __forceinline__ void put_pair(char* sb, uint32_t tile, int R, int Kc, int r, int k, float v0, float v1) {
+  put_pair_at(sb + tile, sw128_bf16(R, r, k), R * Kc * 2, v0, v1);
 }
 // acc (+)= A Bᵀ-tile product over Kc columns: A the 64 x Kc tile at a, B rows [rb0, rb0 + N) of the Rb x Kc
 // tile at b (shared addresses); three terms or one (hi hi). zero: the first step overwrites acc. THREE is a
@@ -169,11 +171,15 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   float4* rhs_s = reinterpret_cast<float4*>(sb + T::R) + threadIdx.x;
 #pragma unroll
   for (int j = 0; j < NY; ++j) rhs_s[kThreads * j] = make_float4(rhs[j][0], rhs[j][1], rhs[j][2], rhs[j][3]);
+  // This thread's X pieces sit at xo ^ (j << 4) (rows r0, r1; n8 block j): columns yc + 8 j stay in one
+  // 64-column block, and j only flips 16-byte-chunk bits that (yc / 8) % 8 leaves clear (0 for D = 128, 4 wg
+  // for D = 64). Computed once: the general swizzle per store cost ~190 integer instructions per iteration.
+  const uint32_t xo0 = sw128_bf16(C, w.r0, w.yc), xo1 = sw128_bf16(C, w.r1, w.yc);
   auto store_x = [&](uint32_t tile) {
 #pragma unroll
     for (int j = 0; j < NY; ++j) {
-      put_pair(sb, tile, C, D, w.r0, w.yc + 8 * j, xc[j][0], xc[j][1]);
-      put_pair(sb, tile, C, D, w.r1, w.yc + 8 * j, xc[j][2], xc[j][3]);
+      put_pair_at(sb + tile, xo0 ^ (j << 4), C * D * 2, xc[j][0], xc[j][1]);
+      put_pair_at(sb + tile, xo1 ^ (j << 4), C * D * 2, xc[j][2], xc[j][3]);
     }
     fence_async_smem();
     __syncthreads();
