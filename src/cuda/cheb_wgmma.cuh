@@ -53,16 +53,19 @@ template <int N, bool THREE>
 __device__ __forceinline__ void wg_product(float (&acc)[N / 2], uint32_t a, uint32_t b, int Rb, int rb0, int Kc,
                                            bool zero) {
   constexpr int C = kChunkMax;
-  const uint32_t alo = a + C * Kc * 2, blo = b + Rb * Kc * 2;
+  // Four base descriptors; each step's is one add away (desc_plus): the issue stream is the product's bound.
+  const uint64_t da = sw128_desc(a), dalo = sw128_desc(a + C * Kc * 2);
+  const uint64_t db = sw128_desc_bf16_at(b, Rb, rb0, 0), dblo = sw128_desc_bf16_at(b + Rb * Kc * 2, Rb, rb0, 0);
 #pragma unroll
   for (int k = 0; k < Kc; k += 16) {
     const int first = zero && k == 0 ? 0 : 1;
+    const uint32_t oa = (k >> 6) * (C * 128) + (k & 63) * 2, ob = (k >> 6) * (Rb * 128) + (k & 63) * 2;
     if constexpr (THREE) {
-      wgmma_bf16<N>(acc, sw128_desc_bf16_at(alo, C, 0, k), sw128_desc_bf16_at(b, Rb, rb0, k), first);
-      wgmma_bf16<N>(acc, sw128_desc_bf16_at(a, C, 0, k), sw128_desc_bf16_at(blo, Rb, rb0, k), 1);
-      wgmma_bf16<N>(acc, sw128_desc_bf16_at(a, C, 0, k), sw128_desc_bf16_at(b, Rb, rb0, k), 1);
+      wgmma_bf16<N>(acc, desc_plus(dalo, oa), desc_plus(db, ob), first);
+      wgmma_bf16<N>(acc, desc_plus(da, oa), desc_plus(dblo, ob), 1);
+      wgmma_bf16<N>(acc, desc_plus(da, oa), desc_plus(db, ob), 1);
     } else {
-      wgmma_bf16<N>(acc, sw128_desc_bf16_at(a, C, 0, k), sw128_desc_bf16_at(b, Rb, rb0, k), first);
+      wgmma_bf16<N>(acc, desc_plus(da, oa), desc_plus(db, ob), first);
     }
   }
 }
@@ -73,14 +76,14 @@ template <int N, bool THREE>
 __device__ __forceinline__ void wg_product_rs(float (&acc)[N / 2], const uint32_t (&ph)[kChunkMax / 16][4],
                                               const uint32_t (&pl)[kChunkMax / 16][4], uint32_t b, int Kc, int n0) {
   constexpr int C = kChunkMax;
-  const uint32_t blo = b + C * Kc * 2;
+  const uint64_t db = sw128_desc_mn_at(b, C, 0, n0), dblo = sw128_desc_mn_at(b + C * Kc * 2, C, 0, n0);
 #pragma unroll
   for (int k = 0; k < C / 16; ++k) {
     if constexpr (THREE) {
-      wgmma_bf16_rs<N>(acc, pl[k], sw128_desc_mn_at(b, C, 16 * k, n0), 1);
-      wgmma_bf16_rs<N>(acc, ph[k], sw128_desc_mn_at(blo, C, 16 * k, n0), 1);
+      wgmma_bf16_rs<N>(acc, pl[k], desc_plus(db, 16 * k * 128), 1);
+      wgmma_bf16_rs<N>(acc, ph[k], desc_plus(dblo, 16 * k * 128), 1);
     }
-    wgmma_bf16_rs<N>(acc, ph[k], sw128_desc_mn_at(b, C, 16 * k, n0), 1);
+    wgmma_bf16_rs<N>(acc, ph[k], desc_plus(db, 16 * k * 128), 1);
   }
 }
 

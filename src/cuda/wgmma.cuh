@@ -42,6 +42,12 @@ __device__ __forceinline__ uint64_t sw128_desc_bf16_at(uint32_t base, int R, int
   return sw128_desc(base + (k0 >> 6) * (R * 128) + r0 * 128 + (k0 & 63) * 2);
 }
 
+// Descriptor d moved by `bytes` (a multiple of 16 that keeps it inside shared memory): the start address field
+// (bits 0-13, address / 16 < 2^14) takes the add without a carry, so one 32-bit add forms it.
+__device__ __forceinline__ uint64_t desc_plus(uint64_t d, uint32_t bytes) {
+  return (d & 0xFFFFFFFF00000000ull) | static_cast<uint32_t>(static_cast<uint32_t>(d) + (bytes >> 4));
+}
+
 __device__ __forceinline__ void wgmma_fence() {
 #if GKA_WGMMA_DEVICE
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
