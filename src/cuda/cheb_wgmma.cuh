@@ -25,14 +25,15 @@ namespace gka::cuda {
 
 // Byte offsets inside ChunkSmem: the bf16 tiles, each a hi tile followed by its lo tile: H̄ (D x D) and the
 // two X buffers (C x D) from the start, K (C x D) from the V tile on; then the right-hand side in fp32, each
-// thread's D / 4 values as float4s at R + 16 (kThreads j + thread). The small per-row arrays from G on are never
-// touched.
+// thread's D / 4 values as float4s at RHS + 16 (kThreads j + thread). The small per-row arrays from G on are
+// never touched.
 template <int D>
 struct WgTiles {
   static constexpr int C = kChunkMax;
   static constexpr uint32_t H = 0, X0 = D * D * 4, X1 = X0 + C * D * 4;
-  static constexpr uint32_t K = (offsetof(ChunkSmem<D>, V) + 1023) / 1024 * 1024, R = K + C * D * 4;
-  static_assert(X1 + C * D * 4 <= K && R + kThreads * D <= offsetof(ChunkSmem<D>, G), "wgmma tiles overflow ChunkSmem");
+  static constexpr uint32_t K = (offsetof(ChunkSmem<D>, V) + 1023) / 1024 * 1024, RHS = K + C * D * 4;
+  static_assert(X1 + C * D * 4 <= K && RHS + kThreads * D <= offsetof(ChunkSmem<D>, G),
+                "wgmma tiles overflow ChunkSmem");
 };
 
 // Writes v0, v1 as hi/lo at byte offset off of a hi tile at p whose lo tile follows lo bytes later.
@@ -162,7 +163,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
     mk[j][3] = m1[1];
   }
   // K -> its tile (the V area), then H̄ -> its tile, x_0 -> X0 (over the padded H̄/K) and the right-hand side
-  // -> R (over the padded V/P/M).
+  // -> RHS (over the padded V/P/M).
   padded_move<D, C>(s.K, [&](int r, int c, float4 v) {
     put_pair(sb, T::K, C, D, r, c, v.x, v.y);
     put_pair(sb, T::K, C, D, r, c + 2, v.z, v.w);
@@ -171,7 +172,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
     put_pair(sb, T::H, D, D, r, c, v.x, v.y);
     put_pair(sb, T::H, D, D, r, c + 2, v.z, v.w);
   });
-  float4* rhs_s = reinterpret_cast<float4*>(sb + T::R) + threadIdx.x;
+  float4* rhs_s = reinterpret_cast<float4*>(sb + T::RHS) + threadIdx.x;
 #pragma unroll
   for (int j = 0; j < NY; ++j) rhs_s[kThreads * j] = make_float4(rhs[j][0], rhs[j][1], rhs[j][2], rhs[j][3]);
   // This thread's X pieces sit at xo ^ (j << 4) (rows r0, r1; n8 block j): columns yc + 8 j stay in one
