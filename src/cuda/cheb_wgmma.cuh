@@ -48,18 +48,17 @@ __device__ __forceinline__ void put_pair(char* sb, uint32_t tile, int R, int Kc,
   put_pair_at(sb + tile, sw128_bf16(R, r, k), R * Kc * 2, v0, v1);
 }
 // acc (+)= A Bᵀ-tile product over Kc columns: A the 64 x Kc tile at a, B rows [rb0, rb0 + N) of the Rb x Kc
-// tile at b (shared addresses); three terms or one (hi hi). zero: the first step overwrites acc. THREE is a
-// template argument: a branch between two products of a chain makes ptxas wait for each before the next.
+// tile at b (shared addresses), overwriting acc; three terms or one (hi hi). THREE is a template argument: a
+// branch between two products of a chain makes ptxas wait for each before the next.
 template <int N, bool THREE>
-__device__ __forceinline__ void wg_product(float (&acc)[N / 2], uint32_t a, uint32_t b, int Rb, int rb0, int Kc,
-                                           bool zero) {
+__device__ __forceinline__ void wg_product(float (&acc)[N / 2], uint32_t a, uint32_t b, int Rb, int rb0, int Kc) {
   constexpr int C = kChunkMax;
   // Four base descriptors; each step's is one add away (desc_plus): the issue stream is the product's bound.
   const uint64_t da = sw128_desc(a), dalo = sw128_desc(a + C * Kc * 2);
   const uint64_t db = sw128_desc_bf16_at(b, Rb, rb0, 0), dblo = sw128_desc_bf16_at(b + Rb * Kc * 2, Rb, rb0, 0);
 #pragma unroll
   for (int k = 0; k < Kc; k += 16) {
-    const int first = zero && k == 0 ? 0 : 1;
+    const int first = k == 0 ? 0 : 1;
     const uint32_t oa = (k >> 6) * (C * 128) + (k & 63) * 2, ob = (k >> 6) * (Rb * 128) + (k & 63) * 2;
     if constexpr (THREE) {
       wgmma_bf16<N>(acc, desc_plus(dalo, oa), desc_plus(db, ob), first);
@@ -122,6 +121,17 @@ struct WgThread {
     w.sc = 2 * t;
     return w;
   }
+  // v = this thread's accumulator pair at column c (c, c + 1 of rows r0, then r1) of a padded tile, and back.
+  __device__ void load(const float* t, int ld, int c, float (&v)[4]) const {
+    v[0] = t[r0 * ld + c];
+    v[1] = t[r0 * ld + c + 1];
+    v[2] = t[r1 * ld + c];
+    v[3] = t[r1 * ld + c + 1];
+  }
+  __device__ void store(float* t, int ld, int c, const float (&v)[4]) const {
+    *reinterpret_cast<float2*>(t + r0 * ld + c) = make_float2(v[0], v[1]);
+    *reinterpret_cast<float2*>(t + r1 * ld + c) = make_float2(v[2], v[3]);
+  }
 };
 
 // Runs iterations [0, iters) of cheb_solve's loop from x_0 = diag(eta) rhs (the right-hand side in s.X, the mask
@@ -141,12 +151,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   float rhs[NY][4], xc[NY][4], xp[NY][4], mk[NS][4];
 #pragma unroll
   for (int j = 0; j < NY; ++j) {
-    const float* p0 = s.X + w.r0 * LD + w.yc + 8 * j;
-    const float* p1 = s.X + w.r1 * LD + w.yc + 8 * j;
-    rhs[j][0] = p0[0];
-    rhs[j][1] = p0[1];
-    rhs[j][2] = p1[0];
-    rhs[j][3] = p1[1];
+    w.load(s.X, LD, w.yc + 8 * j, rhs[j]);
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       xc[j][e] = (e < 2 ? eta0 : eta1) * rhs[j][e];
@@ -154,14 +159,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
     }
   }
 #pragma unroll
-  for (int j = 0; j < NS; ++j) {
-    const float* m0 = s.M + w.r0 * LC + w.sc + 8 * j;
-    const float* m1 = s.M + w.r1 * LC + w.sc + 8 * j;
-    mk[j][0] = m0[0];
-    mk[j][1] = m0[1];
-    mk[j][2] = m1[0];
-    mk[j][3] = m1[1];
-  }
+  for (int j = 0; j < NS; ++j) w.load(s.M, LC, w.sc + 8 * j, mk[j]);
   // K -> its tile (the V area), then H̄ -> its tile, x_0 -> X0 (over the padded H̄/K) and the right-hand side
   // -> RHS (over the padded V/P/M).
   padded_move<D, C>(s.K, [&](int r, int c, float4 v) {
@@ -195,9 +193,9 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   // Y = diag(e^G) X H̄ᵀ + (S ⊙ M) K for the iterate in tile xt, one product term or three.
   auto products = [&]<bool THREE>(uint32_t b, uint32_t xt) {
     wgmma_fence();
-    wg_product<C, THREE>(S, xt, b + T::K, C, 0, D, true);
+    wg_product<C, THREE>(S, xt, b + T::K, C, 0, D);
     wgmma_commit();
-    wg_product<D / 2, THREE>(Y, xt, b + T::H, D, w.wg * (D / 2), D, true);
+    wg_product<D / 2, THREE>(Y, xt, b + T::H, D, w.wg * (D / 2), D);
     wgmma_commit();
     wgmma_wait<1>();
     fence_regs(S);
@@ -270,19 +268,12 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   __syncthreads();
 #pragma unroll
   for (int j = 0; j < NY; ++j) {
-    const int c = w.yc + 8 * j;
-    *reinterpret_cast<float2*>(s.X + w.r0 * LD + c) = make_float2(xc[j][0], xc[j][1]);
-    *reinterpret_cast<float2*>(s.X + w.r1 * LD + c) = make_float2(xc[j][2], xc[j][3]);
-    *reinterpret_cast<float2*>(s.V + w.r0 * LD + c) = make_float2(rhs[j][0], rhs[j][1]);
-    *reinterpret_cast<float2*>(s.V + w.r1 * LD + c) = make_float2(rhs[j][2], rhs[j][3]);
+    w.store(s.X, LD, w.yc + 8 * j, xc[j]);
+    w.store(s.V, LD, w.yc + 8 * j, rhs[j]);
   }
   if (w.wg == 0) {  // both warpgroups hold the whole mask
 #pragma unroll
-    for (int j = 0; j < NS; ++j) {
-      const int c = w.sc + 8 * j;
-      *reinterpret_cast<float2*>(s.M + w.r0 * LC + c) = make_float2(mk[j][0], mk[j][1]);
-      *reinterpret_cast<float2*>(s.M + w.r1 * LC + c) = make_float2(mk[j][2], mk[j][3]);
-    }
+    for (int j = 0; j < NS; ++j) w.store(s.M, LC, w.sc + 8 * j, mk[j]);
   }
   __syncthreads();
 }
