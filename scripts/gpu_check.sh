@@ -3,17 +3,12 @@
 # included, its mixed-precision tests also on the portable mma.sync path), install the torch package and run
 # the pytest suite (cuda cases included), then the CUDA bench.
 # Logs go to $OUT (default /tmp/gka-out); a short summary is printed last.
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gka-out}
-mkdir -p "$OUT"
-eval "$(bash scripts/gpu_deps.sh unpack)"
+source "$(dirname "$0")/gpu_setup.sh"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-cmake -S . -B build-gpu -G Ninja -DGKA_BUILD_APPS=OFF -DGKA_BUILD_BENCH=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build build-gpu -j16 >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-(cd build-gpu && ctest -j8 --output-on-failure) >"$OUT/ctest.log" 2>&1
+gpu_build
+(cd $B && ctest -j8 --output-on-failure) >"$OUT/ctest.log" 2>&1
 echo "ctest rc=$?"; grep -E "tests passed|tests failed|\(Failed\)" "$OUT/ctest.log" | head -20
-GKA_CUDA_WGMMA=0 build-gpu/tests/cpp/test_cuda --gtest_filter='CudaMixed*:*CudaAccuracy*' >"$OUT/test_cuda_mma.log" 2>&1
+GKA_CUDA_WGMMA=0 $B/tests/cpp/test_cuda --gtest_filter='CudaMixed*:*CudaAccuracy*' >"$OUT/test_cuda_mma.log" 2>&1
 echo "mixed-precision tests on the mma.sync path (GKA_CUDA_WGMMA=0) rc=$?"
 # The image's default $CXX (/opt/gcc/bin/g++) links libstdc++ statically: a torch extension built with it
 # carries a second libstdc++ and crashes in iostreams. Build the package with the system compiler.
@@ -22,5 +17,5 @@ CXX=/usr/bin/g++ CC=/usr/bin/gcc CUDAHOSTCXX=/usr/bin/g++ \
   python3 -m pip install --no-build-isolation --no-deps -q . >"$OUT/pip.log" 2>&1 || { tail -30 "$OUT/pip.log"; exit 1; }
 python3 -m pytest tests/python -q -rs -p no:cacheprovider >"$OUT/pytest.log" 2>&1
 echo "pytest rc=$?"; grep -E "passed|failed|FAILED|Error" "$OUT/pytest.log" | tail -15
-grep -E "precision|rel err" "$OUT/ctest.log" build-gpu/Testing/Temporary/LastTest.log 2>/dev/null | cut -d: -f2- | head -16
-GKA_BENCH_LONG=1 ./build-gpu/bench/gka_bench_cuda >"$OUT/bench.log" 2>&1; tail -25 "$OUT/bench.log"
+grep -E "precision|rel err" "$OUT/ctest.log" $B/Testing/Temporary/LastTest.log 2>/dev/null | cut -d: -f2- | head -16
+GKA_BENCH_LONG=1 $B/bench/gka_bench_cuda >"$OUT/bench.log" 2>&1; tail -25 "$OUT/bench.log"

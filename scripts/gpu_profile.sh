@@ -2,15 +2,9 @@
 # On the GPU machine (carry .gpu-deps): build test_cuda and the CUDA bench, check against the oracle, run
 # compute-sanitizer on the decode tests, time the bench (plus diagnostics: N = 0, plain-tf32 leading
 # iterations), and profile one launch of each kernel with Nsight Compute. Logs to $OUT; a table last.
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gka-out}
-mkdir -p "$OUT"
-eval "$(bash scripts/gpu_deps.sh unpack)"
+source "$(dirname "$0")/gpu_setup.sh"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
-B=build-gpu
-cmake -S . -B $B -G Ninja -DGKA_BUILD_APPS=OFF -DGKA_BUILD_TORCH=OFF -DGKA_BUILD_BENCH=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build $B -j16 --target test_cuda gka_bench_cuda >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+gpu_build test_cuda gka_bench_cuda
 $B/tests/cpp/test_cuda >"$OUT/test_cuda.log" 2>&1; echo "test_cuda rc=$?"; grep -E "PASSED|FAILED|Bf16LayerLike|acc " "$OUT/test_cuda.log" | head -20
 for tool in memcheck racecheck; do
   compute-sanitizer --tool $tool --error-exitcode 9 $B/tests/cpp/test_cuda --gtest_filter='*Decode*:*Recurrent*:*Pool*' >"$OUT/san_$tool.log" 2>&1

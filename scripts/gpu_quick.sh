@@ -3,15 +3,9 @@
 # checks the CUDA backend against the oracle (the mixed-precision tests on both solver paths: wgmma and,
 # with GKA_CUDA_WGMMA=0, mma.sync), runs compute-sanitizer on one mixed case, then times the chunked
 # anchors on both paths. Logs to $OUT; a table last.
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gka-out}
-mkdir -p "$OUT"
-eval "$(bash scripts/gpu_deps.sh unpack)"
+source "$(dirname "$0")/gpu_setup.sh"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-B=build-gpu
-cmake -S . -B $B -G Ninja -DGKA_BUILD_APPS=OFF -DGKA_BUILD_TORCH=OFF -DGKA_BUILD_BENCH=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build $B -j16 --target test_cuda gka_bench_cuda >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+gpu_build test_cuda gka_bench_cuda
 $B/tests/cpp/test_cuda >"$OUT/test_cuda.log" 2>&1; echo "test_cuda (wgmma) rc=$?"
 grep -E "PASSED|FAILED|precision|rel err" "$OUT/test_cuda.log" | head -24
 GKA_CUDA_WGMMA=0 $B/tests/cpp/test_cuda --gtest_filter='CudaMixed*:*CudaAccuracy*' >"$OUT/test_cuda_mma.log" 2>&1

@@ -2,14 +2,8 @@
 # On the GPU machine (carry .gpu-deps): accuracy and speed of the mixed-precision schedule (common.cuh,
 # SolveSchedule) for several counts of one-term leading iterations (GKA_CUDA_ONE_TERM_ITERS): the mixed tests
 # with the bf16 layer-like errors, and the 8x2048 times. Logs to $OUT; a table last.
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gka-out}
-mkdir -p "$OUT"
-eval "$(bash scripts/gpu_deps.sh unpack)"
-B=build-gpu
-cmake -S . -B $B -G Ninja -DGKA_BUILD_APPS=OFF -DGKA_BUILD_TORCH=OFF -DGKA_BUILD_BENCH=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build $B -j16 --target test_cuda gka_bench_cuda >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+source "$(dirname "$0")/gpu_setup.sh"
+gpu_build test_cuda gka_bench_cuda
 run() {  # name, env...
   local name=$1; shift
   env "$@" $B/tests/cpp/test_cuda --gtest_filter='CudaMixed*:*CudaAccuracy*mixed*' >"$OUT/t_$name.log" 2>&1

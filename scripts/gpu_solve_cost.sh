@@ -4,15 +4,9 @@
 # per term count (slope: one iteration across the grid; intercept minus the N = 0 time: the solve's fixed work,
 # norms, tile build and reload). Then samples the warp stalls of one chunk_fwd launch with Nsight Compute.
 # Logs to $OUT; a table last.
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gka-out}
-mkdir -p "$OUT"
-eval "$(bash scripts/gpu_deps.sh unpack)"
+source "$(dirname "$0")/gpu_setup.sh"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
-B=build-gpu
-cmake -S . -B $B -G Ninja -DGKA_BUILD_APPS=OFF -DGKA_BUILD_TORCH=OFF -DGKA_BUILD_BENCH=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build $B -j16 --target gka_bench_cuda >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+gpu_build gka_bench_cuda
 fwd() {  # label, env...: the 8x2048 mixed forward in ms
   local label=$1; shift
   printf "%-22s %s\n" "$label" "$(env "$@" GKA_BENCH_PARTS=chunk GKA_BENCH_PRECISION=mixed GKA_BENCH_FWD_ONLY=1 \

@@ -2,14 +2,8 @@
 # On the GPU machine (carry .gpu-deps): where the mixed solve's cycles go. Nsight Compute on one chunk_fwd launch
 # (8x2048, mixed) with N = 30 and with N = 0: instructions, cycles, the stall reasons per issued instruction, and
 # the hottest SASS lines (source counters). Logs to $OUT; a summary last.
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gka-out}
-mkdir -p "$OUT"
-eval "$(bash scripts/gpu_deps.sh unpack)"
-B=build-gpu
-cmake -S . -B $B -G Ninja -DGKA_BUILD_APPS=OFF -DGKA_BUILD_TORCH=OFF -DGKA_BUILD_BENCH=ON >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build $B -j16 --target gka_bench_cuda >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+source "$(dirname "$0")/gpu_setup.sh"
+gpu_build gka_bench_cuda
 M="smsp__inst_executed.sum,sm__cycles_elapsed.max,smsp__inst_executed_pipe_tensor.sum,regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio"
 for n in 30 0; do
   GKA_BENCH_ITERS=$n GKA_BENCH_PARTS=chunk GKA_BENCH_PRECISION=mixed GKA_BENCH_FWD_ONLY=1 ncu --metrics "$M" \
