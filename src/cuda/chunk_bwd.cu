@@ -264,7 +264,7 @@ __global__ void __launch_bounds__(kThreads) step_c_kernel(const SeqInfo* seqs, B
   const DView& dinit = which == 0 ? dinit_kk : dinit_kv;
   float* sums = which == 0 ? a.Psi : a.Phi;
   float R = dfin.dt ? dload(dfin, drow(dfin, sq.state, h, r) + c) : 0.f;
-  for (int k0 = sq.count - 1; k0 >= 0; k0 -= kScanAhead) {  // loads ahead of the chain (chunk_states.cu)
+  for (int k0 = sq.count - 1; k0 >= 0; k0 -= kScanAhead) {  // loads ahead of the chain
     float sum[kScanAhead], dec[kScanAhead];
 #pragma unroll
     for (int u = 0; u < kScanAhead; ++u)
@@ -527,7 +527,7 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
   Scratch hs(fn, plan.slots * p.H * DD * fs, stream), ss(fn, plan.slots * p.H * DD * fs, stream),
       dec(fn, ids * 2 * fs, stream);
   const StateBufs st{hs.as<float>(), ss.as<float>(), dec.as<float>()};
-  states_compute(p, plan, items.get(), seqs.get(), st, TensorView{}, TensorView{}, fn);  // (A)
+  states_compute(p, items.get(), seqs.get(), st, TensorView{}, TensorView{}, fn);  // (A)
   Scratch X(fn, ids * C * D * fs, stream), U(fn, ids * C * D * fs, stream), Psi(fn, ids * DD * fs, stream),
       Phi(fn, ids * DD * fs, stream), scal(fn, ids * 3 * C * fs, stream), Rin(fn, p.num_seqs() * p.H * DD * fs, stream),
       Qin(fn, p.num_seqs() * p.H * DD * fs, stream);

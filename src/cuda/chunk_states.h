@@ -1,6 +1,6 @@
 // Chunk-start states on the device (docs/algorithm.md, forward step 1), shared by the forward and backward:
-// every chunk's local contribution Kᵀ diag(e^{G_last - G}) K (resp. V) in parallel, then an elementwise
-// scan over each sequence's chunks: H̄_{c+1} = e^{G_last} H̄_c + L_c. Buffers: H̄ and S̄ tiles of D x D fp32,
+// H̄_{c+1} = e^{G_last} H̄_c + L_c over each sequence's chunks, with L_c = Kᵀ diag(e^{G_last - G}) K (resp. V)
+// the chunk's local contribution. Buffers: H̄ and S̄ tiles of D x D fp32,
 // slot-major ((slot * H + h) * D * D); decay[(item * H + h) * 2 + {0: gk, 1: g}] = e^{G_last}.
 #pragma once
 
@@ -15,7 +15,7 @@ struct StateBufs {
 };
 
 // Fills every slot of the state buffers and writes final_kk / final_kv when defined.
-void states_compute(const Problem& p, const Plan& plan, const Item* items, const SeqInfo* seqs, const StateBufs& st,
+void states_compute(const Problem& p, const Item* items, const SeqInfo* seqs, const StateBufs& st,
                     const TensorView& final_kk, const TensorView& final_kv, const char* fn);
 
 }  // namespace gka::cuda

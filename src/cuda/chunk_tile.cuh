@@ -86,68 +86,113 @@ struct ChunkSmem {
   float red[32];
 };
 
-// Rows [t0, t0+n) of head h of a [B,T,H,D] view into a C x D tile (ld LD, rows >= n zeroed), times `scale`.
-// Fast path (16-byte aligned rows): 8 elements per 16-byte (bf16/f16) or 2 x 16-byte (f32) load, all of a
-// thread's loads issued before any store (the kernels run 1 CTA per SM: load latency, not bandwidth, bounds them).
-template <int D>
-__device__ void rows_load(float* dst, const DView& v, const Item& it, int h, float scale = 1.f) {
-  using F = Cfg<D>;
-  constexpr int VPR = D / 8, PER = F::C * VPR / kThreads;
+// Rows [t0, t0+n) of head h of a [B,T,H,D] view into a C x D tile (ld LDT, rows >= n zeroed), times `scale`.
+// Fast path (16-byte aligned rows): 8 elements per 16-byte (bf16/f16) or 2 x 16-byte (f32) load (W = 2 words per
+// 8 elements, or 1 where the view is known to be 16-bit), all of a thread's loads issued before any store (the
+// kernels run few CTAs per SM: load latency, not bandwidth, bounds them). rows_fetch / rows_put split a load in
+// two, so that its global loads can be issued a step ahead of their use.
+template <int D, int W = 2>
+struct RowsFetch {
+  static constexpr int PER = Cfg<D>::C * (D / 8) / kThreads;
+  uint4 raw[PER][W];
+  bool fast;
+};
+
+__device__ __forceinline__ bool rows_fast(const DView& v) {
   const int64_t esz = v.dt == 1 ? 4 : 2;
   const bool aligned =
       ((reinterpret_cast<uintptr_t>(v.p) | static_cast<uintptr_t>((v.s0 * esz) | (v.s1 * esz) | (v.s2 * esz))) & 15) == 0;
-  if (aligned && blockDim.x == kThreads) {
-    uint4 raw[PER][2];
+  return aligned && blockDim.x == kThreads;
+}
+
+template <int D, int W>
+__device__ __forceinline__ void rows_fetch_fast(uint4 (&raw)[RowsFetch<D, W>::PER][W], const DView& v, const Item& it,
+                                                int h) {
+  constexpr int VPR = D / 8;
+  const int64_t esz = v.dt == 1 ? 4 : 2;
 #pragma unroll
-    for (int p = 0; p < PER; ++p) {
-      const int idx = threadIdx.x + p * kThreads, r = idx / VPR, c8 = (idx % VPR) * 8;
-      raw[p][0] = raw[p][1] = make_uint4(0u, 0u, 0u, 0u);
-      if (r < it.n) {
-        const uint4* src = reinterpret_cast<const uint4*>(static_cast<const char*>(v.p) +
-                                                          (drow(v, it.batch, it.t0 + r, h) + c8) * esz);
-        raw[p][0] = __ldg(src);
-        if (v.dt == 1) raw[p][1] = __ldg(src + 1);
-      }
+  for (int p = 0; p < RowsFetch<D, W>::PER; ++p) {
+    const int idx = threadIdx.x + p * kThreads, r = idx / VPR, c8 = (idx % VPR) * 8;
+#pragma unroll
+    for (int u = 0; u < W; ++u) raw[p][u] = make_uint4(0u, 0u, 0u, 0u);
+    if (r < it.n) {
+      const uint4* src =
+          reinterpret_cast<const uint4*>(static_cast<const char*>(v.p) + (drow(v, it.batch, it.t0 + r, h) + c8) * esz);
+      raw[p][0] = __ldg(src);
+      if (W == 2 && v.dt == 1) raw[p][W - 1] = __ldg(src + 1);
     }
-#pragma unroll
-    for (int p = 0; p < PER; ++p) {
-      const int idx = threadIdx.x + p * kThreads, r = idx / VPR, c8 = (idx % VPR) * 8;
-      float f[8];
-      const uint32_t w[8] = {raw[p][0].x, raw[p][0].y, raw[p][0].z, raw[p][0].w,
-                             raw[p][1].x, raw[p][1].y, raw[p][1].z, raw[p][1].w};
-      if (v.dt == 1) {
-#pragma unroll
-        for (int e = 0; e < 8; ++e) f[e] = __uint_as_float(w[e]);
-      } else if (v.dt == 2) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          f[2 * e] = __uint_as_float(w[e] << 16);
-          f[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
-        }
-      } else {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          __half2 hv;
-          memcpy(&hv, &w[e], 4);
-          const float2 ff = __half22float2(hv);
-          f[2 * e] = ff.x;
-          f[2 * e + 1] = ff.y;
-        }
-      }
-      float4* d4 = reinterpret_cast<float4*>(dst + r * F::LD + c8);
-      d4[0] = make_float4(scale * f[0], scale * f[1], scale * f[2], scale * f[3]);
-      d4[1] = make_float4(scale * f[4], scale * f[5], scale * f[6], scale * f[7]);
-    }
-    return;
-  }
-  for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) {
-    const int r = idx / D, c = idx % D;
-    float x = 0.f;
-    if (r < it.n) x = scale * dload(v, drow(v, it.batch, it.t0 + r, h) + c);
-    dst[r * F::LD + c] = x;
   }
 }
 
+template <int D, int LDT, int W>
+__device__ __forceinline__ void rows_put_fast(float* dst, const uint4 (&raw)[RowsFetch<D, W>::PER][W], const DView& v,
+                                              float scale) {
+  constexpr int VPR = D / 8;
+#pragma unroll
+  for (int p = 0; p < RowsFetch<D, W>::PER; ++p) {
+    const int idx = threadIdx.x + p * kThreads, r = idx / VPR, c8 = (idx % VPR) * 8;
+    float f[8];
+    const uint4 lo = raw[p][0], hi = raw[p][W - 1];
+    const uint32_t w[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+    if (W == 2 && v.dt == 1) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) f[e] = __uint_as_float(w[e]);
+    } else if (v.dt == 2) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        f[2 * e] = __uint_as_float(w[e] << 16);
+        f[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        __half2 hv;
+        memcpy(&hv, &w[e], 4);
+        const float2 ff = __half22float2(hv);
+        f[2 * e] = ff.x;
+        f[2 * e + 1] = ff.y;
+      }
+    }
+    float4* d4 = reinterpret_cast<float4*>(dst + r * LDT + c8);
+    d4[0] = make_float4(scale * f[0], scale * f[1], scale * f[2], scale * f[3]);
+    d4[1] = make_float4(scale * f[4], scale * f[5], scale * f[6], scale * f[7]);
+  }
+}
+
+template <int D, int LDT>
+__device__ __forceinline__ void rows_put_slow(float* dst, const DView& v, const Item& it, int h, float scale) {
+  for (int idx = threadIdx.x; idx < Cfg<D>::C * D; idx += blockDim.x) {
+    const int r = idx / D, c = idx % D;
+    float x = 0.f;
+    if (r < it.n) x = scale * dload(v, drow(v, it.batch, it.t0 + r, h) + c);
+    dst[r * LDT + c] = x;
+  }
+}
+
+template <int D>
+__device__ void rows_load(float* dst, const DView& v, const Item& it, int h, float scale = 1.f) {
+  if (rows_fast(v)) {
+    uint4 raw[RowsFetch<D>::PER][2];
+    rows_fetch_fast<D, 2>(raw, v, it, h);
+    rows_put_fast<D, Cfg<D>::LD, 2>(dst, raw, v, scale);
+    return;
+  }
+  rows_put_slow<D, Cfg<D>::LD>(dst, v, it, h, scale);
+}
+
+template <int D, int W>
+__device__ __forceinline__ void rows_fetch(RowsFetch<D, W>& f, const DView& v, const Item& it, int h) {
+  f.fast = rows_fast(v);
+  if (f.fast) rows_fetch_fast<D, W>(f.raw, v, it, h);
+}
+
+template <int D, int LDT, int W>
+__device__ __forceinline__ void rows_put(float* dst, const RowsFetch<D, W>& f, const DView& v, const Item& it, int h) {
+  if (f.fast)
+    rows_put_fast<D, LDT, W>(dst, f.raw, v, 1.f);
+  else
+    rows_put_slow<D, LDT>(dst, v, it, h, 1.f);
+}
 
 // rows x D fp32 tile (row-major, ld D, 16-byte aligned) into shared memory (ld LD), all copies in flight at once.
 template <int D>
