@@ -32,7 +32,7 @@ __device__ void cheb_solve(ChunkSmem<D>& s, int n, const ChebConst& cc, const fl
   }
   __syncthreads();
   if (sched.wgmma) {  // every iteration on warpgroup products; x comes back in s.X, s.H and s.K by reload
-    cheb_wgmma<D>(s, omega, cc.n, sched.one_term);
+    cheb_wgmma<D>(s, omega, cc.n, sched.one_term, sched.k_bf16);
     reload();
     __syncthreads();
     regs_from_smem<D>(x, s.X);
@@ -70,7 +70,9 @@ __device__ void cheb_solve(ChunkSmem<D>& s, int n, const ChebConst& cc, const fl
   __syncthreads();
   for (int it = 0; it < cc.n; ++it) {
     float hx[NT][4];
-    if (it >= sched.one_term)
+    if (it >= sched.one_term && sched.kv_tf32)
+      op_mma<D, true, true, true>(s, w, mk, hx);
+    else if (it >= sched.one_term)
       op_mma<D, true>(s, w, mk, hx);
     else
       op_mma<D, false>(s, w, mk, hx);

@@ -9,7 +9,8 @@
 // Operands are bf16 pairs: v = hi + lo with hi = bf16(v), lo = bf16(v - hi) (16 significant bits). An
 // iteration runs either one product per term (hi hi: bf16 rounding, ~2^-9 relative) or three (lo hi + hi lo +
 // hi hi, lo lo dropped: ~2^-16), at the bf16 tensor rate. The iteration damps the rounding of earlier
-// iterations, so the schedule (common.cuh, SolveSchedule) ends on accurate ones.
+// iterations, so the schedule (common.cuh, SolveSchedule) ends on accurate ones. Where k is bf16 its lo tile is
+// zero, so the accurate iterations skip the hi lo term of S = X Kᵀ and P K (the same sums, bitwise).
 //
 // The swizzled tiles overlay the padded tiles of ChunkSmem for the duration of the solve. On exit,
 // x is in s.X, the right-hand side in s.V and the mask in s.M (padded, exactly); s.H and s.K are lost (the
@@ -47,10 +48,12 @@ __device__ __forceinline__ void put_pair_at(char* p, uint32_t off, uint32_t lo, 
 __device__ __forceinline__ void put_pair(char* sb, uint32_t tile, int R, int Kc, int r, int k, float v0, float v1) {
   put_pair_at(sb + tile, sw128_bf16(R, r, k), R * Kc * 2, v0, v1);
 }
-// acc (+)= A Bᵀ-tile product over Kc columns: A the 64 x Kc tile at a, B rows [rb0, rb0 + N) of the Rb x Kc
-// tile at b (shared addresses), overwriting acc; three terms or one (hi hi). THREE is a template argument: a
-// branch between two products of a chain makes ptxas wait for each before the next.
-template <int N, bool THREE>
+// Product terms: 1 = hi hi; 2 = lo hi + hi hi (B exact in bf16: its lo tile is zero); 3 = lo hi + hi lo + hi hi.
+// A template argument: a branch between two products of a chain makes ptxas wait for each before the next.
+//
+// acc = A Bᵀ-tile product over Kc columns: A the 64 x Kc tile at a, B rows [rb0, rb0 + N) of the Rb x Kc tile
+// at b (shared addresses).
+template <int N, int TERMS>
 __device__ __forceinline__ void wg_product(float (&acc)[N / 2], uint32_t a, uint32_t b, int Rb, int rb0, int Kc) {
   constexpr int C = kChunkMax;
   // Four base descriptors; each step's is one add away (desc_plus): the issue stream is the product's bound.
@@ -60,29 +63,27 @@ __device__ __forceinline__ void wg_product(float (&acc)[N / 2], uint32_t a, uint
   for (int k = 0; k < Kc; k += 16) {
     const int first = k == 0 ? 0 : 1;
     const uint32_t oa = (k >> 6) * (C * 128) + (k & 63) * 2, ob = (k >> 6) * (Rb * 128) + (k & 63) * 2;
-    if constexpr (THREE) {
-      wgmma_bf16<N>(acc, desc_plus(dalo, oa), desc_plus(db, ob), first);
-      wgmma_bf16<N>(acc, desc_plus(da, oa), desc_plus(dblo, ob), 1);
-      wgmma_bf16<N>(acc, desc_plus(da, oa), desc_plus(db, ob), 1);
-    } else {
+    if constexpr (TERMS == 1) {
       wgmma_bf16<N>(acc, desc_plus(da, oa), desc_plus(db, ob), first);
+    } else {
+      wgmma_bf16<N>(acc, desc_plus(dalo, oa), desc_plus(db, ob), first);
+      if constexpr (TERMS == 3) wgmma_bf16<N>(acc, desc_plus(da, oa), desc_plus(dblo, ob), 1);
+      wgmma_bf16<N>(acc, desc_plus(da, oa), desc_plus(db, ob), 1);
     }
   }
 }
 
-// acc += P B over the C columns of P: P in A registers (hi, and lo for three terms; k-step k in [k][0..3]), B
+// acc += P B over the C columns of P: P in A registers (hi, and lo for TERMS > 1; k-step k in [k][0..3]), B
 // columns [n0, n0 + N) of the C x Kc tile at b, read MN-major (the K tile serves both S = X Kᵀ and P K).
-template <int N, bool THREE>
+template <int N, int TERMS>
 __device__ __forceinline__ void wg_product_rs(float (&acc)[N / 2], const uint32_t (&ph)[kChunkMax / 16][4],
                                               const uint32_t (&pl)[kChunkMax / 16][4], uint32_t b, int Kc, int n0) {
   constexpr int C = kChunkMax;
   const uint64_t db = sw128_desc_mn_at(b, C, 0, n0), dblo = sw128_desc_mn_at(b + C * Kc * 2, C, 0, n0);
 #pragma unroll
   for (int k = 0; k < C / 16; ++k) {
-    if constexpr (THREE) {
-      wgmma_bf16_rs<N>(acc, pl[k], desc_plus(db, 16 * k * 128), 1);
-      wgmma_bf16_rs<N>(acc, ph[k], desc_plus(dblo, 16 * k * 128), 1);
-    }
+    if constexpr (TERMS > 1) wgmma_bf16_rs<N>(acc, pl[k], desc_plus(db, 16 * k * 128), 1);
+    if constexpr (TERMS == 3) wgmma_bf16_rs<N>(acc, ph[k], desc_plus(dblo, 16 * k * 128), 1);
     wgmma_bf16_rs<N>(acc, ph[k], desc_plus(db, 16 * k * 128), 1);
   }
 }
@@ -135,10 +136,11 @@ struct WgThread {
 };
 
 // Runs iterations [0, iters) of cheb_solve's loop from x_0 = diag(eta) rhs (the right-hand side in s.X, the mask
-// in s.M, H̄ already transposed for the adjoint), one product term for it < three_from, three after. Leaves
-// x_iters in s.X, the right-hand side in s.V, the mask in s.M. Needs kThreads = 256.
+// in s.M, H̄ already transposed for the adjoint), one product term for it < three_from, three after (two for
+// the products with K where k_bf16: the K tile is exact). Leaves x_iters in s.X, the right-hand side in s.V, the
+// mask in s.M. Needs kThreads = 256.
 template <int D>
-__device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int three_from) {
+__device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int three_from, bool k_bf16) {
   using F = Cfg<D>;
   using T = WgTiles<D>;
   constexpr int C = F::C, LD = F::LD, LC = F::LC, NY = D / 16, NS = C / 8;
@@ -190,12 +192,13 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
 
   float S[NS * 4], Y[NY * 4];
   uint32_t ph[C / 16][4], pl[C / 16][4];
-  // Y = diag(e^G) X H̄ᵀ + (S ⊙ M) K for the iterate in tile xt, one product term or three.
-  auto products = [&]<bool THREE>(uint32_t b, uint32_t xt) {
+  // Y = diag(e^G) X H̄ᵀ + (S ⊙ M) K for the iterate in tile xt; KT terms for the products with K (1, 2 or 3),
+  // one for X H̄ᵀ where KT = 1 and three otherwise.
+  auto products = [&]<int KT>(uint32_t b, uint32_t xt) {
     wgmma_fence();
-    wg_product<C, THREE>(S, xt, b + T::K, C, 0, D);
+    wg_product<C, KT>(S, xt, b + T::K, C, 0, D);
     wgmma_commit();
-    wg_product<D / 2, THREE>(Y, xt, b + T::H, D, w.wg * (D / 2), D);
+    wg_product<D / 2, KT == 1 ? 1 : 3>(Y, xt, b + T::H, D, w.wg * (D / 2), D);
     wgmma_commit();
     wgmma_wait<1>();
     fence_regs(S);
@@ -208,7 +211,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
         const float v0 = S[4 * j + e] * mk[j][e], v1 = S[4 * j + e + 1] * mk[j][e + 1];
         const __nv_bfloat162 hi = __floats2bfloat162_rn(v0, v1);
         ph[k][i] = *reinterpret_cast<const uint32_t*>(&hi);
-        if constexpr (THREE) {
+        if constexpr (KT > 1) {
           const float2 h = __bfloat1622float2(hi);
           const __nv_bfloat162 lo = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
           pl[k][i] = *reinterpret_cast<const uint32_t*>(&lo);
@@ -224,7 +227,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
       Y[4 * j + 3] *= eg1;
     }
     wgmma_fence();
-    wg_product_rs<D / 2, THREE>(Y, ph, pl, b + T::K, D, w.wg * (D / 2));
+    wg_product_rs<D / 2, KT>(Y, ph, pl, b + T::K, D, w.wg * (D / 2));
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(Y);
@@ -235,10 +238,12 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
     uint32_t b = base;
     asm volatile("" : "+r"(b));
     const uint32_t xt = b + ((it & 1) ? T::X1 : T::X0);
-    if (it >= three_from)
-      products.template operator()<true>(b, xt);
+    if (it < three_from)
+      products.template operator()<1>(b, xt);
+    else if (k_bf16)
+      products.template operator()<2>(b, xt);
     else
-      products.template operator()<false>(b, xt);
+      products.template operator()<3>(b, xt);
     const float om = omega[it], w1 = 1.f - om;
     const float a0 = om * (1.f - el0), a1 = om * (1.f - el1), q0 = om * eta0, q1 = om * eta1;
 #pragma unroll

@@ -113,7 +113,10 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
     const SolveWarp w;
     float mk[4][4], o[D / 16][4];
     mask_frag<D>(s.M, w, mk);
-    op_mma<D, true, true>(s, w, mk, o, s.V, s.K, s.eGg);
+    if (a.sched.kv_tf32)
+      op_mma<D, true, true, true>(s, w, mk, o, s.V, s.K, s.eGg);
+    else
+      op_mma<D, true, true>(s, w, mk, o, s.V, s.K, s.eGg);
     const int r0 = 16 * w.rb + w.g, cb = w.ch * (D / 2) + 2 * w.t;
 #pragma unroll
     for (int j = 0; j < D / 16; ++j) {
@@ -410,7 +413,10 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
     __syncthreads();
     float mk[4][4], hx[NT][4];
     mask_frag<D>(s.M, w, mk);
-    op_mma<D, true>(s, w, mk, hx);
+    if (a.sched.kv_tf32)
+      op_mma<D, true, true, true>(s, w, mk, hx);
+    else
+      op_mma<D, true>(s, w, mk, hx);
     float u0, u1, k0, k1;
     frag_row_dot<D>(reinterpret_cast<const FragC<D>&>(hx), w, s.V, LD, u0, u1);
     frag_row_dot<D>(dks, w, s.K, LD, k0, k1);

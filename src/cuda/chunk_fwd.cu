@@ -97,7 +97,10 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
     const SolveWarp w;
     float mk[4][4], o[D / 16][4];
     mask_frag<D>(s.M, w, mk);
-    op_mma<D, true, false>(s, w, mk, o, s.K, s.V, s.eGg);
+    if (a.sched.kv_tf32)
+      op_mma<D, true, false, true>(s, w, mk, o, s.K, s.V, s.eGg);
+    else
+      op_mma<D, true, false>(s, w, mk, o, s.K, s.V, s.eGg);
     frag_store<D>(reinterpret_cast<const FragC<D>&>(o), w, a.o, it, h, a.scale);
   }
 }

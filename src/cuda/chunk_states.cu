@@ -129,9 +129,9 @@ __global__ void __launch_bounds__(kThreads, 3 - W) states_kernel(const Item* ite
 #pragma unroll
       for (int nj = 0; nj < NJ; ++nj) {
         uint32_t bh[2], bl[2];
-        frag_b<true, false>(Bt + j0 * LDT + n0 + 8 * nj, LDT, gq, tq, bh, bl);
+        frag_b<W == 2, false>(Bt + j0 * LDT + n0 + 8 * nj, LDT, gq, tq, bh, bl);  // 16-bit rows are exact in tf32
 #pragma unroll
-        for (int mi = 0; mi < MI; ++mi) mma3<true>(acc[mi][nj], ah[mi], al[mi], bh, bl);
+        for (int mi = 0; mi < MI; ++mi) mma3<true, W == 1>(acc[mi][nj], ah[mi], al[mi], bh, bl);
       }
     }
     const float dec = wt[C];

@@ -361,8 +361,8 @@ struct SolveWarp {
 // the adjoint solve transposes s.H in place). mk: the mask values of this warp's score tiles. Writes P, syncs
 // once (between the scores and their use); the caller syncs before (X ready) and after (before X/P change).
 // Generalized (readout, dq~): scores with Kp, P times Vp, diag(eG), and HT = false reads H̄ k-major
-// (X H̄ instead of X H̄ᵀ).
-template <int D, bool SPLIT, bool HT = true>
+// (X H̄ instead of X H̄ᵀ). KVX: Kp and Vp are exact in tf32 (mma3's BEXACT).
+template <int D, bool SPLIT, bool HT = true, bool KVX = false>
 __device__ __forceinline__ void op_mma(ChunkSmem<D>& s, const SolveWarp& w, const float (&mk)[4][4],
                                        float (&hx)[D / 16][4], const float* Kp = nullptr,
                                        const float* Vp = nullptr, const float* eGp = nullptr) {
@@ -395,10 +395,10 @@ __device__ __forceinline__ void op_mma(ChunkSmem<D>& s, const SolveWarp& w, cons
       if (p <= rb) {
         uint32_t bh[2], bl[2];
         if (GKA_P1_PAIR)
-          frag_b_kp<SPLIT, true>(Kp + 8 * (ch + 2 * p) * LD + 8 * ks, LD, g, t, bh, bl);
+          frag_b_kp<SPLIT && !KVX, true>(Kp + 8 * (ch + 2 * p) * LD + 8 * ks, LD, g, t, bh, bl);
         else
-          frag_b<SPLIT, true>(Kp + 8 * (ch + 2 * p) * LD + 8 * ks, LD, g, t, bh, bl);
-        mma3<SPLIT>(pc[p], ah, al, bh, bl);
+          frag_b<SPLIT && !KVX, true>(Kp + 8 * (ch + 2 * p) * LD + 8 * ks, LD, g, t, bh, bl);
+        mma3<SPLIT, KVX>(pc[p], ah, al, bh, bl);
       }
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
@@ -445,8 +445,8 @@ __device__ __forceinline__ void op_mma(ChunkSmem<D>& s, const SolveWarp& w, cons
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
       uint32_t bh[2], bl[2];
-      frag_b_kp<SPLIT, false>(kb + 8 * ks * LD + 8 * j, LD, g, t, bh, bl);
-      mma3<SPLIT>(hx[j], ah, al, bh, bl);
+      frag_b_kp<SPLIT && !KVX, false>(kb + 8 * ks * LD + 8 * j, LD, g, t, bh, bl);
+      mma3<SPLIT, KVX>(hx[j], ah, al, bh, bl);
     }
   }
 }

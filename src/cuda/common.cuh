@@ -185,6 +185,8 @@ inline ChebConst cheb_const(const Problem& p) {
 // off (the portable path, for comparison and testing on the same card).
 struct SolveSchedule {
   int32_t wgmma = 0, one_term = 0;
+  int32_t k_bf16 = 0;   // k is bf16: exact in one bf16 term (cheb_wgmma.cuh)
+  int32_t kv_tf32 = 0;  // k and v are 16-bit: their tiles are exact in tf32 (mma.cuh, mma3's BEXACT)
 };
 
 inline bool wgmma_available() {
@@ -207,6 +209,8 @@ inline SolveSchedule solve_schedule(const Problem& p) {
     return e ? std::max(0, std::atoi(e)) : -1;
   }();
   SolveSchedule s;
+  s.k_bf16 = p.in.k.dtype == DType::bf16 ? 1 : 0;
+  s.kv_tf32 = p.in.k.dtype != DType::f32 && p.in.v.dtype != DType::f32 ? 1 : 0;
   if (p.precision != Precision::mixed) return s;
   s.wgmma = wgmma_available() ? 1 : 0;
   s.one_term = env >= 0 ? env : std::max(0, p.num_iter - (s.wgmma ? kMixedFinishItersWgmma : kMixedFinishIters));
