@@ -14,7 +14,7 @@ namespace gka::cuda {
 // the earlier rounding). Here the iterate lives in registers in the warp-tile layout
 // of SolveWarp and in s.X (one buffer: the scores are formed before the update overwrites it); P holds the
 // scores, V the right-hand side. Uses X, V, P; leaves the result in s.X (ld LD) too.
-template <int D, class Reload>
+template <int D, bool KX, class Reload>
 __device__ void cheb_solve(ChunkSmem<D>& s, int n, const ChebConst& cc, const float* omega, const Regs<D>& rhs,
                            bool adjoint, Regs<D>& x, const SolveSchedule& sched, Reload&& reload) {
   using F = Cfg<D>;
@@ -70,10 +70,8 @@ __device__ void cheb_solve(ChunkSmem<D>& s, int n, const ChebConst& cc, const fl
   __syncthreads();
   for (int it = 0; it < cc.n; ++it) {
     float hx[NT][4];
-    if (it >= sched.one_term && sched.kv_tf32)
-      op_mma<D, true, true, true>(s, w, mk, hx);
-    else if (it >= sched.one_term)
-      op_mma<D, true>(s, w, mk, hx);
+    if (it >= sched.one_term)
+      op_mma<D, true, true, KX>(s, w, mk, hx);
     else
       op_mma<D, false>(s, w, mk, hx);
     const float om = omega[it], w1 = 1.f - om;

@@ -54,7 +54,7 @@ __device__ __forceinline__ void gram_mac(float (&acc)[D / 16][D / 16], const flo
   tile_mac(acc, A, 1, Cfg<D>::LD, B, Cfg<D>::LD, 1, n, threadIdx.x / 16, threadIdx.x % 16);
 }
 
-template <int D>
+template <int D, bool KX>
 __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, BwdArgs a) {
   using F = Cfg<D>;
   extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
     if (threadIdx.x < F::C) s.f[threadIdx.x] = threadIdx.x < n ? dload(a.fro_in, drow(a.fro_in, it.batch, it.t0 + threadIdx.x, h)) : 0.f;
     __syncthreads();
   } else {
-    fro_norms<D>(s, n);
+    fro_norms<D, KX>(s, n);
   }
   if (solve && a.x_in.dt) {
     __syncthreads();
@@ -91,7 +91,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
     __syncthreads();
     regs_from_smem<D>(x, s.X);
   } else if (solve) {
-    cheb_solve<D>(s, n, a.cc, a.omega, q, false, x, a.sched, reload);
+    cheb_solve<D, KX>(s, n, a.cc, a.omega, q, false, x, a.sched, reload);
   } else {
 #pragma unroll
     for (int i = 0; i < F::TM; ++i)
@@ -113,10 +113,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
     const SolveWarp w;
     float mk[4][4], o[D / 16][4];
     mask_frag<D>(s.M, w, mk);
-    if (a.sched.kv_tf32)
-      op_mma<D, true, true, true>(s, w, mk, o, s.V, s.K, s.eGg);
-    else
-      op_mma<D, true, true>(s, w, mk, o, s.V, s.K, s.eGg);
+    op_mma<D, true, true, KX>(s, w, mk, o, s.V, s.K, s.eGg);
     const int r0 = 16 * w.rb + w.g, cb = w.ch * (D / 2) + 2 * w.t;
 #pragma unroll
     for (int j = 0; j < D / 16; ++j) {
@@ -162,7 +159,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
   __syncthreads();
   Regs<D> u;
   if (solve) {
-    cheb_solve<D>(s, n, a.cc, a.omega, dx, true, u, a.sched, reload);
+    cheb_solve<D, KX>(s, n, a.cc, a.omega, dx, true, u, a.sched, reload);
   } else {
 #pragma unroll
     for (int i = 0; i < F::TM; ++i)
@@ -224,7 +221,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
       s.X[r * F::LD + c] = r < n ? -s.t0[r] * s.K[r * F::LD + c] : 0.f;
     }
     __syncthreads();
-    gram_gemm<D>(acc, s.K, F::LD, s.X, F::LD, n8);
+    gram_gemm<D, false, KX>(acc, s.K, F::LD, s.X, F::LD, n8);
     const float gamma = s.t1[0];
     float* psi = a.Psi + id * DD;
     gram_each<D>(acc, [&](int r, int c, float v0, float v1) {
@@ -316,7 +313,7 @@ __device__ float tile_dot(const float* a, const float* b, float* red) {
   return block_sum(v, red);
 }
 
-template <int D>
+template <int D, bool KX>
 __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, BwdArgs a) {
   using F = Cfg<D>;
   extern __shared__ __align__(1024) float4 smem_raw[];
@@ -363,8 +360,8 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
     FragC<D> t;
     frag_zero(t);
     frag_zero(dks);
-    tile_gemm<D, false, false>(t, w, s.K, LD, s.X, LD, D);
-    tile_gemm<D, false, true>(t, w, s.K, LD, s.X, LD, D);
+    tile_gemm<D, false, false, KX>(t, w, s.K, LD, s.X, LD, D);
+    tile_gemm<D, false, true, KX>(t, w, s.K, LD, s.X, LD, D);
     frag_add_rows<D>(dks, t, expf(GL - s.G[r0]), expf(GL - s.G[r1]));
   }
   if (solve) {  // X and U staged in s.X and s.V
@@ -378,7 +375,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
       const float* B = pass == 0 ? s.V : s.X;
       FragC<C> sc;
       frag_zero(sc);
-      tile_gemm<C, false, true>(sc, w, s.K, LD, A, LD, D);
+      tile_gemm<C, false, true, KX>(sc, w, s.K, LD, A, LD, D);
       frag_put<C>(s.P, sc, w, [&](int t, int u, float v) { return (u >= t && u < n) ? -v * s.M[u * LC + t] : 0.f; });
       __syncthreads();
       tile_gemm<D, false, false>(dks, w, s.P, LC, B, LD, n8);
@@ -396,27 +393,24 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
       __syncthreads();
       FragC<C> sc;
       frag_zero(sc);
-      tile_gemm<C, false, true>(sc, w, s.K, LD, s.K, LD, D);
+      tile_gemm<C, false, true, KX, KX>(sc, w, s.K, LD, s.K, LD, D);
       frag_put<C>(s.P, sc, w, [&](int t, int u, float v) {
         const int m = max(t, u);
         return (t < n && u < n) ? -2.f * s.M[m * LC + t] * s.M[m * LC + u] * s.t0[m] * v : 0.f;
       });
       __syncthreads();
-      tile_gemm<D, false, false>(dks, w, s.P, LC, s.K, LD, n8);
+      tile_gemm<D, false, false, false, KX>(dks, w, s.P, LC, s.K, LD, n8);
       FragC<D> t;
       frag_zero(t);
-      tile_gemm<D, false, false>(t, w, s.K, LD, s.H, LD, D);
-      tile_gemm<D, false, true>(t, w, s.K, LD, s.H, LD, D);
+      tile_gemm<D, false, false, KX>(t, w, s.K, LD, s.H, LD, D);
+      tile_gemm<D, false, true, KX>(t, w, s.K, LD, s.H, LD, D);
       frag_add_rows<D>(dks, t, -s.eG[r0] * s.t0[r0], -s.eG[r1] * s.t0[r1]);
     }
     // H_i x_i (one more operator application) for the gate gradient; X is still in s.X, U in s.V.
     __syncthreads();
     float mk[4][4], hx[NT][4];
     mask_frag<D>(s.M, w, mk);
-    if (a.sched.kv_tf32)
-      op_mma<D, true, true, true>(s, w, mk, hx);
-    else
-      op_mma<D, true>(s, w, mk, hx);
+    op_mma<D, true, true, KX>(s, w, mk, hx);
     float u0, u1, k0, k1;
     frag_row_dot<D>(reinterpret_cast<const FragC<D>&>(hx), w, s.V, LD, u0, u1);
     frag_row_dot<D>(dks, w, s.K, LD, k0, k1);
@@ -460,13 +454,16 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
     const float* B = pass == 0 ? s.H : s.X;
     FragC<C> sc;
     frag_zero(sc);
-    tile_gemm<C, false, true>(sc, w, A, LD, B, LD, D);
+    if (pass == 0)  // V dOᵀ: both raw inputs
+      tile_gemm<C, false, true, KX, KX>(sc, w, A, LD, B, LD, D);
+    else
+      tile_gemm<C, false, true, KX>(sc, w, A, LD, B, LD, D);
     frag_put<C>(s.P, sc, w, [&](int t, int u, float v) { return (u >= t && u < n) ? a.scale * v * s.M[u * LC + t] : 0.f; });
     __syncthreads();
     if (pass == 0)
       tile_gemm<D, false, false>(dkr, w, s.P, LC, s.X, LD, n8);
     else
-      tile_gemm<D, false, false>(dv, w, s.P, LC, s.H, LD, n8);
+      tile_gemm<D, false, false, false, KX>(dv, w, s.P, LC, s.H, LD, n8);
     __syncthreads();
   }
   {  // Q_c staged over dO (dead after the passes)
@@ -475,10 +472,10 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
     const float e0 = expf(GgL - s.Gg[r0]), e1 = expf(GgL - s.Gg[r1]);
     FragC<D> t;
     frag_zero(t);
-    tile_gemm<D, false, true>(t, w, s.V, LD, s.H, LD, D);  // V Q_cᵀ
+    tile_gemm<D, false, true, KX>(t, w, s.V, LD, s.H, LD, D);  // V Q_cᵀ
     frag_add_rows<D>(dkr, t, e0, e1);
     frag_zero(t);
-    tile_gemm<D, false, false>(t, w, s.K, LD, s.H, LD, D);  // K Q_c
+    tile_gemm<D, false, false, KX>(t, w, s.K, LD, s.H, LD, D);  // K Q_c
     frag_add_rows<D>(dv, t, e0, e1);
   }
   {
@@ -544,10 +541,12 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
             static_cast<float>(p.scale), static_cast<int>(p.H), p.lambda_grad ? 1 : 0, solve_schedule(p)};
   const size_t smem = sizeof(ChunkSmem<D>);
   const dim3 grid(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H));
+  const bool kx = inputs_tf32_exact(p, &gin.d_o);
   if (!plan.items.empty()) {
-    check(cudaFuncSetAttribute(step_b_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-          fn, "cudaFuncSetAttribute");
-    step_b_kernel<D><<<grid, kThreads, smem, stream>>>(items.get(), a);  // (B)
+    const auto step_b = kx ? step_b_kernel<D, true> : step_b_kernel<D, false>;
+    check(cudaFuncSetAttribute(step_b, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), fn,
+          "cudaFuncSetAttribute");
+    step_b<<<grid, kThreads, smem, stream>>>(items.get(), a);  // (B)
     launch_check(fn);
   }
   step_c_kernel<D><<<dim3(static_cast<unsigned>(p.num_seqs() * p.H), 2, D * D / kThreads), kThreads, 0, stream>>>(
@@ -555,9 +554,10 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
       dview(gout.d_initial_kv));  // (C)
   launch_check(fn);
   if (!plan.items.empty()) {
-    check(cudaFuncSetAttribute(step_d_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-          fn, "cudaFuncSetAttribute");
-    step_d_kernel<D><<<grid, kThreads, smem, stream>>>(items.get(), a);  // (D)
+    const auto step_d = kx ? step_d_kernel<D, true> : step_d_kernel<D, false>;
+    check(cudaFuncSetAttribute(step_d, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), fn,
+          "cudaFuncSetAttribute");
+    step_d<<<grid, kThreads, smem, stream>>>(items.get(), a);  // (D)
     launch_check(fn);
   }
 }

@@ -18,7 +18,7 @@ struct FwdArgs {
   SolveSchedule sched;
 };
 
-template <int D>
+template <int D, bool KX>
 __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* items, FwdArgs a) {
   using F = Cfg<D>;
   extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
@@ -38,13 +38,13 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
   Regs<D> q, x;
   regs_from_smem<D>(q, s.X);
   if (a.cc.n > 0) {
-    fro_norms<D>(s, n);
-    cheb_solve<D>(s, n, a.cc, a.omega, q, false, x, a.sched, [&] {
+    fro_norms<D, KX>(s, n);
+    cheb_solve<D, KX>(s, n, a.cc, a.omega, q, false, x, a.sched, [&] {
       rows_load<D>(s.K, a.k, it, h);
       square_load<D>(s.H, a.st.Hs + tile * D * D);
     });
   } else {
-    if (a.fro.dt || a.res.dt) fro_norms<D>(s, n);
+    if (a.fro.dt || a.res.dt) fro_norms<D, KX>(s, n);
 #pragma unroll
     for (int i = 0; i < F::TM; ++i)
 #pragma unroll
@@ -97,10 +97,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
     const SolveWarp w;
     float mk[4][4], o[D / 16][4];
     mask_frag<D>(s.M, w, mk);
-    if (a.sched.kv_tf32)
-      op_mma<D, true, false, true>(s, w, mk, o, s.K, s.V, s.eGg);
-    else
-      op_mma<D, true, false>(s, w, mk, o, s.K, s.V, s.eGg);
+    op_mma<D, true, false, KX>(s, w, mk, o, s.K, s.V, s.eGg);
     frag_store<D>(reinterpret_cast<const FragC<D>&>(o), w, a.o, it, h, a.scale);
   }
 }
@@ -139,9 +136,10 @@ void forward_run(const Problem& p, const ForwardOutputs& out) {
               dview(out.o), dview(out.x), dview(out.fro), dview(out.residual), st, cheb_const(p), omega.get(),
               static_cast<float>(p.scale), static_cast<int>(p.H), solve_schedule(p)};
     const size_t smem = sizeof(ChunkSmem<D>);
-    check(cudaFuncSetAttribute(chunk_fwd_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-          fn, "cudaFuncSetAttribute");
-    chunk_fwd_kernel<D><<<dim3(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H)), kThreads, smem, stream>>>(
+    const auto kernel = inputs_tf32_exact(p) ? chunk_fwd_kernel<D, true> : chunk_fwd_kernel<D, false>;
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), fn,
+          "cudaFuncSetAttribute");
+    kernel<<<dim3(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H)), kThreads, smem, stream>>>(
         items.get(), a);
     launch_check(fn);
   }

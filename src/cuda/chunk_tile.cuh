@@ -469,17 +469,19 @@ __device__ __forceinline__ void mask_frag(const float* M, const SolveWarp& w, fl
 
 // ---- General tensor-core products outside the solver (3xTF32 ~ fp32) ----
 // A fragment with A(r, k) = p[k ld + r] (transposed: Aᵀ B gram products).
+template <bool SPLIT>
 __device__ __forceinline__ void frag_at(const float* p, int ld, int g, int t, uint32_t (&hi)[4], uint32_t (&lo)[4]) {
-  tf32_split<true>(p[t * ld + g], hi[0], lo[0]);
-  tf32_split<true>(p[t * ld + g + 8], hi[1], lo[1]);
-  tf32_split<true>(p[(t + 4) * ld + g], hi[2], lo[2]);
-  tf32_split<true>(p[(t + 4) * ld + g + 8], hi[3], lo[3]);
+  tf32_split<SPLIT>(p[t * ld + g], hi[0], lo[0]);
+  tf32_split<SPLIT>(p[t * ld + g + 8], hi[1], lo[1]);
+  tf32_split<SPLIT>(p[(t + 4) * ld + g], hi[2], lo[2]);
+  tf32_split<SPLIT>(p[(t + 4) * ld + g + 8], hi[3], lo[3]);
 }
 
 // acc[mi][nj] += A(16 mi + .., k) B(k, 8 nj + ..) over k < K (K a multiple of 8), warp-level, 3xTF32.
 // A(r, k) = A[r lda + k] (AT: A[k lda + r]); B(k, n) = B[k ldb + n] (BN: B[n ldb + k]). A and B point at the
-// warp's origin (row m0 / column n0 already applied). Operands in shared or global memory.
-template <int MI, int NJ, bool AT, bool BN>
+// warp's origin (row m0 / column n0 already applied). Operands in shared or global memory. AX (BX): A (B) is
+// exact in tf32 (mma3's AEXACT, BEXACT).
+template <int MI, int NJ, bool AT, bool BN, bool AX = false, bool BX = false>
 __device__ __forceinline__ void warp_gemm(float (&acc)[MI][NJ][4], const float* A, int lda, const float* B, int ldb,
                                           int K, int g, int t) {
 #pragma unroll 1
@@ -488,19 +490,19 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[MI][NJ][4], const float* 
 #pragma unroll
     for (int mi = 0; mi < MI; ++mi) {
       if (AT)
-        frag_at(A + k * lda + 16 * mi, lda, g, t, ah[mi], al[mi]);
+        frag_at<!AX>(A + k * lda + 16 * mi, lda, g, t, ah[mi], al[mi]);
       else
-        frag_a<true>(A + 16 * mi * lda + k, lda, g, t, ah[mi], al[mi]);
+        frag_a<!AX>(A + 16 * mi * lda + k, lda, g, t, ah[mi], al[mi]);
     }
 #pragma unroll
     for (int nj = 0; nj < NJ; ++nj) {
       uint32_t bh[2], bl[2];
       if (BN)
-        frag_b<true, true>(B + 8 * nj * ldb + k, ldb, g, t, bh, bl);
+        frag_b<!BX, true>(B + 8 * nj * ldb + k, ldb, g, t, bh, bl);
       else
-        frag_b<true, false>(B + k * ldb + 8 * nj, ldb, g, t, bh, bl);
+        frag_b<!BX, false>(B + k * ldb + 8 * nj, ldb, g, t, bh, bl);
 #pragma unroll
-      for (int mi = 0; mi < MI; ++mi) mma3<true>(acc[mi][nj], ah[mi], al[mi], bh, bl);
+      for (int mi = 0; mi < MI; ++mi) mma3<true, BX, AX>(acc[mi][nj], ah[mi], al[mi], bh, bl);
     }
   }
 }
@@ -521,12 +523,12 @@ template <int N>
 using FragC = float[1][N / 16][4];
 
 // acc += A B for this warp's part of a C x N product: A(r, k) as in warp_gemm over the chunk rows.
-template <int N, bool AT, bool BN>
+template <int N, bool AT, bool BN, bool AX = false, bool BX = false>
 __device__ __forceinline__ void tile_gemm(FragC<N>& acc, const SolveWarp& w, const float* A, int lda, const float* B,
                                           int ldb, int K) {
   const float* a0 = AT ? A + 16 * w.rb : A + 16 * w.rb * lda;
   const float* b0 = BN ? B + w.ch * (N / 2) * ldb : B + w.ch * (N / 2);
-  warp_gemm<1, N / 16, AT, BN>(acc, a0, lda, b0, ldb, K, w.g, w.t);
+  warp_gemm<1, N / 16, AT, BN, AX, BX>(acc, a0, lda, b0, ldb, K, w.g, w.t);
 }
 
 // Row sums of per-thread partials v0 (row 16 rb + g), v1 (row + 8) over the whole row, in a fixed order, into
@@ -612,11 +614,11 @@ __device__ __forceinline__ void frag_store(const FragC<D>& a, const SolveWarp& w
 template <int D>
 using FragG = float[D / 64][D / 16][4];
 
-template <int D, bool BN = false>
+template <int D, bool BN = false, bool AX = false>
 __device__ __forceinline__ void gram_gemm(FragG<D>& acc, const float* A, int lda, const float* B, int ldb, int K) {
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int m0 = (w >> 1) * (D / 4), n0 = (w & 1) * (D / 2);
-  warp_gemm<D / 64, D / 16, true, BN>(acc, A + m0, lda, BN ? B + n0 * ldb : B + n0, ldb, K, lane >> 2, lane & 3);
+  warp_gemm<D / 64, D / 16, true, BN, AX>(acc, A + m0, lda, BN ? B + n0 * ldb : B + n0, ldb, K, lane >> 2, lane & 3);
 }
 
 // Calls f(r, c, v0, v1) for the element pairs (r, c), (r, c + 1) of this thread in a gram tile.
@@ -635,8 +637,8 @@ __device__ __forceinline__ void gram_each(const FragG<D>& acc, Fn&& f) {
 }
 
 // Per-token Frobenius norms by the closed form (spec §B.2) into s.f; needs H (= H̄), K, M, eG. Uses P.
-// Products on tensor cores (3xTF32).
-template <int D>
+// Products on tensor cores (3xTF32; KX: the K tile is exact in tf32).
+template <int D, bool KX>
 __device__ void fro_norms(ChunkSmem<D>& s, int n) {
   using F = Cfg<D>;
   constexpr int LD = F::LD, LC = F::LC, C = F::C;
@@ -650,7 +652,7 @@ __device__ void fro_norms(ChunkSmem<D>& s, int n) {
   {  // w_j = k_jᵀ H̄ k_j
     FragC<D> acc;
     frag_zero(acc);
-    tile_gemm<D, false, false>(acc, w, s.K, LD, s.H, LD, D);
+    tile_gemm<D, false, false, KX>(acc, w, s.K, LD, s.H, LD, D);
     float v0, v1;
     frag_row_dot<D>(acc, w, s.K, LD, v0, v1);
     frag_row_sum(v0, v1, w, s.rowp, s.w);
@@ -659,7 +661,7 @@ __device__ void fro_norms(ChunkSmem<D>& s, int n) {
   {  // P = (K Kᵀ)²
     FragC<C> acc;
     frag_zero(acc);
-    tile_gemm<C, false, true>(acc, w, s.K, LD, s.K, LD, D);
+    tile_gemm<C, false, true, KX, KX>(acc, w, s.K, LD, s.K, LD, D);
 #pragma unroll
     for (int j = 0; j < C / 16; ++j) {
       float* p0 = s.P + r0 * LC + cb + 8 * j;

@@ -185,9 +185,15 @@ inline ChebConst cheb_const(const Problem& p) {
 // off (the portable path, for comparison and testing on the same card).
 struct SolveSchedule {
   int32_t wgmma = 0, one_term = 0;
-  int32_t k_bf16 = 0;   // k is bf16: exact in one bf16 term (cheb_wgmma.cuh)
-  int32_t kv_tf32 = 0;  // k and v are 16-bit: their tiles are exact in tf32 (mma.cuh, mma3's BEXACT)
+  int32_t k_bf16 = 0;  // k is bf16: exact in one bf16 term (cheb_wgmma.cuh)
 };
+
+// The chunk kernels' KX: every input tile they multiply raw (k, v, and dO in the backward) is 16-bit, so exact
+// in tf32 (mma.cuh, mma3's AEXACT / BEXACT).
+inline bool inputs_tf32_exact(const Problem& p, const TensorView* d_o = nullptr) {
+  const auto narrow = [](const TensorView& v) { return v.dtype == DType::bf16 || v.dtype == DType::f16; };
+  return narrow(p.in.k) && narrow(p.in.v) && (!d_o || narrow(*d_o));
+}
 
 inline bool wgmma_available() {
 #if GKA_HAVE_SM90A
@@ -210,7 +216,6 @@ inline SolveSchedule solve_schedule(const Problem& p) {
   }();
   SolveSchedule s;
   s.k_bf16 = p.in.k.dtype == DType::bf16 ? 1 : 0;
-  s.kv_tf32 = p.in.k.dtype != DType::f32 && p.in.v.dtype != DType::f32 ? 1 : 0;
   if (p.precision != Precision::mixed) return s;
   s.wgmma = wgmma_available() ? 1 : 0;
   s.one_term = env >= 0 ? env : std::max(0, p.num_iter - (s.wgmma ? kMixedFinishItersWgmma : kMixedFinishIters));

@@ -41,15 +41,13 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// BEXACT: b is exact in tf32 (a tile of bf16 or f16 inputs), so b_lo = 0 and a_hi b_lo is skipped (the same
-// sum, bitwise); the caller may then load b unsplit.
-template <bool SPLIT, bool BEXACT = false>
+// BEXACT (AEXACT): b (a) is exact in tf32, e.g. a tile of bf16 or f16 inputs, so its lo part is zero and the
+// product with it is skipped (the same sum, bitwise); the caller may then load that operand unsplit.
+template <bool SPLIT, bool BEXACT = false, bool AEXACT = false>
 __device__ __forceinline__ void mma3(float (&d)[4], const uint32_t (&ah)[4], const uint32_t (&al)[4],
                                      const uint32_t (&bh)[2], const uint32_t (&bl)[2]) {
-  if (SPLIT) {
-    mma_tf32(d, al, bh);
-    if (!BEXACT) mma_tf32(d, ah, bl);
-  }
+  if (SPLIT && !AEXACT) mma_tf32(d, al, bh);
+  if (SPLIT && !BEXACT) mma_tf32(d, ah, bl);
   mma_tf32(d, ah, bh);
 }
 
