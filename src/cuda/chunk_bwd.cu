@@ -1,6 +1,7 @@
 // Chunked backward of the CUDA backend (docs/algorithm.md, "Backward", steps (A)-(D)):
 //   (A) chunk-start states (chunk_states.cu);
-//   (B) one CTA per (chunk, head): dq~, dalpha, the adjoint solve u, dq, and the chunk sums Σ e^{G}Ψ, Σ e^{Gg}Φ;
+//   (B) one CTA per (chunk, head), in two kernels: dq~ and dalpha (step_b), then the adjoint solve u, dq, and the
+//       chunk sums Σ e^{G}Ψ, Σ e^{Gg}Φ (step_b2);
 //   (C) elementwise reverse scan over each sequence's chunks: the adjoints R_c, Q_c arriving at each chunk's
 //       end state, and the initial-state gradients;
 //   (D) one CTA per (chunk, head): dk, dv, dgk, dg.
@@ -149,15 +150,44 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
     }
   }
 
-  // Adjoint solve Hᵀ u = dx (same solver), w, dq = (1 - alpha) dq~ + u. Across it x, dq~ and q~ wait in this
-  // chunk's scratch (x already in X, dq~ in U's slot, q~ in Φ's, each overwritten later): in registers they spilled.
+  // x, dq~, q~ and the adjoint's right-hand side dx wait for step_b2 in this chunk's scratch (x already in X, dq~
+  // in U's slot, q~ in Φ's, dx in Ψ's, each overwritten later), the norms in scal.
   regs_to_global<D>(dqt, a.U + id * F::C * D);
   regs_to_global<D>(qt, a.Phi + id * DD);
-  __syncthreads();
+  regs_to_global<D>(dx, a.Psi + id * DD);
+  if (threadIdx.x < F::C) a.scal[id * 3 * F::C + threadIdx.x] = threadIdx.x < n ? s.f[threadIdx.x] : 0.f;
+}
+
+// (B), second half: the adjoint solve Hᵀ u = dx, w, dq = (1 - alpha) dq~ + u, and the chunk sums. A kernel of its
+// own: inlined after the first half, the solve's loop compiled to 1806 instructions (464 R2UR: its descriptors
+// left the uniform datapath) against 1633 here, as in chunk_fwd.
+template <int D, bool KX>
+__global__ void __launch_bounds__(kThreads, 1) step_b2_kernel(const Item* items, BwdArgs a) {
+  using F = Cfg<D>;
+  extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
+  ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
+  const Item it = items[blockIdx.x];
+  const int h = blockIdx.y, n = it.n, tr = threadIdx.x / 16, tc = threadIdx.x % 16;
+  const int64_t id = static_cast<int64_t>(blockIdx.x) * a.H + h;
+  const int64_t tile = static_cast<int64_t>(it.slot) * a.H + h;
+  const bool solve = a.cc.n > 0;
+  constexpr int64_t DD = static_cast<int64_t>(D) * D;
+  const auto reload = [&] {  // after the warpgroup iterations of a solve (cheb_solve)
+    rows_load<D>(s.K, a.k, it, h);
+    square_load<D>(s.H, a.st.Hs + tile * DD);
+  };
+  rows_load<D>(s.K, a.k, it, h);
   square_load<D>(s.H, a.st.Hs + tile * DD);
+  if (threadIdx.x < F::C) {
+    const int i = threadIdx.x;
+    s.alpha[i] = i < n ? dscalar(a.alpha, it.batch, it.t0 + i, h, 1.f) : 0.f;
+    s.f[i] = a.scal[id * 3 * F::C + i];
+  }
+  gate_build<D>(a.g, it, h, s.Gg, s.eGg, nullptr);
   gate_build<D>(a.gk, it, h, s.G, s.eG, s.M);
   __syncthreads();
-  Regs<D> u;
+  Regs<D> x, dqt, qt, dx, u;
+  regs_from_global<D>(dx, a.Psi + id * DD);
   if (solve) {
     cheb_solve<D, KX>(s, n, a.cc, a.omega, dx, true, u, a.sched, reload);
   } else {
@@ -544,10 +574,13 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
   const bool kx = inputs_tf32_exact(p, &gin.d_o);
   if (!plan.items.empty()) {
     const auto step_b = kx ? step_b_kernel<D, true> : step_b_kernel<D, false>;
-    check(cudaFuncSetAttribute(step_b, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), fn,
-          "cudaFuncSetAttribute");
-    step_b<<<grid, kThreads, smem, stream>>>(items.get(), a);  // (B)
-    launch_check(fn);
+    const auto step_b2 = kx ? step_b2_kernel<D, true> : step_b2_kernel<D, false>;
+    for (const auto kernel : {step_b, step_b2}) {  // (B)
+      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), fn,
+            "cudaFuncSetAttribute");
+      kernel<<<grid, kThreads, smem, stream>>>(items.get(), a);
+      launch_check(fn);
+    }
   }
   step_c_kernel<D><<<dim3(static_cast<unsigned>(p.num_seqs() * p.H), 2, D * D / kThreads), kThreads, 0, stream>>>(
       seqs.get(), a, dview(gin.d_final_kk), dview(gin.d_final_kv), dview(gout.d_initial_kk),
