@@ -58,22 +58,16 @@ __device__ __forceinline__ void gram_mac(float (&acc)[D / 16][D / 16], const flo
 template <int D, bool KX>
 __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, BwdArgs a) {
   using F = Cfg<D>;
-  extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
-  ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
-  const Item it = items[blockIdx.x];
-  const int h = blockIdx.y, n = it.n, tr = threadIdx.x / 16, tc = threadIdx.x % 16;
-  const int64_t id = static_cast<int64_t>(blockIdx.x) * a.H + h;
-  const int64_t tile = static_cast<int64_t>(it.slot) * a.H + h;
+  ChunkSmem<D>& s = chunk_smem<D>();
+  const ChunkPos c = chunk_pos(items, a.H);
+  const auto [it, h, n, id, tile] = c;
+  const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
   const bool solve = a.cc.n > 0;
   constexpr int64_t DD = static_cast<int64_t>(D) * D;
-  const auto reload = [&] {  // after the warpgroup iterations of a solve (cheb_solve)
-    rows_load<D>(s.K, a.k, it, h);
-    square_load<D>(s.H, a.st.Hs + tile * DD);
-  };
+  const auto reload = [&] { k_state_load<D>(s, a.k, a.st.Hs, c); };
 
-  rows_load<D>(s.K, a.k, it, h);
+  k_state_load<D>(s, a.k, a.st.Hs, c);
   rows_load<D>(s.X, a.q, it, h);
-  square_load<D>(s.H, a.st.Hs + tile * DD);
   if (threadIdx.x < F::C)
     s.alpha[threadIdx.x] = threadIdx.x < n ? dscalar(a.alpha, it.batch, it.t0 + threadIdx.x, h, 1.f) : 0.f;
   gate_build<D>(a.gk, it, h, s.G, s.eG, s.M);
@@ -164,20 +158,14 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
 template <int D, bool KX>
 __global__ void __launch_bounds__(kThreads, 1) step_b2_kernel(const Item* items, BwdArgs a) {
   using F = Cfg<D>;
-  extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
-  ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
-  const Item it = items[blockIdx.x];
-  const int h = blockIdx.y, n = it.n, tr = threadIdx.x / 16, tc = threadIdx.x % 16;
-  const int64_t id = static_cast<int64_t>(blockIdx.x) * a.H + h;
-  const int64_t tile = static_cast<int64_t>(it.slot) * a.H + h;
+  ChunkSmem<D>& s = chunk_smem<D>();
+  const ChunkPos c = chunk_pos(items, a.H);
+  const auto [it, h, n, id, tile] = c;
+  const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
   const bool solve = a.cc.n > 0;
   constexpr int64_t DD = static_cast<int64_t>(D) * D;
-  const auto reload = [&] {  // after the warpgroup iterations of a solve (cheb_solve)
-    rows_load<D>(s.K, a.k, it, h);
-    square_load<D>(s.H, a.st.Hs + tile * DD);
-  };
-  rows_load<D>(s.K, a.k, it, h);
-  square_load<D>(s.H, a.st.Hs + tile * DD);
+  const auto reload = [&] { k_state_load<D>(s, a.k, a.st.Hs, c); };
+  k_state_load<D>(s, a.k, a.st.Hs, c);
   if (threadIdx.x < F::C) {
     const int i = threadIdx.x;
     s.alpha[i] = i < n ? dscalar(a.alpha, it.batch, it.t0 + i, h, 1.f) : 0.f;
@@ -346,12 +334,9 @@ __device__ float tile_dot(const float* a, const float* b, float* red) {
 template <int D, bool KX>
 __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, BwdArgs a) {
   using F = Cfg<D>;
-  extern __shared__ __align__(1024) float4 smem_raw[];
-  ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
-  const Item it = items[blockIdx.x];
-  const int h = blockIdx.y, n = it.n;
-  const int64_t id = static_cast<int64_t>(blockIdx.x) * a.H + h;
-  const int64_t tile = static_cast<int64_t>(it.slot) * a.H + h;
+  ChunkSmem<D>& s = chunk_smem<D>();
+  const ChunkPos c = chunk_pos(items, a.H);
+  const auto [it, h, n, id, tile] = c;
   const bool solve = a.cc.n > 0;
   constexpr int64_t DD = static_cast<int64_t>(D) * D;
   const float* Xg = a.X + id * F::C * D;
@@ -361,8 +346,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
   float* dG = s.eta;
   float* dGg = s.lam;
 
-  rows_load<D>(s.K, a.k, it, h);
-  square_load<D>(s.H, a.st.Hs + tile * DD);
+  k_state_load<D>(s, a.k, a.st.Hs, c);
   if (threadIdx.x < F::C) {
     const int i = threadIdx.x;
     s.alpha[i] = i < n ? dscalar(a.alpha, it.batch, it.t0 + i, h, 1.f) : 0.f;

@@ -21,15 +21,13 @@ struct FwdArgs {
 template <int D, bool KX>
 __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* items, FwdArgs a) {
   using F = Cfg<D>;
-  extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
-  ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
-  const Item it = items[blockIdx.x];
-  const int h = blockIdx.y, n = it.n, tr = threadIdx.x / 16, tc = threadIdx.x % 16;
-  const int64_t tile = static_cast<int64_t>(it.slot) * a.H + h;
+  ChunkSmem<D>& s = chunk_smem<D>();
+  const ChunkPos c = chunk_pos(items, a.H);
+  const auto [it, h, n, id, tile] = c;
+  const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
 
-  rows_load<D>(s.K, a.k, it, h);
+  k_state_load<D>(s, a.k, a.st.Hs, c);
   rows_load<D>(s.X, a.q, it, h);
-  square_load<D>(s.H, a.st.Hs + tile * D * D);
   if (threadIdx.x < F::C)
     s.alpha[threadIdx.x] = threadIdx.x < n ? dscalar(a.alpha, it.batch, it.t0 + threadIdx.x, h, 1.f) : 0.f;
   gate_build<D>(a.gk, it, h, s.G, s.eG, s.M);
@@ -39,10 +37,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
   regs_from_smem<D>(q, s.X);
   if (a.cc.n > 0) {
     fro_norms<D, KX>(s, n);
-    cheb_solve<D, KX>(s, n, a.cc, a.omega, q, false, x, a.sched, [&] {
-      rows_load<D>(s.K, a.k, it, h);
-      square_load<D>(s.H, a.st.Hs + tile * D * D);
-    });
+    cheb_solve<D, KX>(s, n, a.cc, a.omega, q, false, x, a.sched, [&] { k_state_load<D>(s, a.k, a.st.Hs, c); });
   } else {
     if (a.fro.dt || a.res.dt) fro_norms<D, KX>(s, n);
 #pragma unroll

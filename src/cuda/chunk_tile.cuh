@@ -86,6 +86,26 @@ struct ChunkSmem {
   float red[32];
 };
 
+// The dynamic shared memory of a chunk kernel (1024-byte aligned: the wgmma tiles, cheb_wgmma.cuh).
+template <int D>
+__device__ __forceinline__ ChunkSmem<D>& chunk_smem() {
+  extern __shared__ __align__(1024) float4 smem_raw[];
+  return *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
+}
+
+// Where a chunk CTA (grid (items, H)) works: its item and head, its index in the per-(item, head) scratch (id)
+// and its chunk-start state's in the per-(slot, head) state buffers (tile).
+struct ChunkPos {
+  Item it;
+  int h, n;
+  int64_t id, tile;
+};
+__device__ __forceinline__ ChunkPos chunk_pos(const Item* items, int H) {
+  const Item it = items[blockIdx.x];
+  const int h = blockIdx.y;
+  return {it, h, it.n, static_cast<int64_t>(blockIdx.x) * H + h, static_cast<int64_t>(it.slot) * H + h};
+}
+
 // Rows [t0, t0+n) of head h of a [B,T,H,D] view into a C x D tile (ld LDT, rows >= n zeroed), times `scale`.
 // Fast path (16-byte aligned rows): 8 elements per 16-byte (bf16/f16) or 2 x 16-byte (f32) load (W = 2 words per
 // 8 elements, or 1 where the view is known to be 16-bit), all of a thread's loads issued before any store (the
@@ -208,6 +228,13 @@ __device__ __forceinline__ void tile_copy_async(float* dst, const float* src, in
 template <int D>
 __device__ void square_load(float* dst, const float* src) {
   tile_copy_async<D>(dst, src, D);
+}
+
+// The chunk's k rows into s.K and its start state H̄ into s.H (again after a warpgroup solve, which overlays them).
+template <int D>
+__device__ void k_state_load(ChunkSmem<D>& s, const DView& k, const float* Hs, const ChunkPos& c) {
+  rows_load<D>(s.K, k, c.it, c.h);
+  square_load<D>(s.H, Hs + c.tile * D * D);
 }
 
 // Chunk-local inclusive cumulative sum G of a gate, e^G, and (if M) the mask M_ij = e^{G_i - G_j} (j <= i < n).
