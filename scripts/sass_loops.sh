@@ -4,6 +4,7 @@
 # for each loop that issues wgmma, its instruction count and opcode histogram. The mixed solve is issue-bound, so
 # this count predicts its speed; check any change on a GPU (scripts/gpu_quick.sh) before it lands.
 # Usage: bash scripts/sass_loops.sh [SOURCE [KERNEL_SUBSTRING]]   (default: src/cuda/chunk_fwd.cu, chunk_fwd_kernelILi128)
+# GKA_SASS_OP=HMMA lists the loops that issue mma.sync instead (the fp32 solve, the products outside it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=${1:-src/cuda/chunk_fwd.cu}; kern=${2:-chunk_fwd_kernelILi128}
@@ -24,7 +25,7 @@ name=$("$cuobjdump" -symbols "$tmp/k.cubin" | grep -oE "_Z[A-Za-z0-9_]*$kern[A-Z
 [ -n "$name" ] || { echo "no kernel matching $kern in $src"; exit 1; }
 "$cuobjdump" -sass -fun "$name" "$tmp/k.cubin" >"$tmp/k.sass"
 python3 - "$tmp/k.sass" "$name" <<'PY'
-import re, sys
+import os, re, sys
 from collections import Counter
 rows = [re.match(r'\s+/\*([0-9a-f]{4,})\*/\s+([^;]*);', l) for l in open(sys.argv[1])]
 rows = [(int(m.group(1), 16), m.group(2).strip()) for m in rows if m]
@@ -36,7 +37,7 @@ for i, (a, ins) in enumerate(rows):  # backward branches = loops
     if m and int(m.group(1), 16) < a and int(m.group(1), 16) in addr:
         j = addr[int(m.group(1), 16)]
         body = [x for _, x in rows[j:i + 1]]
-        if any('GMMA' in x for x in body):
+        if any(re.search(os.environ.get("GKA_SASS_OP", "GMMA"), x) for x in body):
             loops.append((j, i, body))
 for j, i, body in loops:
     ops = Counter(re.sub(r'^@!?U?P\w+\s+', '', x).split()[0].split('.')[0] for x in body)

@@ -58,7 +58,8 @@ __device__ __forceinline__ void gram_mac(float (&acc)[D / 16][D / 16], const flo
 template <int D, bool KX>
 __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, BwdArgs a) {
   using F = Cfg<D>;
-  ChunkSmem<D>& s = chunk_smem<D>();
+  extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
+  ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
   const ChunkPos c = chunk_pos(items, a.H);
   const auto [it, h, n, id, tile] = c;
   const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
@@ -158,7 +159,8 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
 template <int D, bool KX>
 __global__ void __launch_bounds__(kThreads, 1) step_b2_kernel(const Item* items, BwdArgs a) {
   using F = Cfg<D>;
-  ChunkSmem<D>& s = chunk_smem<D>();
+  extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
+  ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
   const ChunkPos c = chunk_pos(items, a.H);
   const auto [it, h, n, id, tile] = c;
   const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
@@ -278,8 +280,8 @@ __global__ void __launch_bounds__(kThreads) step_c_kernel(const SeqInfo* seqs, B
   if (sq.state < 0 || e >= D * D) return;
   const int r = e / D, c = e % D;
   constexpr int64_t DD = static_cast<int64_t>(D) * D;
-  const DView& dfin = which == 0 ? dfin_kk : dfin_kv;
-  const DView& dinit = which == 0 ? dinit_kk : dinit_kv;
+  // copies: a reference to a kernel parameter puts the parameters in local memory
+  const DView dfin = which == 0 ? dfin_kk : dfin_kv, dinit = which == 0 ? dinit_kk : dinit_kv;
   float* sums = which == 0 ? a.Psi : a.Phi;
   float R = dfin.dt ? dload(dfin, drow(dfin, sq.state, h, r) + c) : 0.f;
   for (int k0 = sq.count - 1; k0 >= 0; k0 -= kScanAhead) {  // loads ahead of the chain
@@ -334,7 +336,8 @@ __device__ float tile_dot(const float* a, const float* b, float* red) {
 template <int D, bool KX>
 __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, BwdArgs a) {
   using F = Cfg<D>;
-  ChunkSmem<D>& s = chunk_smem<D>();
+  extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
+  ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
   const ChunkPos c = chunk_pos(items, a.H);
   const auto [it, h, n, id, tile] = c;
   const bool solve = a.cc.n > 0;

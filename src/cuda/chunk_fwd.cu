@@ -21,7 +21,8 @@ struct FwdArgs {
 template <int D, bool KX>
 __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* items, FwdArgs a) {
   using F = Cfg<D>;
-  ChunkSmem<D>& s = chunk_smem<D>();
+  extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
+  ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
   const ChunkPos c = chunk_pos(items, a.H);
   const auto [it, h, n, id, tile] = c;
   const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;

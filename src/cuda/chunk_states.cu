@@ -14,8 +14,9 @@ struct StatesCfg {
   static constexpr int C = kChunkMax;
   static constexpr int RB = D / 4;   // state rows per CTA: 4 CTAs per state keep every SM busy at B*H = 16
   static constexpr int LDT = D + 8;  // == 8 mod 32: the transposed A and k-major B fragment loads are conflict-free
-  static constexpr int MI = RB / 16; // warp w holds rows [0, RB) x columns [w D/8, + D/8) of the CTA's block
-  static constexpr int NJ = D / 64;
+  // Warp w holds rows [16 (w / WC), + 16) x columns [(w % WC) D / WC, + D / WC) of the CTA's block: each warp
+  // splits the (scaled) k fragments it reads itself, so the fewer warps share a row, the less of that is redundant.
+  static constexpr int WC = 8 / (RB / 16), MI = 1, NJ = D / (8 * WC);
   static constexpr size_t smem = (2 * C * LDT + C + 1) * sizeof(float);
 };
 
@@ -25,14 +26,15 @@ using StateFrag = float[StatesCfg<D>::MI][StatesCfg<D>::NJ][4];
 // Calls f(row, col, x0, x1) for this thread's element pairs (row, col), (row, col + 1) of the CTA's block.
 template <int D, class Fn>
 __device__ __forceinline__ void state_each(StateFrag<D>& x, int a0, Fn&& f) {
-  const int lane = threadIdx.x & 31, n0 = (threadIdx.x >> 5) * (D / 8);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int m0 = a0 + 16 * (warp / StatesCfg<D>::WC), n0 = (warp % StatesCfg<D>::WC) * (D / StatesCfg<D>::WC);
 #pragma unroll
   for (int mi = 0; mi < StatesCfg<D>::MI; ++mi)
 #pragma unroll
     for (int nj = 0; nj < StatesCfg<D>::NJ; ++nj)
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf)
-        f(a0 + 16 * mi + (lane >> 2) + 8 * hf, n0 + 8 * nj + 2 * (lane & 3), x[mi][nj][2 * hf], x[mi][nj][2 * hf + 1]);
+        f(m0 + 16 * mi + (lane >> 2) + 8 * hf, n0 + 8 * nj + 2 * (lane & 3), x[mi][nj][2 * hf], x[mi][nj][2 * hf + 1]);
 }
 
 // Warp 0: the chunk's weights w_j = e^{G_last - G_j} (0 from row n on) into w[0, C) and e^{G_last} into w[C],
@@ -69,7 +71,8 @@ __global__ void __launch_bounds__(kThreads, 3 - W) states_kernel(const Item* ite
   float* wt = sm + 2 * C * LDT;                  // gate_weights
   const DView gate = which == 0 ? gk : g, init = which == 0 ? init_kk : init_kv;  // copies: no local-memory params
   float* buf = which == 0 ? st.Hs : st.Ss;
-  const int lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3, n0 = (threadIdx.x >> 5) * (D / 8);
+  const int lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3, warp = threadIdx.x >> 5;
+  const int m0 = a0 + 16 * (warp / S::WC), n0 = (warp % S::WC) * (D / S::WC);
   auto slot_store = [&](StateFrag<D>& x, int64_t slot) {
     float* dst = buf + (slot * H + h) * D * D;
     state_each<D>(x, a0, [&](int r, int c, float& x0, float& x1) {
@@ -120,7 +123,7 @@ __global__ void __launch_bounds__(kThreads, 3 - W) states_kernel(const Item* ite
       uint32_t ah[MI][4], al[MI][4];
 #pragma unroll
       for (int mi = 0; mi < MI; ++mi) {
-        const float* p = Kt + j0 * LDT + a0 + 16 * mi + gq;
+        const float* p = Kt + j0 * LDT + m0 + 16 * mi + gq;
         tf32_split<true>(w0 * p[tq * LDT], ah[mi][0], al[mi][0]);
         tf32_split<true>(w0 * p[tq * LDT + 8], ah[mi][1], al[mi][1]);
         tf32_split<true>(w1 * p[(tq + 4) * LDT], ah[mi][2], al[mi][2]);

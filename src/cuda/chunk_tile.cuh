@@ -86,13 +86,6 @@ struct ChunkSmem {
   float red[32];
 };
 
-// The dynamic shared memory of a chunk kernel (1024-byte aligned: the wgmma tiles, cheb_wgmma.cuh).
-template <int D>
-__device__ __forceinline__ ChunkSmem<D>& chunk_smem() {
-  extern __shared__ __align__(1024) float4 smem_raw[];
-  return *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
-}
-
 // Where a chunk CTA (grid (items, H)) works: its item and head, its index in the per-(item, head) scratch (id)
 // and its chunk-start state's in the per-(slot, head) state buffers (tile).
 struct ChunkPos {
