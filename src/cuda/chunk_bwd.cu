@@ -16,7 +16,7 @@ struct BwdArgs {
   DView q, k, v, alpha, g, gk, d_o, x_in, fro_in;
   DView dq, dk, dv, dalpha, dg, dgk;
   StateBufs st;
-  float *X, *U, *Psi, *Phi, *scal, *Rin, *Qin;  // scratch, see backward_run
+  float *X, *U, *Psi, *Phi, *scal, *dots;  // scratch, see backward_run
   ChebConst cc;
   const float* omega;
   float scale;
@@ -270,67 +270,74 @@ __global__ void __launch_bounds__(kThreads, 1) step_b2_kernel(const Item* items,
   }
 }
 
-// (C) grid (seqs * H, 2, D*D / 256): R_{c-1} = e^{G_last} R_c + Σ_c; leaves R_c in the chunk-sum buffers.
+// Partial sums per (chunk, head) of the four state dots that step_d needs, <R_{c-1}, state_c> and <R_c, state_{c+1}>
+// for both states, one per warp of step_c: dots[(id * 4 + 2 which + end) * kDotParts<D> + part].
+template <int D>
+inline constexpr int kDotParts = D * D / 128;
+
+// (C) grid (seqs * H, 2, D*D / 1024), four elements per thread: R_{c-1} = e^{G_last} R_c + Σ_c; leaves R_c in the
+// chunk-sum buffers, and the partial sums of the state dots (kDotParts), which spares step_d four D x D tile pairs.
 template <int D>
 __global__ void __launch_bounds__(kThreads) step_c_kernel(const SeqInfo* seqs, BwdArgs a, DView dfin_kk, DView dfin_kv,
                                                           DView dinit_kk, DView dinit_kv) {
+  constexpr int AHEAD = 4;  // chunks whose loads are issued before the chain uses them
   const int H = a.H, s = blockIdx.x / H, h = blockIdx.x % H, which = blockIdx.y;
-  const int e = blockIdx.z * blockDim.x + threadIdx.x;
+  const int e = 4 * (blockIdx.z * blockDim.x + threadIdx.x);
   const SeqInfo sq = seqs[s];
-  if (sq.state < 0 || e >= D * D) return;
+  if (sq.state < 0) return;
   const int r = e / D, c = e % D;
   constexpr int64_t DD = static_cast<int64_t>(D) * D;
   // copies: a reference to a kernel parameter puts the parameters in local memory
   const DView dfin = which == 0 ? dfin_kk : dfin_kv, dinit = which == 0 ? dinit_kk : dinit_kv;
   float* sums = which == 0 ? a.Psi : a.Phi;
-  float R = dfin.dt ? dload(dfin, drow(dfin, sq.state, h, r) + c) : 0.f;
-  for (int k0 = sq.count - 1; k0 >= 0; k0 -= kScanAhead) {  // loads ahead of the chain
-    float sum[kScanAhead], dec[kScanAhead];
+  const float* states = which == 0 ? a.st.Hs : a.st.Ss;
+  const int64_t slot0 = sq.first + s;  // the sequence's initial-state slot; chunk k starts at slot0 + k
+  const int part = blockIdx.z * (kThreads / 32) + threadIdx.x / 32, lane = threadIdx.x & 31;
+  float R[4];
 #pragma unroll
-    for (int u = 0; u < kScanAhead; ++u)
+  for (int i = 0; i < 4; ++i) R[i] = dfin.dt ? dload(dfin, drow(dfin, sq.state, h, r) + c + i) : 0.f;
+  auto at = [&](const float* base, int64_t tile) { return *reinterpret_cast<const float4*>(base + tile * DD + e); };
+  float4 next = at(states, (slot0 + sq.count) * H + h);  // the state at the end of chunk k
+  for (int k0 = sq.count - 1; k0 >= 0; k0 -= AHEAD) {
+    float4 sum[AHEAD], start[AHEAD];
+    float dec[AHEAD];
+#pragma unroll
+    for (int u = 0; u < AHEAD; ++u)
       if (k0 - u >= 0) {
         const int64_t id = static_cast<int64_t>(sq.first + k0 - u) * H + h;
-        sum[u] = sums[id * DD + e];
+        sum[u] = at(sums, id);
         dec[u] = a.st.decay[id * 2 + which];
+        start[u] = at(states, (slot0 + k0 - u) * H + h);
       }
 #pragma unroll
-    for (int u = 0; u < kScanAhead; ++u)
+    for (int u = 0; u < AHEAD; ++u)
       if (k0 - u >= 0) {
         const int64_t id = static_cast<int64_t>(sq.first + k0 - u) * H + h;
-        sums[id * DD + e] = R;
-        R = fmaf(dec[u], R, sum[u]);
+        *reinterpret_cast<float4*>(sums + id * DD + e) = make_float4(R[0], R[1], R[2], R[3]);
+        const float sm[4] = {sum[u].x, sum[u].y, sum[u].z, sum[u].w};
+        const float st[4] = {start[u].x, start[u].y, start[u].z, start[u].w}, nx[4] = {next.x, next.y, next.z, next.w};
+        float pe = 0.f, ps = 0.f;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          pe = fmaf(R[i], nx[i], pe);
+          R[i] = fmaf(dec[u], R[i], sm[i]);
+          ps = fmaf(R[i], st[i], ps);
+        }
+        next = start[u];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+          pe += __shfl_xor_sync(0xffffffffu, pe, o);
+          ps += __shfl_xor_sync(0xffffffffu, ps, o);
+        }
+        if (lane == 0) {
+          a.dots[(id * 4 + 2 * which) * kDotParts<D> + part] = ps;
+          a.dots[(id * 4 + 2 * which + 1) * kDotParts<D> + part] = pe;
+        }
       }
   }
-  (which == 0 ? a.Rin : a.Qin)[(static_cast<int64_t>(s) * H + h) * DD + e] = R;
-  if (dinit.dt) dstore(dinit, drow(dinit, sq.state, h, r) + c, R);
-}
-
-// Block dot product of two contiguous D x D fp32 tiles (16-byte aligned) in a fixed order. Each thread's
-// 16-byte loads go out in two batches (one CTA per SM: rounds of dependent loads, not bandwidth, bound a plain
-// loop). Needs kThreads threads.
-template <int D>
-__device__ float tile_dot(const float* a, const float* b, float* red) {
-  constexpr int PER = D * D / 4 / kThreads, HALF = PER > 1 ? PER / 2 : 1;
-  const float4* a4 = reinterpret_cast<const float4*>(a);
-  const float4* b4 = reinterpret_cast<const float4*>(b);
-  float v = 0.f;
+  if (dinit.dt)
 #pragma unroll
-  for (int p0 = 0; p0 < PER; p0 += HALF) {
-    float4 x[HALF], y[HALF];
-#pragma unroll
-    for (int p = 0; p < HALF; ++p) {
-      x[p] = __ldg(a4 + threadIdx.x + (p0 + p) * kThreads);
-      y[p] = __ldg(b4 + threadIdx.x + (p0 + p) * kThreads);
-    }
-#pragma unroll
-    for (int p = 0; p < HALF; ++p) {
-      v = fmaf(x[p].x, y[p].x, v);
-      v = fmaf(x[p].y, y[p].y, v);
-      v = fmaf(x[p].z, y[p].z, v);
-      v = fmaf(x[p].w, y[p].w, v);
-    }
-  }
-  return block_sum(v, red);
+    for (int i = 0; i < 4; ++i) dstore(dinit, drow(dinit, sq.state, h, r) + c + i, R[i]);
 }
 
 template <int D, bool KX>
@@ -501,13 +508,12 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
     frag_row_sum(-k0, -k1, w, s.rowp, dGg);
     if (threadIdx.x < C) dGg[threadIdx.x] += s.t1[threadIdx.x];
   }
-  const int64_t next = static_cast<int64_t>(it.slot + 1) * a.H + h;
-  const float* Rp = it.chunk > 0 ? a.Psi + (id - a.H) * DD : a.Rin + (static_cast<int64_t>(it.seq) * a.H + h) * DD;
-  const float* Qp = it.chunk > 0 ? a.Phi + (id - a.H) * DD : a.Qin + (static_cast<int64_t>(it.seq) * a.H + h) * DD;
-  const float rh = tile_dot<D>(R, a.st.Hs + next * DD, s.red);
-  const float qs = tile_dot<D>(Qc, a.st.Ss + next * DD, s.red);
-  const float rd0 = tile_dot<D>(Rp, a.st.Hs + tile * DD, s.red);
-  const float qd0 = tile_dot<D>(Qp, a.st.Ss + tile * DD, s.red);
+  float dot[4] = {0.f, 0.f, 0.f, 0.f};  // <R_{c-1}, H̄_c>, <R_c, H̄_{c+1}>, <Q_{c-1}, S̄_c>, <Q_c, S̄_{c+1}> (step_c)
+  for (int i = threadIdx.x; i < kDotParts<D>; i += blockDim.x)
+#pragma unroll
+    for (int d = 0; d < 4; ++d) dot[d] += a.dots[(id * 4 + d) * kDotParts<D> + i];
+  const float rd0 = block_sum(dot[0], s.red), rh = block_sum(dot[1], s.red);
+  const float qd0 = block_sum(dot[2], s.red), qs = block_sum(dot[3], s.red);
   if (threadIdx.x == 0) {
     dG[n - 1] += rh;
     dGg[n - 1] += qs;
@@ -549,12 +555,12 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
   const StateBufs st{hs.as<float>(), ss.as<float>(), dec.as<float>()};
   states_compute(p, items.get(), seqs.get(), st, TensorView{}, TensorView{}, fn);  // (A)
   Scratch X(fn, ids * C * D * fs, stream), U(fn, ids * C * D * fs, stream), Psi(fn, ids * DD * fs, stream),
-      Phi(fn, ids * DD * fs, stream), scal(fn, ids * 3 * C * fs, stream), Rin(fn, p.num_seqs() * p.H * DD * fs, stream),
-      Qin(fn, p.num_seqs() * p.H * DD * fs, stream);
+      Phi(fn, ids * DD * fs, stream), scal(fn, ids * 3 * C * fs, stream),
+      dots(fn, ids * 4 * kDotParts<D> * fs, stream);
   BwdArgs a{dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),
             dview(gin.d_o), dview(gin.x), dview(gin.fro), dview(gout.dq), dview(gout.dk), dview(gout.dv),
             dview(gout.dalpha), dview(gout.dg), dview(gout.dgk), st, X.as<float>(), U.as<float>(), Psi.as<float>(),
-            Phi.as<float>(), scal.as<float>(), Rin.as<float>(), Qin.as<float>(), cheb_const(p), omega.get(),
+            Phi.as<float>(), scal.as<float>(), dots.as<float>(), cheb_const(p), omega.get(),
             static_cast<float>(p.scale), static_cast<int>(p.H), p.lambda_grad ? 1 : 0, solve_schedule(p)};
   const size_t smem = sizeof(ChunkSmem<D>);
   const dim3 grid(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H));
@@ -569,7 +575,7 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
       launch_check(fn);
     }
   }
-  step_c_kernel<D><<<dim3(static_cast<unsigned>(p.num_seqs() * p.H), 2, D * D / kThreads), kThreads, 0, stream>>>(
+  step_c_kernel<D><<<dim3(static_cast<unsigned>(p.num_seqs() * p.H), 2, D * D / (4 * kThreads)), kThreads, 0, stream>>>(
       seqs.get(), a, dview(gin.d_final_kk), dview(gin.d_final_kv), dview(gout.d_initial_kk),
       dview(gout.d_initial_kv));  // (C)
   launch_check(fn);

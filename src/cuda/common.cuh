@@ -22,7 +22,6 @@ namespace gka::cuda {
 inline constexpr int kChunkMax = 64;  // rows of a chunk tile; chunk_size <= 64 is supported
 inline constexpr int kThreads = 256;  // threads of the chunk kernels: a 16 x 16 grid of thread tiles
 inline constexpr int kMaxIter = 4096;
-inline constexpr int kScanAhead = 8;  // chunks whose loads the state scans issue before using them
 
 // A strided view as kernels see it: dtype code (0 absent, 1 f32, 2 bf16, 3 f16) and the strides of the
 // first three dimensions (the last one is contiguous).
