@@ -16,8 +16,8 @@ done
   echo "== mma.sync only (GKA_CUDA_WGMMA=0)"; GKA_BENCH_PARTS=chunk GKA_CUDA_WGMMA=0 $B/bench/gka_bench_cuda 3
 } >"$OUT/bench.log" 2>&1
 S="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis"
-GKA_BENCH_PARTS=chunk ncu $S -k 'regex:local_states|scan_kernel|chunk_fwd' -c 3 $B/bench/gka_bench_cuda 1 >"$OUT/ncu_fwd.txt" 2>&1
-GKA_BENCH_PARTS=chunk ncu $S -k 'regex:step_' -c 3 $B/bench/gka_bench_cuda 1 >"$OUT/ncu_bwd.txt" 2>&1
+GKA_BENCH_PARTS=chunk ncu $S -k 'regex:states_kernel|chunk_fwd' -c 2 $B/bench/gka_bench_cuda 1 >"$OUT/ncu_fwd.txt" 2>&1
+GKA_BENCH_PARTS=chunk ncu $S -k 'regex:step_' -c 4 $B/bench/gka_bench_cuda 1 >"$OUT/ncu_bwd.txt" 2>&1
 GKA_BENCH_PARTS=decode ncu $S -k 'regex:decode' -c 1 $B/bench/gka_bench_cuda 1 >"$OUT/ncu_dec.txt" 2>&1
 echo "ncu: $(grep -c 'Duration' "$OUT"/ncu_*.txt | tr '\n' ' ')"
 grep -E "^  [a-z_]+.*\(|Duration|Registers Per|Achieved Occupancy|Compute \(SM\) Throughput|Memory Throughput|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Stall" "$OUT"/ncu_*.txt | grep -v "^$" | cut -c1-150 | head -80 >"$OUT/ncu_summary.txt"
