@@ -155,7 +155,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
 
 // (B), second half: the adjoint solve Hᵀ u = dx, w, dq = (1 - alpha) dq~ + u, and the chunk sums. A kernel of its
 // own: inlined after the first half, the solve's loop compiled to 1806 instructions (464 R2UR: its descriptors
-// left the uniform datapath) against 1633 here, as in chunk_fwd.
+// left the uniform datapath) against 1667 here, like chunk_fwd's (scripts/sass_loops.sh).
 template <int D, bool KX>
 __global__ void __launch_bounds__(kThreads, 1) step_b2_kernel(const Item* items, BwdArgs a) {
   using F = Cfg<D>;
