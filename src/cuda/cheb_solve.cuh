@@ -9,9 +9,9 @@ namespace gka::cuda {
 
 // Chebyshev iteration (spec §A.3) on all rows: (H_i + lambda_i I) x_i = rhs_i with f from s.f. The result
 // is returned in x. The schedule (common.cuh) says where the iterations run: all on warpgroup products
-// (cheb_wgmma.cuh; after them `reload` brings s.H, untransposed, and s.K back from global memory), or all here
-// on mma.sync (op_mma) with plain tf32 products before sched.one_term and 3xTF32 after (the iteration damps
-// the earlier rounding). Here the iterate lives in registers in the warp-tile layout
+// (cheb_wgmma.cuh; after them `reload` brings back from global memory what the caller reads next of s.K and
+// s.H, untransposed), or all here on mma.sync (op_mma) with plain tf32 products before sched.one_term and 3xTF32
+// after (the iteration damps the earlier rounding). Here the iterate lives in registers in the warp-tile layout
 // of SolveWarp and in s.X (one buffer: the scores are formed before the update overwrites it); P holds the
 // scores, V the right-hand side. Uses X, V, P; leaves the result in s.X (ld LD) too.
 template <int D, bool KX, class Reload>

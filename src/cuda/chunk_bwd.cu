@@ -65,9 +65,11 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
   const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
   const bool solve = a.cc.n > 0;
   constexpr int64_t DD = static_cast<int64_t>(D) * D;
-  const auto reload = [&] { k_state_load<D>(s, a.k, a.st.Hs, c); };
+  const auto reload = [&] { rows_load<D>(s.K, a.k, c.it, c.h); };  // after a warpgroup solve: H̄ is not read again
 
-  k_state_load<D>(s, a.k, a.st.Hs, c);
+  // H̄ only where it is read before S̄ replaces it in s.H: by the norms (no saved fro) or the solve (no saved x).
+  rows_load<D>(s.K, a.k, it, h);
+  if (!a.fro_in.dt || (solve && !a.x_in.dt)) square_load<D>(s.H, a.st.Hs + tile * DD);
   rows_load<D>(s.X, a.q, it, h);
   if (threadIdx.x < F::C)
     s.alpha[threadIdx.x] = threadIdx.x < n ? dscalar(a.alpha, it.batch, it.t0 + threadIdx.x, h, 1.f) : 0.f;

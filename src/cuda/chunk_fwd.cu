@@ -38,7 +38,11 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
   regs_from_smem<D>(q, s.X);
   if (a.cc.n > 0) {
     fro_norms<D, KX>(s, n);
-    cheb_solve<D, KX>(s, n, a.cc, a.omega, q, false, x, a.sched, [&] { k_state_load<D>(s, a.k, a.st.Hs, c); });
+    // After a warpgroup solve (it overlays s.H and s.K): k for the readout, H̄ only for the residual.
+    cheb_solve<D, KX>(s, n, a.cc, a.omega, q, false, x, a.sched, [&] {
+      rows_load<D>(s.K, a.k, c.it, c.h);
+      if (a.res.dt) square_load<D>(s.H, a.st.Hs + c.tile * D * D);
+    });
   } else {
     if (a.fro.dt || a.res.dt) fro_norms<D, KX>(s, n);
 #pragma unroll

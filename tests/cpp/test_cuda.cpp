@@ -5,9 +5,13 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <limits>
 #include <string>
+#include <vector>
 
 #include "support/cases.h"
 #include "support/expect_close.h"
@@ -75,18 +79,26 @@ struct DevInputs {
   }
 };
 
+// With `residual`, the optional residual output too: sized [B, T, H] in the state dtype and poisoned here.
 ForwardResult cuda_forward(const Case& c, const CaseInputs& in, bool recurrent = false,
-                           Precision precision = Precision::fp32) {
+                           Precision precision = Precision::fp32, Tensor* residual = nullptr) {
   ForwardResult r = harness::forward_buffers_make(c.shape());
   r.poison();
+  Tensor no_residual;
+  Tensor& res_host = residual ? *residual : no_residual;
+  if (residual) {
+    res_host = Tensor(r.fro.dtype(), r.fro.sizes());
+    res_host.fill_nan();
+  }
   DevInputs din(in);
-  DevTensor o(r.o), fkk(r.final_kk), fkv(r.final_kv), x(r.x), fro(r.fro);
+  DevTensor o(r.o), fkk(r.final_kk), fkv(r.final_kv), x(r.x), fro(r.fro), res(res_host);
   ForwardOutputs out;
   out.o = o.view();
   out.final_kk = fkk.view();
   out.final_kv = fkv.view();
   out.x = x.view();
   out.fro = fro.view();
+  out.residual = res.view();
   Options opt = c.options(Backend::cuda);
   opt.precision = precision;
   if (recurrent)
@@ -94,22 +106,26 @@ ForwardResult cuda_forward(const Case& c, const CaseInputs& in, bool recurrent =
   else
     chunk_forward(din.view(), out, opt);
   if (cudaDeviceSynchronize() != cudaSuccess) throw std::runtime_error("cuda error after forward");
-  for (DevTensor* t : {&o, &fkk, &fkv, &x, &fro}) t->download();
+  for (DevTensor* t : {&o, &fkk, &fkv, &x, &fro, &res}) t->download();
   return r;
 }
 
+// With `saved`, from a forward's x and fro (BackwardInputs::x, fro) instead of recomputing them.
 BackwardResult cuda_backward(const Case& c, const CaseInputs& in, const BackwardSeeds& seeds,
-                             Precision precision = Precision::fp32) {
+                             Precision precision = Precision::fp32, const ForwardResult* saved = nullptr) {
   BackwardResult r = harness::gradient_buffers_make(c.shape(), in);
   r.poison();
   DevInputs din(in);
   BackwardSeeds s = seeds;
-  DevTensor d_o(s.d_o), dfk(s.d_final_kk), dfv(s.d_final_kv);
+  Tensor saved_x = saved ? saved->x : Tensor(), saved_fro = saved ? saved->fro : Tensor();
+  DevTensor d_o(s.d_o), dfk(s.d_final_kk), dfv(s.d_final_kv), sx(saved_x), sfro(saved_fro);
   DevTensor dq(r.dq), dk(r.dk), dv(r.dv), da(r.dalpha), dg(r.dg), dgk(r.dgk), dhk(r.dh0_kk), dhv(r.dh0_kv);
   BackwardInputs gin;
   gin.d_o = d_o.view();
   gin.d_final_kk = dfk.view();
   gin.d_final_kv = dfv.view();
+  gin.x = sx.view();
+  gin.fro = sfro.view();
   Gradients g;
   g.dq = dq.view();
   g.dk = dk.view();
@@ -185,23 +201,61 @@ TEST_P(Cuda, ForwardMatchesOracleAndCpu) {
   expect_close(got.x, cpu.x, 2 * tol, "x vs cpu");
 }
 
+// The gradients `got` of case c against the fp64 oracle's (`what` prefixes the failure messages).
+void expect_gradients_match_oracle(const Case& c, const CaseInputs& in, const BackwardSeeds& seeds,
+                                   const BackwardResult& got, const std::string& what = "") {
+  BackwardSeeds seeds64{seeds.d_o.cast(DType::f64), seeds.d_final_kk.cast(DType::f64),
+                        seeds.d_final_kv.cast(DType::f64)};
+  const BackwardResult ref = backward_run(case_in_f64(c), inputs_to_f64(in), seeds64, Backend::reference);
+  const double tol = tol_gradient(dtype_parse(c.dtype), false, c.ridge_ratio);
+  expect_close(got.dq, ref.dq, tol, what + "dq");
+  expect_close(got.dk, ref.dk, tol, what + "dk");
+  expect_close(got.dv, ref.dv, tol, what + "dv");
+  if (got.dalpha.defined()) expect_close(got.dalpha, ref.dalpha, tol, what + "dalpha");
+  if (got.dg.defined()) expect_close(got.dg, ref.dg, tol, what + "dg");
+  if (got.dgk.defined()) expect_close(got.dgk, ref.dgk, tol, what + "dgk");
+  const double state_tol = tol_gradient(DType::f32, false, c.ridge_ratio);
+  expect_close(got.dh0_kk, ref.dh0_kk, state_tol, what + "d_initial_kk");
+  expect_close(got.dh0_kv, ref.dh0_kv, state_tol, what + "d_initial_kv");
+}
+
 TEST_P(Cuda, BackwardMatchesOracle) {
   const CaseInputs in = inputs_make(c(), 99);
   const BackwardSeeds seeds = seeds_make(c(), 7);
-  const BackwardResult got = cuda_backward(c(), in, seeds);
-  BackwardSeeds seeds64{seeds.d_o.cast(DType::f64), seeds.d_final_kk.cast(DType::f64),
-                        seeds.d_final_kv.cast(DType::f64)};
-  const BackwardResult ref = backward_run(case_in_f64(c()), inputs_to_f64(in), seeds64, Backend::reference);
-  const double tol = tol_gradient(dtype(), false, c().ridge_ratio);
-  expect_close(got.dq, ref.dq, tol, "dq");
-  expect_close(got.dk, ref.dk, tol, "dk");
-  expect_close(got.dv, ref.dv, tol, "dv");
-  if (got.dalpha.defined()) expect_close(got.dalpha, ref.dalpha, tol, "dalpha");
-  if (got.dg.defined()) expect_close(got.dg, ref.dg, tol, "dg");
-  if (got.dgk.defined()) expect_close(got.dgk, ref.dgk, tol, "dgk");
-  const double state_tol = tol_gradient(DType::f32, false, c().ridge_ratio);
-  expect_close(got.dh0_kk, ref.dh0_kk, state_tol, "d_initial_kk");
-  expect_close(got.dh0_kv, ref.dh0_kv, state_tol, "d_initial_kv");
+  expect_gradients_match_oracle(c(), in, seeds, cuda_backward(c(), in, seeds));
+}
+
+// The backward from the forward's saved x and fro (what the torch op passes; step_b then skips the solve, the norms
+// and the H̄ load) against the backward that recomputes them, and against the oracle. Both solve the same
+// chunk-start states with the same code, so the gradients agree to fp32 rounding (bitwise on an H200): tol_forward
+// for fp32 gradients, and tol_stored for 16-bit ones (above one ulp, 2^-7 bf16 / 2^-10 f16, which a last-bit
+// difference can flip). A saved-x path that read wrong rows, or solved without H̄, is off by O(1). Then a saved x
+// and fro scaled by 3/2 must move the gradients by more than that agreement (by 6e-2 to 1.6 on an H200): else
+// the backward never read them and the first check proved nothing.
+TEST_P(Cuda, BackwardFromSavedMatchesRecomputed) {
+  const CaseInputs in = inputs_make(c(), 99);
+  const BackwardSeeds seeds = seeds_make(c(), 7);
+  const ForwardResult fwd = cuda_forward(c(), in);
+  const BackwardResult recomputed = cuda_backward(c(), in, seeds);
+  const BackwardResult saved = cuda_backward(c(), in, seeds, Precision::fp32, &fwd);
+  const double t32 = tol_forward(false, c().ridge_ratio), t16 = tol_stored(dtype(), false, c().ridge_ratio);
+  expect_close(saved.dq, recomputed.dq, t16, "dq (saved vs recomputed)");
+  expect_close(saved.dk, recomputed.dk, t16, "dk (saved vs recomputed)");
+  expect_close(saved.dv, recomputed.dv, t16, "dv (saved vs recomputed)");
+  if (saved.dalpha.defined()) expect_close(saved.dalpha, recomputed.dalpha, t32, "dalpha (saved vs recomputed)");
+  if (saved.dg.defined()) expect_close(saved.dg, recomputed.dg, t32, "dg (saved vs recomputed)");
+  if (saved.dgk.defined()) expect_close(saved.dgk, recomputed.dgk, t32, "dgk (saved vs recomputed)");
+  expect_close(saved.dh0_kk, recomputed.dh0_kk, t32, "d_initial_kk (saved vs recomputed)");
+  expect_close(saved.dh0_kv, recomputed.dh0_kv, t32, "d_initial_kv (saved vs recomputed)");
+  expect_gradients_match_oracle(c(), in, seeds, saved, "saved x, fro: ");
+  if (c().num_iter == 0) return;  // no solve: x = q and no lambda path, so x and fro do not enter the gradients
+  ForwardResult off = fwd;
+  for (Tensor* t : {&off.x, &off.fro})
+    for (int64_t i = 0; i < t->numel(); ++i) t->set_f64(i, 1.5 * t->get_f64(i));
+  const BackwardResult moved = cuda_backward(c(), in, seeds, Precision::fp32, &off);
+  const double change = std::max({rel_err(moved.dq, recomputed.dq), rel_err(moved.dk, recomputed.dk),
+                                  rel_err(moved.dv, recomputed.dv)});
+  EXPECT_GT(change, 2 * t16) << "gradients from a saved x and fro scaled by 3/2 match the recomputed ones";
 }
 
 TEST_P(Cuda, RecurrentMatchesOracle) {
@@ -367,7 +421,126 @@ TEST(CudaMixed, AwkwardShapesMatchOracle) {
       expect_close(g.dk, gr.dk, 3e-3, (at + "dk").c_str());
       expect_close(g.dv, gr.dv, 3e-3, (at + "dv").c_str());
       expect_close(g.dh0_kk, gr.dh0_kk, 3e-3, (at + "d_initial_kk").c_str());
+      // from the forward's saved x and fro (the torch op's path): step_b skips its solve, the adjoint one remains
+      const BackwardResult gs = cuda_backward(c, in, seeds, Precision::mixed, &got);
+      expect_close(gs.dq, gr.dq, 3e-3, (at + "saved: dq").c_str());
+      expect_close(gs.dk, gr.dk, 3e-3, (at + "saved: dk").c_str());
+      expect_close(gs.dv, gr.dv, 3e-3, (at + "saved: dv").c_str());
+      expect_close(gs.dh0_kk, gr.dh0_kk, 3e-3, (at + "saved: d_initial_kk").c_str());
     }
+}
+
+// fp64 residuals ||(H_t + r ||H_t||_F I) x_t - q_t|| / ||q_t|| ([B, T, H] order) of a given x [B, T, H, D], with
+// H_t = e^{gk_t} H_{t-1} + k_t k_tᵀ run token by token over each sequence from its initial state (or zero).
+std::vector<double> residuals_of(const Case& c, const CaseInputs& in, const Tensor& x) {
+  const int64_t T = c.T, H = c.H, D = c.D;
+  const std::vector<double> q = in.q.to_f64(), k = in.k.to_f64(), xs = x.to_f64();
+  const std::vector<double> gk = in.gk.defined() ? in.gk.to_f64() : std::vector<double>();
+  const std::vector<double> h0 = in.h0_kk.defined() ? in.h0_kk.to_f64() : std::vector<double>();
+  struct Seq {
+    int64_t b, t0, len;
+  };
+  std::vector<Seq> seqs;
+  if (c.varlen.empty()) {
+    for (int64_t b = 0; b < c.B; ++b) seqs.push_back({b, 0, T});
+  } else {
+    int64_t t0 = 0;
+    for (int64_t n : c.varlen) seqs.push_back({0, t0, n}), t0 += n;
+  }
+  std::vector<double> res(static_cast<size_t>(c.B * T * H), std::numeric_limits<double>::quiet_NaN());
+  std::vector<double> Hm(static_cast<size_t>(D * D));
+  for (size_t n = 0; n < seqs.size(); ++n)
+    for (int64_t h = 0; h < H; ++h) {
+      const size_t slot = (n * static_cast<size_t>(H) + static_cast<size_t>(h)) * static_cast<size_t>(D * D);
+      for (size_t i = 0; i < Hm.size(); ++i) Hm[i] = h0.empty() ? 0.0 : h0[slot + i];
+      for (int64_t t = seqs[n].t0; t < seqs[n].t0 + seqs[n].len; ++t) {
+        const size_t row = static_cast<size_t>((seqs[n].b * T + t) * H + h), v = row * static_cast<size_t>(D);
+        const double decay = gk.empty() ? 1.0 : std::exp(gk[row]);
+        double ff = 0;
+        for (int64_t i = 0; i < D; ++i)
+          for (int64_t j = 0; j < D; ++j) {
+            double& e = Hm[static_cast<size_t>(i * D + j)];
+            e = decay * e + k[v + static_cast<size_t>(i)] * k[v + static_cast<size_t>(j)];
+            ff += e * e;
+          }
+        const double lam = c.ridge_ratio * std::sqrt(ff);
+        double num = 0, den = 0;
+        for (int64_t i = 0; i < D; ++i) {
+          double y = lam * xs[v + static_cast<size_t>(i)] - q[v + static_cast<size_t>(i)];
+          for (int64_t j = 0; j < D; ++j) y += Hm[static_cast<size_t>(i * D + j)] * xs[v + static_cast<size_t>(j)];
+          num += y * y;
+          den += q[v + static_cast<size_t>(i)] * q[v + static_cast<size_t>(i)];
+        }
+        res[row] = std::sqrt(num / den);
+      }
+    }
+  return res;
+}
+
+double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  return m;
+}
+
+// The optional residual output ||(H_t + lambda_t I) x_t - q_t|| / ||q_t||, which reads H̄ after the solve
+// (reloaded after a warpgroup solve, Precision::mixed on Hopper, only when the residual is asked for). Awkward
+// shapes, both head dims and precisions, num_iter 0 (no solve: x = q, residuals up to ~1), 5 (unconverged: up to
+// ~0.35) and 30 (the default: up to ~3e-4). Per token, absolute, within tol_forward (1e-5 at r = 0.02): fp32
+// states and fp32 evaluation leave ~eps32 ||H|| ||x|| / ||q|| <= kappa eps32, the suite's forward bound
+// (measured <= 1.3e-6 on an H200). (a) Against the fp64 residual of the kernel's own x (either precision);
+// (b) fp32 only, against the oracle's residual (its x differs by the fp32 solve's rounding: <= 9e-7 measured;
+// mixed's x, ~1e-5 off, moves the residual by up to ~2e-4, so (a) is its check). A residual from a wrong or
+// missing H̄, or a wrong lambda, is off by about the residual's own size (>= 3e-4), 30x the tolerance or more.
+TEST(CudaResidual, MatchesOwnXAndOracle) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const int64_t D : {64, 128})
+    for (int shape = 0; shape < 3; ++shape)
+      for (const int32_t iters : {0, 5, 30}) {
+        Case c;
+        c.name = "residual";
+        c.D = D;
+        c.H = 2;
+        c.h0 = true;
+        c.gates = "untied";
+        c.num_iter = iters;
+        if (shape == 0) {  // one token per sequence
+          c.B = 3;
+          c.T = 1;
+        } else if (shape == 1) {  // two chunks and a tail
+          c.B = 1;
+          c.T = 130;
+        } else {  // sequences of 1, 63, 0, 100, 7 tokens packed in one row
+          c.B = 1;
+          c.varlen = {1, 63, 0, 100, 7};
+          c.T = 171;
+        }
+        const CaseInputs in = inputs_make(c, 40 + static_cast<uint64_t>(shape));
+        const CaseInputs in64 = inputs_to_f64(in);
+        Tensor oracle_res(DType::f64, {c.B, c.T, c.H});
+        oracle_res.fill_nan();
+        {
+          ForwardResult ref = harness::forward_buffers_make(case_in_f64(c).shape());
+          ForwardOutputs out = ref.view(false);
+          out.residual = oracle_res.view();
+          chunk_forward(in64.view(), out, case_in_f64(c).options(Backend::reference));
+        }
+        const std::vector<double> want = oracle_res.to_f64();
+        for (const Precision prec : {Precision::fp32, Precision::mixed}) {
+          const std::string at = std::string(prec == Precision::mixed ? "mixed" : "fp32") + " D=" +
+                                 std::to_string(D) + " shape " + std::to_string(shape) + " num_iter " +
+                                 std::to_string(iters) + ": ";
+          Tensor res;
+          const ForwardResult got = cuda_forward(c, in, false, prec, &res);
+          ASSERT_EQ(nonfinite_count(res), 0) << at << "residual has NaN/Inf (poisoned output left unwritten?)";
+          const std::vector<double> mine = res.to_f64(), own = residuals_of(c, in64, got.x);
+          const double tol = tol_forward(false, c.ridge_ratio);
+          EXPECT_LE(max_abs_diff(mine, own), tol) << at << "residual vs the fp64 residual of the kernel's own x";
+          if (prec == Precision::fp32) {
+            EXPECT_LE(max_abs_diff(mine, want), tol) << at << "residual vs the oracle's";
+          }
+        }
+      }
 }
 
 INSTANTIATE_TEST_SUITE_P(Precisions, CudaAccuracy, ::testing::Values(Precision::fp32, Precision::mixed),

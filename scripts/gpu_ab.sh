@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# On the GPU machine (carry .gpu-deps): A/B timing of the working tree against a baseline tree in ab-old/, made
+# beforehand with `mkdir ab-old && git archive REF | tar -x -C ab-old` (untracked, so it travels with the tree;
+# delete it afterwards). Builds test_cuda and the CUDA bench in both, runs test_cuda on the new build first (no
+# timing of wrong code), then alternates bench runs old / new (/ new with $GKA_AB_ENV, e.g.
+# GKA_AB_ENV="GKA_STATES_RB16=1") on the same instance, where the bench's noise is about ±3 %.
+# Usage: bash scripts/gpu_ab.sh [ROUNDS]   (default 2; GKA_BENCH_* variables pass through, e.g.
+# GKA_BENCH_PRECISION=mixed GKA_BENCH_PARTS=chunk). Logs in $OUT; the bench rows last.
+source "$(dirname "$0")/gpu_setup.sh"
+rounds=${1:-2}
+[ -d ab-old ] || { echo "no ab-old/ baseline tree"; exit 1; }
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+gpu_build test_cuda gka_bench_cuda
+cmake -S ab-old -B build-old -G Ninja -DGKA_BUILD_APPS=OFF -DGKA_BUILD_TORCH=OFF -DGKA_BUILD_BENCH=ON \
+  >"$OUT/cmake_old.log" 2>&1 && cmake --build build-old -j16 --target gka_bench_cuda >"$OUT/build_old.log" 2>&1 ||
+  { tail -30 "$OUT/build_old.log"; exit 1; }
+$B/tests/cpp/test_cuda >"$OUT/test_cuda.log" 2>&1; echo "test_cuda (new) rc=$?"
+grep -E "tests ran|PASSED|FAILED|precision|rel err" "$OUT/test_cuda.log" | head -30
+for r in $(seq "$rounds"); do
+  echo "== round $r: old"; build-old/bench/gka_bench_cuda
+  echo "== round $r: new"; $B/bench/gka_bench_cuda
+  if [ -n "${GKA_AB_ENV:-}" ]; then echo "== round $r: new with $GKA_AB_ENV"; env $GKA_AB_ENV $B/bench/gka_bench_cuda; fi
+done >"$OUT/ab.log" 2>&1
+grep -E "^==|fwd|bwd" "$OUT/ab.log"
