@@ -23,13 +23,12 @@ enum class Precision : int32_t {
   fp32,   // every product at fp32 accuracy (3xTF32 on tensor cores); default
   mixed,  // cuda: cheaper products on the leading Chebyshev iterations of the forward and adjoint solves and
           // accurate ones on the last iterations, which damp the early rounding (the iterate x stays in fp32).
-          // Hopper (wgmma): one bf16 product per term, then the last kMixedFinishItersWgmma with three (bf16
-          // hi/lo pairs, ~2^-16 relative); other GPUs (mma.sync): one tf32 product, then the last
-          // kMixedFinishIters in 3xTF32. ~2x faster forward on an H200, x error ~1e-5 (docs/cuda_backend.md).
+          // Hopper (wgmma): one scaled f16 product per term (rounds like tf32), then the last kMixedFinishIters
+          // with three (bf16 hi/lo pairs, ~2^-16 relative); other GPUs (mma.sync): one tf32 product, then the
+          // last kMixedFinishIters in 3xTF32. ~2x faster forward on an H200, x error ~1e-5 (docs/cuda_backend.md).
           // Backends without a faster product (reference, cpu) compute exactly as with fp32.
 };
-inline constexpr int32_t kMixedFinishIters = 10;       // mma.sync path
-inline constexpr int32_t kMixedFinishItersWgmma = 20;  // wgmma path: bf16 rounds 4x coarser than tf32
+inline constexpr int32_t kMixedFinishIters = 10;
 
 enum class Backend : int32_t {
   automatic,  // cuda for device tensors, cpu otherwise

@@ -6,11 +6,17 @@
 // X read from a swizzled shared tile. The only barrier of an iteration follows the store of the new iterate; two X
 // buffers alternate so that a warpgroup may store the next iterate while the other still reads the current one.
 //
-// Operands are bf16 pairs: v = hi + lo with hi = bf16(v), lo = bf16(v - hi) (16 significant bits). An
-// iteration runs either one product per term (hi hi: bf16 rounding, ~2^-9 relative) or three (lo hi + hi lo +
-// hi hi, lo lo dropped: ~2^-16), at the bf16 tensor rate. The iteration damps the rounding of earlier
-// iterations, so the schedule (common.cuh, SolveSchedule) ends on accurate ones. Where k is bf16 its lo tile is
-// zero, so the accurate iterations skip the hi lo term of S = X Kᵀ and P K (the same sums, bitwise).
+// The accurate iterations (the last ones of the schedule) take bf16 pairs: v = hi + lo with hi = bf16(v),
+// lo = bf16(v - hi) (16 significant bits), three products per term (lo hi + hi lo + hi hi, lo lo dropped: ~2^-16
+// relative; two where k is bf16: its lo tile is zero, the same sums bitwise). The leading one-term iterations take
+// scaled f16 (one product per term, ~2^-12 relative like tf32, where one bf16 term rounds to ~2^-9): each row
+// of X is scaled by a power of two that puts the row norm of x_0 near 2^-3, K by one that brings its rows' norms
+// under 1, H̄ by sigma_K² (less if that would leave f16's range), so that no operand nor P = S ⊙ M can overflow
+// f16 for the whole solve (the iterate grows at most ~1 / (eta lambda) over x_0; small elements may go
+// subnormal, an absolute error below 2^-24 of their row's scale); the scales are undone in fp32 in the update. At the switch the K and H̄ tiles, built as f16 hi/lo pairs, become
+// bf16 pairs in place. A chunk whose magnitudes fall outside those ranges (extreme scales, tiny ridge ratio, NaN)
+// runs every iteration accurately. The iteration damps the rounding of earlier iterations, so the schedule
+// (common.cuh, SolveSchedule) ends on accurate ones.
 //
 // The swizzled tiles overlay the padded tiles of ChunkSmem for the duration of the solve. On exit,
 // x is in s.X, the right-hand side in s.V and the mask in s.M (padded, exactly); s.H and s.K are lost (the
@@ -44,12 +50,52 @@ __device__ __forceinline__ void put_pair_at(char* p, uint32_t off, uint32_t lo, 
   *reinterpret_cast<__nv_bfloat162*>(p + off) = hi;
   *reinterpret_cast<__nv_bfloat162*>(p + lo + off) = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
 }
-// Writes v0, v1 (columns k, k + 1, k even) as hi/lo into the R x Kc tile at byte offset `tile`.
-__device__ __forceinline__ void put_pair(char* sb, uint32_t tile, int R, int Kc, int r, int k, float v0, float v1) {
-  put_pair_at(sb + tile, sw128_bf16(R, r, k), R * Kc * 2, v0, v1);
+// The same as f16 hi/lo (v0, v1 already scaled into f16's range), and hi alone.
+__device__ __forceinline__ void put_f16_pair_at(char* p, uint32_t off, uint32_t lo, float v0, float v1) {
+  const __half2 hi = __floats2half2_rn(v0, v1);
+  const float2 h = __half22float2(hi);
+  *reinterpret_cast<__half2*>(p + off) = hi;
+  *reinterpret_cast<__half2*>(p + lo + off) = __floats2half2_rn(v0 - h.x, v1 - h.y);
 }
-// Product terms: 1 = hi hi; 2 = lo hi + hi hi (B exact in bf16: its lo tile is zero); 3 = lo hi + hi lo + hi hi.
-// A template argument: a branch between two products of a chain makes ptxas wait for each before the next.
+__device__ __forceinline__ void put_f16_at(char* p, uint32_t off, float v0, float v1) {
+  *reinterpret_cast<__half2*>(p + off) = __floats2half2_rn(v0, v1);
+}
+// Writes v0, v1 (columns k, k + 1, k even) as hi/lo into the R x Kc tile at byte offset `tile`: bf16 pairs, or f16
+// pairs of (v0, v1) * scale where F16.
+template <bool F16 = false>
+__device__ __forceinline__ void put_pair(char* sb, uint32_t tile, int R, int Kc, int r, int k, float v0, float v1,
+                                         float scale = 1.f) {
+  if constexpr (F16)
+    put_f16_pair_at(sb + tile, sw128_bf16(R, r, k), R * Kc * 2, v0 * scale, v1 * scale);
+  else
+    put_pair_at(sb + tile, sw128_bf16(R, r, k), R * Kc * 2, v0, v1);
+}
+// An f16 hi/lo tile of ELEMS elements at `tile` (lo tile right after) into bf16 pairs of the values times
+// `unscale`, in place: element-wise, so each thread converts its own words. Callers sync before and after.
+template <int ELEMS>
+__device__ __forceinline__ void tile_f16_to_bf16(char* sb, uint32_t tile, float unscale) {
+  uint32_t* hi = reinterpret_cast<uint32_t*>(sb + tile);
+  uint32_t* lo = hi + ELEMS / 2;
+#pragma unroll 1  // it runs inside the solve loop: unrolled, its loads raised the loop's register peak
+  for (int p = 0; p < ELEMS / 2 / kThreads; ++p) {
+    const int i = threadIdx.x + kThreads * p;
+    __half2 h, l;
+    const uint32_t hw = hi[i], lw = lo[i];
+    memcpy(&h, &hw, 4);
+    memcpy(&l, &lw, 4);
+    const float2 fh = __half22float2(h), fl = __half22float2(l);
+    const float v0 = (fh.x + fl.x) * unscale, v1 = (fh.y + fl.y) * unscale;
+    const __nv_bfloat162 bh = __floats2bfloat162_rn(v0, v1);
+    const float2 bf = __bfloat1622float2(bh);
+    const __nv_bfloat162 bl = __floats2bfloat162_rn(v0 - bf.x, v1 - bf.y);
+    memcpy(&hi[i], &bh, 4);
+    memcpy(&lo[i], &bl, 4);
+  }
+}
+
+// Product terms: 1 = hi hi (f16 tiles); 2 = lo hi + hi hi (B exact in bf16: its lo tile is zero); 3 = lo hi +
+// hi lo + hi hi (bf16 pairs). A template argument: a branch between two products of a chain makes ptxas wait for
+// each before the next.
 //
 // acc = A Bᵀ-tile product over Kc columns: A the 64 x Kc tile at a, B rows [rb0, rb0 + N) of the Rb x Kc tile
 // at b (shared addresses).
@@ -64,17 +110,18 @@ __device__ __forceinline__ void wg_product(float (&acc)[N / 2], uint32_t a, uint
     const int first = k == 0 ? 0 : 1;
     const uint32_t oa = (k >> 6) * (C * 128) + (k & 63) * 2, ob = (k >> 6) * (Rb * 128) + (k & 63) * 2;
     if constexpr (TERMS == 1) {
-      wgmma_bf16<N>(acc, desc_plus(da, oa), desc_plus(db, ob), first);
+      wgmma<N, true>(acc, desc_plus(da, oa), desc_plus(db, ob), first);
     } else {
-      wgmma_bf16<N>(acc, desc_plus(dalo, oa), desc_plus(db, ob), first);
-      if constexpr (TERMS == 3) wgmma_bf16<N>(acc, desc_plus(da, oa), desc_plus(dblo, ob), 1);
-      wgmma_bf16<N>(acc, desc_plus(da, oa), desc_plus(db, ob), 1);
+      wgmma<N>(acc, desc_plus(dalo, oa), desc_plus(db, ob), first);
+      if constexpr (TERMS == 3) wgmma<N>(acc, desc_plus(da, oa), desc_plus(dblo, ob), 1);
+      wgmma<N>(acc, desc_plus(da, oa), desc_plus(db, ob), 1);
     }
   }
 }
 
-// acc += P B over the C columns of P: P in A registers (hi, and lo for TERMS > 1; k-step k in [k][0..3]), B
-// columns [n0, n0 + N) of the C x Kc tile at b, read MN-major (the K tile serves both S = X Kᵀ and P K).
+// acc += P B over the C columns of P: P in A registers (f16 hi for TERMS = 1, else bf16 hi and lo; k-step k in
+// [k][0..3]), B columns [n0, n0 + N) of the C x Kc tile at b, read MN-major (the K tile serves both S = X Kᵀ and
+// P K).
 template <int N, int TERMS>
 __device__ __forceinline__ void wg_product_rs(float (&acc)[N / 2], const uint32_t (&ph)[kChunkMax / 16][4],
                                               const uint32_t (&pl)[kChunkMax / 16][4], uint32_t b, int Kc, int n0) {
@@ -82,9 +129,9 @@ __device__ __forceinline__ void wg_product_rs(float (&acc)[N / 2], const uint32_
   const uint64_t db = sw128_desc_mn_at(b, C, 0, n0), dblo = sw128_desc_mn_at(b + C * Kc * 2, C, 0, n0);
 #pragma unroll
   for (int k = 0; k < C / 16; ++k) {
-    if constexpr (TERMS > 1) wgmma_bf16_rs<N>(acc, pl[k], desc_plus(db, 16 * k * 128), 1);
-    if constexpr (TERMS == 3) wgmma_bf16_rs<N>(acc, ph[k], desc_plus(dblo, 16 * k * 128), 1);
-    wgmma_bf16_rs<N>(acc, ph[k], desc_plus(db, 16 * k * 128), 1);
+    if constexpr (TERMS > 1) wgmma<N>(acc, pl[k], desc_plus(db, 16 * k * 128), 1);
+    if constexpr (TERMS == 3) wgmma<N>(acc, ph[k], desc_plus(dblo, 16 * k * 128), 1);
+    wgmma<N, TERMS == 1>(acc, ph[k], desc_plus(db, 16 * k * 128), 1);
   }
 }
 
@@ -135,10 +182,89 @@ struct WgThread {
   }
 };
 
+// Per-CTA scales of the f16 one-term iterations (the header): sigma_K = 2^ek, sigma_H = 2^eh, and per row the
+// scale of the iterate sx and the factor that undoes the scales of Y, ux; Y ← Y * uy after X H̄ᵀ (folded into
+// e^G) brings its H̄ part to K's scale. Kept in shared memory (F16Slots: every register counts in the solve loop).
+template <int D>
+struct F16Slots {
+  static constexpr int SX = 0, UX = kChunkMax;       // in s.rowp, by row
+  static constexpr int UY = 16, UNK = 17, UNH = 18;  // in s.red: uy, 1 / sigma_K, 1 / sigma_H
+};
+struct F16Build {
+  float sk, sh;  // sigma_K, sigma_H
+  bool ok;       // false where the chunk's magnitudes leave f16's range: then every iteration is accurate
+};
+
+// Block-wide: every thread calls it (two barriers; the slots are written after the second, read after the next
+// barrier). rn0, rn1: this thread's partial squared norms of x_0's rows r0, r1; el0, el1 = eta lambda of those
+// rows (the iterate grows at most ~1 / (eta lambda) over x_0).
+template <int D>
+__device__ F16Build f16_scales(ChunkSmem<D>& s, const WgThread& w, float rn0, float rn1, float el0, float el1) {
+  constexpr int C = kChunkMax, LD = Cfg<D>::LD;
+  using SL = F16Slots<D>;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float mk = 0.f, mh = 0.f;
+  for (int i = threadIdx.x; i < C * D; i += kThreads) mk = fmaxf(mk, fabsf(s.K[(i / D) * LD + i % D]));
+  for (int i = threadIdx.x; i < D * D; i += kThreads) mh = fmaxf(mh, fabsf(s.H[(i / D) * LD + i % D]));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    mk = fmaxf(mk, __shfl_xor_sync(0xffffffffu, mk, o));
+    mh = fmaxf(mh, __shfl_xor_sync(0xffffffffu, mh, o));
+  }
+#pragma unroll
+  for (int o = 1; o < 4; o <<= 1) {  // the quad holds a row's columns of this warpgroup
+    rn0 += __shfl_xor_sync(0xffffffffu, rn0, o);
+    rn1 += __shfl_xor_sync(0xffffffffu, rn1, o);
+  }
+  if (lane == 0) {
+    s.red[warp] = mk;
+    s.red[8 + warp] = mh;
+  }
+  if ((lane & 3) == 0) {
+    s.rowp[w.wg * C + w.r0] = rn0;
+    s.rowp[w.wg * C + w.r1] = rn1;
+  }
+  __syncthreads();
+  mk = 0.f;
+  mh = 0.f;
+  for (int i = 0; i < 8; ++i) {
+    mk = fmaxf(mk, s.red[i]);
+    mh = fmaxf(mh, s.red[8 + i]);
+  }
+  int e;
+  frexpf(mk * sqrtf(static_cast<float>(D)), &e);  // max row norm of K < 2^e
+  const int ek = -e;
+  frexpf(mh, &e);  // max |H̄| < 2^e: at most 2^14 after scaling
+  const int eh = min(2 * ek, 14 - e);
+  bool bad = !(isfinite(mk) && isfinite(mh)) || abs(ek) > 60 || abs(eh) > 100 || 2 * ek - eh > 100;
+  const float rs[2] = {s.rowp[w.r0] + s.rowp[C + w.r0], s.rowp[w.r1] + s.rowp[C + w.r1]};
+  const float el[2] = {el0, el1};
+  int ex[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    frexpf(rs[i], &e);  // |x_0 row| < 2^((e + 1) / 2)
+    ex[i] = -3 - ((e + 1) >> 1);
+    bad |= !isfinite(rs[i]) || abs(ex[i] + 2 * ek) > 120 || (rs[i] > 0.f && !(el[i] >= 0x1p-12f));
+  }
+  F16Build f{ldexpf(1.f, ek), ldexpf(1.f, eh), !__syncthreads_or(bad)};
+  if (w.wg == 0 && (lane & 3) == 0) {
+    s.rowp[SL::SX + w.r0] = ldexpf(1.f, ex[0]);
+    s.rowp[SL::SX + w.r1] = ldexpf(1.f, ex[1]);
+    s.rowp[SL::UX + w.r0] = ldexpf(1.f, -ex[0] - 2 * ek);
+    s.rowp[SL::UX + w.r1] = ldexpf(1.f, -ex[1] - 2 * ek);
+  }
+  if (threadIdx.x == 0) {
+    s.red[SL::UY] = ldexpf(1.f, 2 * ek - eh);
+    s.red[SL::UNK] = ldexpf(1.f, -ek);
+    s.red[SL::UNH] = ldexpf(1.f, -eh);
+  }
+  return f;
+}
+
 // Runs iterations [0, iters) of cheb_solve's loop from x_0 = diag(eta) rhs (the right-hand side in s.X, the mask
-// in s.M, H̄ already transposed for the adjoint), one product term for it < three_from, three after (two for
-// the products with K where k_bf16: the K tile is exact). Leaves x_iters in s.X, the right-hand side in s.V, the
-// mask in s.M. Needs kThreads = 256.
+// in s.M, H̄ already transposed for the adjoint), one f16 product term for it < three_from, bf16 pairs with three
+// terms after (two for the products with K where k_bf16: the K tile is exact). Leaves x_iters in s.X, the
+// right-hand side in s.V, the mask in s.M. Needs kThreads = 256.
 template <int D>
 __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int three_from, bool k_bf16) {
   using F = Cfg<D>;
@@ -151,6 +277,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   const float eta0 = s.eta[w.r0], eta1 = s.eta[w.r1], el0 = eta0 * s.lam[w.r0], el1 = eta1 * s.lam[w.r1];
   const float eg0 = s.eG[w.r0], eg1 = s.eG[w.r1];
   float rhs[NY][4], xc[NY][4], xp[NY][4], mk[NS][4];
+  float rn0 = 0.f, rn1 = 0.f;
 #pragma unroll
   for (int j = 0; j < NY; ++j) {
     w.load(s.X, LD, w.yc + 8 * j, rhs[j]);
@@ -159,19 +286,37 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
       xc[j][e] = (e < 2 ? eta0 : eta1) * rhs[j][e];
       xp[j][e] = 0.f;
     }
+    rn0 = fmaf(xc[j][0], xc[j][0], fmaf(xc[j][1], xc[j][1], rn0));
+    rn1 = fmaf(xc[j][2], xc[j][2], fmaf(xc[j][3], xc[j][3], rn1));
   }
 #pragma unroll
   for (int j = 0; j < NS; ++j) w.load(s.M, LC, w.sc + 8 * j, mk[j]);
-  // K -> its tile (the V area), then H̄ -> its tile, x_0 -> X0 (over the padded H̄/K) and the right-hand side
-  // -> RHS (over the padded V/P/M).
-  padded_move<D, C>(s.K, [&](int r, int c, float4 v) {
-    put_pair(sb, T::K, C, D, r, c, v.x, v.y);
-    put_pair(sb, T::K, C, D, r, c + 2, v.z, v.w);
-  });
-  padded_move<D, D>(s.H, [&](int r, int c, float4 v) {
-    put_pair(sb, T::H, D, D, r, c, v.x, v.y);
-    put_pair(sb, T::H, D, D, r, c + 2, v.z, v.w);
-  });
+  using SL = F16Slots<D>;
+  F16Build f{1.f, 1.f, false};
+  if (three_from > 0) f = f16_scales<D>(s, w, rn0, rn1, el0, el1);
+  const int lead = __shfl_sync(0xffffffffu, f.ok ? min(three_from, iters) : 0, 0);  // the f16 one-term iterations
+  // K -> its tile (the V area), then H̄ -> its tile (f16 pairs where the solve starts on one-term iterations),
+  // x_0 -> X0 (over the padded H̄/K) and the right-hand side -> RHS (over the padded V/P/M).
+  if (lead > 0) {
+    const float sk = f.sk, sh = f.sh;
+    padded_move<D, C>(s.K, [&](int r, int c, float4 v) {
+      put_pair<true>(sb, T::K, C, D, r, c, v.x, v.y, sk);
+      put_pair<true>(sb, T::K, C, D, r, c + 2, v.z, v.w, sk);
+    });
+    padded_move<D, D>(s.H, [&](int r, int c, float4 v) {
+      put_pair<true>(sb, T::H, D, D, r, c, v.x, v.y, sh);
+      put_pair<true>(sb, T::H, D, D, r, c + 2, v.z, v.w, sh);
+    });
+  } else {
+    padded_move<D, C>(s.K, [&](int r, int c, float4 v) {
+      put_pair(sb, T::K, C, D, r, c, v.x, v.y);
+      put_pair(sb, T::K, C, D, r, c + 2, v.z, v.w);
+    });
+    padded_move<D, D>(s.H, [&](int r, int c, float4 v) {
+      put_pair(sb, T::H, D, D, r, c, v.x, v.y);
+      put_pair(sb, T::H, D, D, r, c + 2, v.z, v.w);
+    });
+  }
   float4* rhs_s = reinterpret_cast<float4*>(sb + T::RHS) + threadIdx.x;
 #pragma unroll
   for (int j = 0; j < NY; ++j) rhs_s[kThreads * j] = make_float4(rhs[j][0], rhs[j][1], rhs[j][2], rhs[j][3]);
@@ -179,21 +324,37 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   // 64-column block, and j only flips 16-byte-chunk bits that (yc / 8) % 8 leaves clear (0 for D = 128, 4 wg
   // for D = 64). Computed once: the general swizzle per store cost ~190 integer instructions per iteration.
   const uint32_t xo0 = sw128_bf16(C, w.r0, w.yc), xo1 = sw128_bf16(C, w.r1, w.yc);
-  auto store_x = [&](uint32_t tile) {
+  // Stores the iterate (scaled f16 where f16, else bf16 pairs); where `to_bf16` (the switch to the accurate
+  // iterations) also turns the K and H̄ tiles into bf16 pairs once every product of the lead is done.
+  auto store_x = [&](uint32_t tile, bool f16, bool to_bf16) {
+    if (f16) {  // the scaled iterate, hi only
+      const float sx0 = s.rowp[SL::SX + w.r0], sx1 = s.rowp[SL::SX + w.r1];
 #pragma unroll
-    for (int j = 0; j < NY; ++j) {
-      put_pair_at(sb + tile, xo0 ^ (j << 4), C * D * 2, xc[j][0], xc[j][1]);
-      put_pair_at(sb + tile, xo1 ^ (j << 4), C * D * 2, xc[j][2], xc[j][3]);
+      for (int j = 0; j < NY; ++j) {
+        put_f16_at(sb + tile, xo0 ^ (j << 4), xc[j][0] * sx0, xc[j][1] * sx0);
+        put_f16_at(sb + tile, xo1 ^ (j << 4), xc[j][2] * sx1, xc[j][3] * sx1);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < NY; ++j) {
+        put_pair_at(sb + tile, xo0 ^ (j << 4), C * D * 2, xc[j][0], xc[j][1]);
+        put_pair_at(sb + tile, xo1 ^ (j << 4), C * D * 2, xc[j][2], xc[j][3]);
+      }
+    }
+    if (to_bf16) {
+      __syncthreads();
+      tile_f16_to_bf16<C * D>(sb, T::K, s.red[SL::UNK]);
+      tile_f16_to_bf16<D * D>(sb, T::H, s.red[SL::UNH]);
     }
     fence_async_smem();
     __syncthreads();
   };
-  store_x(T::X0);
+  store_x(T::X0, lead > 0, false);
 
   float S[NS * 4], Y[NY * 4];
   uint32_t ph[C / 16][4], pl[C / 16][4];
-  // Y = diag(e^G) X H̄ᵀ + (S ⊙ M) K for the iterate in tile xt; KT terms for the products with K (1, 2 or 3),
-  // one for X H̄ᵀ where KT = 1 and three otherwise.
+  // Y = diag(e^G) X H̄ᵀ + (S ⊙ M) K for the iterate in tile xt; KT terms for the products with K (1: f16, 2 or
+  // 3: bf16 pairs), one for X H̄ᵀ where KT = 1 and three otherwise. With f16, Y comes out scaled by sx sigma_K².
   auto products = [&]<int KT>(uint32_t b, uint32_t xt) {
     wgmma_fence();
     wg_product<C, KT>(S, xt, b + T::K, C, 0, D);
@@ -209,22 +370,26 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
       for (int i = 0; i < 4; ++i) {
         const int j = 2 * k + (i >> 1), e = (i & 1) * 2;
         const float v0 = S[4 * j + e] * mk[j][e], v1 = S[4 * j + e + 1] * mk[j][e + 1];
-        const __nv_bfloat162 hi = __floats2bfloat162_rn(v0, v1);
-        ph[k][i] = *reinterpret_cast<const uint32_t*>(&hi);
-        if constexpr (KT > 1) {
+        if constexpr (KT == 1) {
+          const __half2 hi = __floats2half2_rn(v0, v1);
+          memcpy(&ph[k][i], &hi, 4);
+        } else {
+          const __nv_bfloat162 hi = __floats2bfloat162_rn(v0, v1);
+          memcpy(&ph[k][i], &hi, 4);
           const float2 h = __bfloat1622float2(hi);
           const __nv_bfloat162 lo = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
-          pl[k][i] = *reinterpret_cast<const uint32_t*>(&lo);
+          memcpy(&pl[k][i], &lo, 4);
         }
       }
     wgmma_wait<0>();
     fence_regs(Y);
+    const float uy = KT == 1 ? s.red[SL::UY] : 1.f, e0 = eg0 * uy, e1 = eg1 * uy;  // X H̄ᵀ to K's scale
 #pragma unroll
     for (int j = 0; j < NY; ++j) {
-      Y[4 * j] *= eg0;
-      Y[4 * j + 1] *= eg0;
-      Y[4 * j + 2] *= eg1;
-      Y[4 * j + 3] *= eg1;
+      Y[4 * j] *= e0;
+      Y[4 * j + 1] *= e0;
+      Y[4 * j + 2] *= e1;
+      Y[4 * j + 3] *= e1;
     }
     wgmma_fence();
     wg_product_rs<D / 2, KT>(Y, ph, pl, b + T::K, D, w.wg * (D / 2));
@@ -238,7 +403,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
     uint32_t b = base;
     asm volatile("" : "+r"(b));
     const uint32_t xt = b + ((it & 1) ? T::X1 : T::X0);
-    if (it < three_from)
+    if (it < lead)
       products.template operator()<1>(b, xt);
     else if (k_bf16)
       products.template operator()<2>(b, xt);
@@ -246,18 +411,20 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
       products.template operator()<3>(b, xt);
     const float om = omega[it], w1 = 1.f - om;
     const float a0 = om * (1.f - el0), a1 = om * (1.f - el1), q0 = om * eta0, q1 = om * eta1;
+    const float u0 = it < lead ? s.rowp[SL::UX + w.r0] : 1.f, u1 = it < lead ? s.rowp[SL::UX + w.r1] : 1.f;
 #pragma unroll
     for (int j = 0; j < NY; ++j) {
       const float4 r4 = rhs_s[kThreads * j];
       const float rj[4] = {r4.x, r4.y, r4.z, r4.w};
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float xn = (e < 2 ? a0 : a1) * xc[j][e] + (e < 2 ? q0 : q1) * (rj[e] - Y[4 * j + e]) + w1 * xp[j][e];
+        const float xn = (e < 2 ? a0 : a1) * xc[j][e] +
+                         (e < 2 ? q0 : q1) * fmaf(-(e < 2 ? u0 : u1), Y[4 * j + e], rj[e]) + w1 * xp[j][e];
         xp[j][e] = xc[j][e];
         xc[j][e] = xn;
       }
     }
-    if (it + 1 < iters) store_x((it & 1) ? T::X0 : T::X1);  // its barrier: the only one of the iteration
+    if (it + 1 < iters) store_x((it & 1) ? T::X0 : T::X1, it + 1 < lead, it + 1 == lead);  // the iteration's barrier
   }
 
   // x, the right-hand side and the mask back into their padded tiles, once nobody reads the swizzled ones.

@@ -175,7 +175,7 @@ inline ChebConst cheb_const(const Problem& p) {
 }
 
 // Where a call's Chebyshev iterations run (cheb_solve): all on Hopper warpgroup products (cheb_wgmma.cuh: one
-// bf16 product term before one_term, three after) or all on mma.sync (one plain tf32 product before one_term,
+// scaled f16 product term before one_term, three bf16-pair terms after) or all on mma.sync (one plain tf32 product before one_term,
 // 3xTF32 after).
 // - fp32: every iteration in 3xTF32 on mma.sync (fp32 accuracy: the suite's fp32 tolerances on every case);
 // - mixed: one-term products on all but the last iterations (params.h): on Hopper on wgmma, elsewhere on
@@ -217,7 +217,7 @@ inline SolveSchedule solve_schedule(const Problem& p) {
   s.k_bf16 = p.in.k.dtype == DType::bf16 ? 1 : 0;
   if (p.precision != Precision::mixed) return s;
   s.wgmma = wgmma_available() ? 1 : 0;
-  s.one_term = env >= 0 ? env : std::max(0, p.num_iter - (s.wgmma ? kMixedFinishItersWgmma : kMixedFinishIters));
+  s.one_term = env >= 0 ? env : std::max(0, p.num_iter - kMixedFinishIters);
   return s;
 }
 

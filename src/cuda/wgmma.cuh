@@ -1,4 +1,4 @@
-// Hopper warpgroup products (wgmma.mma_async, sm_90a only): bf16 operands read from shared memory through
+// Hopper warpgroup products (wgmma.mma_async, sm_90a only): bf16 or f16 operands read from shared memory through
 // matrix descriptors (or A from registers), fp32 accumulators in registers. Used by the mixed-precision
 // solve (cheb_wgmma.cuh). Compiled to traps for other architectures; the host only selects them on sm_90
 // devices of a build that includes sm_90a (GKA_HAVE_SM90A).
@@ -77,97 +77,78 @@ __device__ __forceinline__ void fence_regs(float (&d)[R]) {
   for (int i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// d (+)= A B for a 64 x N x 16 step, bf16 A and B (both K-major) by descriptor, fp32 accumulation;
-// accumulate = 0 overwrites d. Accumulator layout: warp w of the warpgroup holds rows 16 w + g (+ 8), n8
-// block j in d[4 j .. 4 j + 3] exactly as an mma.sync m16n8 C fragment (g = lane / 4, t = lane % 4:
-// columns 8 j + 2 t, + 1).
-__device__ __forceinline__ void wgmma_bf16_n32(float (&d)[16], uint64_t a, uint64_t b, int accumulate) {
+// d (+)= A B for a 64 x N x 16 step, 16-bit A and B (both K-major; bf16, or f16 where F16) by descriptor, fp32
+// accumulation; accumulate = 0 overwrites d. Accumulator layout: warp w of the warpgroup holds rows 16 w + g (+ 8),
+// n8 block j in d[4 j .. 4 j + 3] exactly as an mma.sync m16n8 C fragment (g = lane / 4, t = lane % 4: columns
+// 8 j + 2 t, + 1).
+//
+// A from registers (the _rs forms): the mma.sync m16n8k16 A layout per warp (a[0] row g columns 2t, 2t + 1; a[1]
+// row g + 8; a[2], a[3] the same rows at columns 8 + 2t, packed in pairs, low half first), B by an MN-major
+// descriptor (sw128_desc_mn: B's N index contiguous). An accumulator's n8 blocks 2k, 2k + 1 packed this way are the
+// A of k-step k.
+#define GKA_ACC16 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}"
+#define GKA_ACC32                                                                                       \
+  "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27," \
+  "%28,%29,%30,%31}"
+#define GKA_OUT16(d)                                                                                              \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), \
+      "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+#define GKA_OUT32(d)                                                                                            \
+  GKA_OUT16(d), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]),   \
+      "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), \
+      "+f"(d[31])
+// One function per (N, type), overloaded on the A source: the type is part of the instruction text.
 #if GKA_WGMMA_DEVICE
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
-      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-      : "l"(a), "l"(b), "r"(accumulate));
-#else
-  (void)d, (void)a, (void)b, (void)accumulate;
-  __trap();
+#define GKA_WGMMA_SS(NAME, N, R, TY, ACC, OUT, IA, IB, IC)                                      \
+  __device__ __forceinline__ void NAME(float (&d)[R], uint64_t a, uint64_t b, int accumulate) { \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IC ", 0;\n"                               \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " ACC              \
+                 ", %" IA ", %" IB ", p, 1, 1, 0, 0;\n}\n"                                       \
+                 : OUT(d)                                                                       \
+                 : "l"(a), "l"(b), "r"(accumulate));                                            \
+  }
+#define GKA_WGMMA_RS(NAME, N, R, TY, ACC, OUT, IA, IB, IC)                                                 \
+  __device__ __forceinline__ void NAME(float (&d)[R], const uint32_t (&a)[4], uint64_t b, int accumulate) { \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IC ", 0;\n"                                          \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " ACC ", " IA ", %" IB         \
+                 ", p, 1, 1, 1;\n}\n"                                                                        \
+                 : OUT(d)                                                                                  \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));                   \
+  }
+#else  // other architectures: never selected by the host
+#define GKA_WGMMA_SS(NAME, N, R, TY, ACC, OUT, IA, IB, IC) \
+  __device__ __forceinline__ void NAME(float (&)[R], uint64_t, uint64_t, int) { __trap(); }
+#define GKA_WGMMA_RS(NAME, N, R, TY, ACC, OUT, IA, IB, IC) \
+  __device__ __forceinline__ void NAME(float (&)[R], const uint32_t (&)[4], uint64_t, int) { __trap(); }
 #endif
-}
+GKA_WGMMA_SS(wgmma_bf16_n32, 32, 16, "bf16", GKA_ACC16, GKA_OUT16, "16", "17", "18")
+GKA_WGMMA_SS(wgmma_bf16_n64, 64, 32, "bf16", GKA_ACC32, GKA_OUT32, "32", "33", "34")
+GKA_WGMMA_SS(wgmma_f16_n32, 32, 16, "f16", GKA_ACC16, GKA_OUT16, "16", "17", "18")
+GKA_WGMMA_SS(wgmma_f16_n64, 64, 32, "f16", GKA_ACC32, GKA_OUT32, "32", "33", "34")
+GKA_WGMMA_RS(wgmma_bf16_n32, 32, 16, "bf16", GKA_ACC16, GKA_OUT16, "{%16,%17,%18,%19}", "20", "21")
+GKA_WGMMA_RS(wgmma_bf16_n64, 64, 32, "bf16", GKA_ACC32, GKA_OUT32, "{%32,%33,%34,%35}", "36", "37")
+GKA_WGMMA_RS(wgmma_f16_n32, 32, 16, "f16", GKA_ACC16, GKA_OUT16, "{%16,%17,%18,%19}", "20", "21")
+GKA_WGMMA_RS(wgmma_f16_n64, 64, 32, "f16", GKA_ACC32, GKA_OUT32, "{%32,%33,%34,%35}", "36", "37")
+#undef GKA_WGMMA_RS
+#undef GKA_WGMMA_SS
+#undef GKA_OUT32
+#undef GKA_OUT16
+#undef GKA_ACC32
+#undef GKA_ACC16
 
-__device__ __forceinline__ void wgmma_bf16_n64(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
-#if GKA_WGMMA_DEVICE
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
-      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
-        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
-        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "l"(a), "l"(b), "r"(accumulate));
-#else
-  (void)d, (void)a, (void)b, (void)accumulate;
-  __trap();
-#endif
-}
-
-// 64 x N x 16 step for N in {32, 64} on an accumulator of N / 2 floats.
-template <int N>
-__device__ __forceinline__ void wgmma_bf16(float (&d)[N / 2], uint64_t a, uint64_t b, int accumulate) {
-  static_assert(N == 32 || N == 64, "wgmma_bf16: N in {32, 64}");
-  if constexpr (N == 32)
+// 64 x N x 16 step for N in {32, 64} on an accumulator of N / 2 floats; f16 operands where F16, else bf16; A by
+// descriptor (uint64_t) or from registers (uint32_t[4]): the overloads above.
+template <int N, bool F16 = false, class A>
+__device__ __forceinline__ void wgmma(float (&d)[N / 2], const A& a, uint64_t b, int accumulate) {
+  static_assert(N == 32 || N == 64, "wgmma: N in {32, 64}");
+  if constexpr (N == 32 && F16)
+    wgmma_f16_n32(d, a, b, accumulate);
+  else if constexpr (N == 32)
     wgmma_bf16_n32(d, a, b, accumulate);
+  else if constexpr (F16)
+    wgmma_f16_n64(d, a, b, accumulate);
   else
     wgmma_bf16_n64(d, a, b, accumulate);
-}
-
-// d (+)= A B for a 64 x N x 16 step with A from registers (the mma.sync m16n8k16 A layout per warp: a[0] row g
-// columns 2t, 2t + 1; a[1] row g + 8; a[2], a[3] the same rows at columns 8 + 2t, packed bf16x2, low half first)
-// and B by an MN-major descriptor (sw128_desc_mn: B's N index contiguous). An accumulator's n8 blocks 2k, 2k + 1
-// packed this way are the A of k-step k.
-__device__ __forceinline__ void wgmma_bf16_rs_n32(float (&d)[16], const uint32_t (&a)[4], uint64_t b, int accumulate) {
-#if GKA_WGMMA_DEVICE
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
-      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));
-#else
-  (void)d, (void)a, (void)b, (void)accumulate;
-  __trap();
-#endif
-}
-
-__device__ __forceinline__ void wgmma_bf16_rs_n64(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int accumulate) {
-#if GKA_WGMMA_DEVICE
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
-      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, {%32,%33,%34,%35}, %36, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
-        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),
-        "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]),
-        "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));
-#else
-  (void)d, (void)a, (void)b, (void)accumulate;
-  __trap();
-#endif
-}
-
-template <int N>
-__device__ __forceinline__ void wgmma_bf16_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t b, int accumulate) {
-  static_assert(N == 32 || N == 64, "wgmma_bf16_rs: N in {32, 64}");
-  if constexpr (N == 32)
-    wgmma_bf16_rs_n32(d, a, b, accumulate);
-  else
-    wgmma_bf16_rs_n64(d, a, b, accumulate);
 }
 
 }  // namespace gka::cuda

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "support/cases.h"
@@ -427,6 +428,43 @@ TEST(CudaMixed, AwkwardShapesMatchOracle) {
       expect_close(gs.dk, gr.dk, 3e-3, (at + "saved: dk").c_str());
       expect_close(gs.dv, gr.dv, 3e-3, (at + "saved: dv").c_str());
       expect_close(gs.dh0_kk, gr.dh0_kk, 3e-3, (at + "saved: d_initial_kk").c_str());
+    }
+}
+
+// Precision::mixed on inputs far from unit scale. On Hopper its one-term iterations run in f16 with power-of-two
+// scales per chunk (k, H̄) and per row (the iterate): q and k scaled by 2^40 / 2^-8 and 2^-30 / 2^6 must land as
+// close to the oracle as unit-scale inputs (a scale not undone, or one off by a factor, gives errors of order 1),
+// and q scaled by 2^90 (|x_0|^2 overflows fp32: the chunk falls back to accurate iterations) must too.
+TEST(CudaMixed, FarFromUnitScaleMatchesOracle) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  const std::pair<int, int> scales[] = {{40, -8}, {-30, 6}, {90, 0}};  // log2 of the q and k factors
+  for (const int64_t D : {64, 128})
+    for (const auto [eq, ek] : scales) {
+      Case c;
+      c.name = "mixed_scaled";
+      c.B = 1;
+      c.T = 130;
+      c.H = 2;
+      c.D = D;
+      c.h0 = true;
+      c.gates = "untied";
+      c.dtype = "bf16";
+      CaseInputs in = inputs_make(c, 11 + D);
+      for (int64_t i = 0; i < in.q.numel(); ++i) in.q.set_f64(i, std::ldexp(in.q.get_f64(i), eq));
+      for (int64_t i = 0; i < in.k.numel(); ++i) in.k.set_f64(i, std::ldexp(in.k.get_f64(i), ek));
+      for (int64_t i = 0; i < in.h0_kk.numel(); ++i) in.h0_kk.set_f64(i, std::ldexp(in.h0_kk.get_f64(i), 2 * ek));
+      const std::string at = "D=" + std::to_string(D) + " q*2^" + std::to_string(eq) + " k*2^" + std::to_string(ek) + ": ";
+      const ForwardResult got = cuda_forward(c, in, false, Precision::mixed);
+      const ForwardResult ref = forward_run(case_in_f64(c), inputs_to_f64(in), Backend::reference);
+      expect_close(got.x, ref.x, 3e-3, (at + "x").c_str());
+      expect_close(got.o, ref.o, 3e-3, (at + "o").c_str());
+      const BackwardSeeds seeds = seeds_make(c, 5);
+      const BackwardResult g = cuda_backward(c, in, seeds, Precision::mixed, &got);
+      BackwardSeeds s64{seeds.d_o.cast(DType::f64), seeds.d_final_kk.cast(DType::f64),
+                        seeds.d_final_kv.cast(DType::f64)};
+      const BackwardResult gr = backward_run(case_in_f64(c), inputs_to_f64(in), s64, Backend::reference);
+      expect_close(g.dq, gr.dq, 3e-3, (at + "dq").c_str());
+      expect_close(g.dk, gr.dk, 3e-3, (at + "dk").c_str());
     }
 }
 
