@@ -9,14 +9,16 @@
 // The accurate iterations (the last ones of the schedule) take bf16 pairs: v = hi + lo with hi = bf16(v),
 // lo = bf16(v - hi) (16 significant bits), three products per term (lo hi + hi lo + hi hi, lo lo dropped: ~2^-16
 // relative; two where k is bf16: its lo tile is zero, the same sums bitwise). The leading one-term iterations take
-// scaled f16 (one product per term, ~2^-12 relative like tf32, where one bf16 term rounds to ~2^-9): each row
-// of X is scaled by a power of two that puts the row norm of x_0 near 2^-3, K by one that brings its rows' norms
-// under 1, H̄ by sigma_K² (less if that would leave f16's range), so that no operand nor P = S ⊙ M can overflow
-// f16 for the whole solve (the iterate grows at most ~1 / (eta lambda) over x_0; small elements may go
-// subnormal, an absolute error below 2^-24 of their row's scale); the scales are undone in fp32 in the update. At the switch the K and H̄ tiles, built as f16 hi/lo pairs, become
-// bf16 pairs in place. A chunk whose magnitudes fall outside those ranges (extreme scales, tiny ridge ratio, NaN)
-// runs every iteration accurately. The iteration damps the rounding of earlier iterations, so the schedule
-// (common.cuh, SolveSchedule) ends on accurate ones.
+// scaled f16 (one product per term, ~2^-12 relative like tf32, where one bf16 term rounds to ~2^-9), with powers
+// of two for scales: each row of X one that puts x_0's row norm under 2^-3.5 (from the row's largest element),
+// K one that brings its rows' norms under 1, H̄ one that brings its largest element under 2^14. The iterate grows
+// at most ~2 / (eta lambda) over x_0, so no operand nor P = S ⊙ M can overflow f16 for the whole solve (small
+// elements may go subnormal: an absolute error below 2^-24 of their row's or tile's scale). The scales are undone
+// in fp32: H̄'s and K's in e^G (after X H̄ᵀ), the rest per row in the update. At the switch the K and H̄ tiles,
+// built as f16 hi/lo pairs, become bf16 pairs in place (rebuilt to ~2^-22: the accurate iterations converge to
+// them). A chunk whose magnitudes fall outside those ranges (extreme scales, eta lambda < 2^-12, a mask entry
+// above 32, NaN or Inf) runs every iteration accurately. The iteration damps the rounding of earlier iterations,
+// so the schedule (common.cuh, SolveSchedule) ends on accurate ones.
 //
 // The swizzled tiles overlay the padded tiles of ChunkSmem for the duration of the solve. On exit,
 // x is in s.X, the right-hand side in s.V and the mask in s.M (padded, exactly); s.H and s.K are lost (the
@@ -50,12 +52,15 @@ __device__ __forceinline__ void put_pair_at(char* p, uint32_t off, uint32_t lo, 
   *reinterpret_cast<__nv_bfloat162*>(p + off) = hi;
   *reinterpret_cast<__nv_bfloat162*>(p + lo + off) = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
 }
-// The same as f16 hi/lo (v0, v1 already scaled into f16's range), and hi alone.
+// The same as f16 hi/lo (v0, v1 already scaled into f16's range: |v| <= 2^14), and hi alone. The lo tile is only
+// read by the conversion to bf16 pairs (tile_f16_to_bf16), so it holds (v - hi) 2^12: in f16's normal range where
+// v - hi alone would go subnormal (|v| < 2^-3), so that hi + lo rebuilds v to ~2^-22 at any magnitude.
+constexpr float kF16LoScale = 0x1p12f;
 __device__ __forceinline__ void put_f16_pair_at(char* p, uint32_t off, uint32_t lo, float v0, float v1) {
   const __half2 hi = __floats2half2_rn(v0, v1);
   const float2 h = __half22float2(hi);
   *reinterpret_cast<__half2*>(p + off) = hi;
-  *reinterpret_cast<__half2*>(p + lo + off) = __floats2half2_rn(v0 - h.x, v1 - h.y);
+  *reinterpret_cast<__half2*>(p + lo + off) = __floats2half2_rn((v0 - h.x) * kF16LoScale, (v1 - h.y) * kF16LoScale);
 }
 __device__ __forceinline__ void put_f16_at(char* p, uint32_t off, float v0, float v1) {
   *reinterpret_cast<__half2*>(p + off) = __floats2half2_rn(v0, v1);
@@ -84,7 +89,7 @@ __device__ __forceinline__ void tile_f16_to_bf16(char* sb, uint32_t tile, float 
     memcpy(&h, &hw, 4);
     memcpy(&l, &lw, 4);
     const float2 fh = __half22float2(h), fl = __half22float2(l);
-    const float v0 = (fh.x + fl.x) * unscale, v1 = (fh.y + fl.y) * unscale;
+    const float v0 = fmaf(fl.x, 1.f / kF16LoScale, fh.x) * unscale, v1 = fmaf(fl.y, 1.f / kF16LoScale, fh.y) * unscale;
     const __nv_bfloat162 bh = __floats2bfloat162_rn(v0, v1);
     const float2 bf = __bfloat1622float2(bh);
     const __nv_bfloat162 bl = __floats2bfloat162_rn(v0 - bf.x, v1 - bf.y);
@@ -183,8 +188,9 @@ struct WgThread {
 };
 
 // Per-CTA scales of the f16 one-term iterations (the header): sigma_K = 2^ek, sigma_H = 2^eh, and per row the
-// scale of the iterate sx and the factor that undoes the scales of Y, ux; Y ← Y * uy after X H̄ᵀ (folded into
-// e^G) brings its H̄ part to K's scale. Kept in shared memory (F16Slots: every register counts in the solve loop).
+// scale of the iterate sx and the factor that undoes the scales of Y, ux = 1 / (sx sigma_K²); Y ← Y * uy after
+// X H̄ᵀ (folded into e^G, uy = sigma_K² / sigma_H) brings its H̄ part to K's scale. Kept in shared memory
+// (F16Slots: every register counts in the solve loop).
 template <int D>
 struct F16Slots {
   static constexpr int SX = 0, UX = kChunkMax;       // in s.rowp, by row
@@ -196,16 +202,30 @@ struct F16Build {
 };
 
 // Block-wide: every thread calls it (two barriers; the slots are written after the second, read after the next
-// barrier). rn0, rn1: this thread's partial squared norms of x_0's rows r0, r1; el0, el1 = eta lambda of those
-// rows (the iterate grows at most ~1 / (eta lambda) over x_0).
+// barrier). xm0, xm1: this thread's largest |x_0| in rows r0, r1 (a maximum: squares of tiny rows underflow);
+// el0, el1 = eta lambda of those rows (the iterate grows at most ~2 / (eta lambda) over x_0); mmax: the largest
+// mask entry this thread holds (above 1 only for positive log-gates; it scales P = S ⊙ M); xsum: the sum of its
+// x_0 and mask values (finite or not: fmaxf drops NaN).
 template <int D>
-__device__ F16Build f16_scales(ChunkSmem<D>& s, const WgThread& w, float rn0, float rn1, float el0, float el1) {
+__device__ F16Build f16_scales(ChunkSmem<D>& s, const WgThread& w, float xm0, float xm1, float el0, float el1,
+                               float mmax, float xsum) {
   constexpr int C = kChunkMax, LD = Cfg<D>::LD;
   using SL = F16Slots<D>;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   float mk = 0.f, mh = 0.f;
-  for (int i = threadIdx.x; i < C * D; i += kThreads) mk = fmaxf(mk, fabsf(s.K[(i / D) * LD + i % D]));
-  for (int i = threadIdx.x; i < D * D; i += kThreads) mh = fmaxf(mh, fabsf(s.H[(i / D) * LD + i % D]));
+  bool bad = !(mmax <= 32.f);  // |P| <= 2^10 max M below
+  float sum = xsum;
+  for (int i = threadIdx.x; i < C * D; i += kThreads) {
+    const float v = s.K[(i / D) * LD + i % D];
+    mk = fmaxf(mk, fabsf(v));
+    sum += v;
+  }
+  for (int i = threadIdx.x; i < D * D; i += kThreads) {
+    const float v = s.H[(i / D) * LD + i % D];
+    mh = fmaxf(mh, fabsf(v));
+    sum += v;
+  }
+  bad |= !isfinite(sum);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     mk = fmaxf(mk, __shfl_xor_sync(0xffffffffu, mk, o));
@@ -213,16 +233,16 @@ __device__ F16Build f16_scales(ChunkSmem<D>& s, const WgThread& w, float rn0, fl
   }
 #pragma unroll
   for (int o = 1; o < 4; o <<= 1) {  // the quad holds a row's columns of this warpgroup
-    rn0 += __shfl_xor_sync(0xffffffffu, rn0, o);
-    rn1 += __shfl_xor_sync(0xffffffffu, rn1, o);
+    xm0 = fmaxf(xm0, __shfl_xor_sync(0xffffffffu, xm0, o));
+    xm1 = fmaxf(xm1, __shfl_xor_sync(0xffffffffu, xm1, o));
   }
   if (lane == 0) {
     s.red[warp] = mk;
     s.red[8 + warp] = mh;
   }
   if ((lane & 3) == 0) {
-    s.rowp[w.wg * C + w.r0] = rn0;
-    s.rowp[w.wg * C + w.r1] = rn1;
+    s.rowp[w.wg * C + w.r0] = xm0;
+    s.rowp[w.wg * C + w.r1] = xm1;
   }
   __syncthreads();
   mk = 0.f;
@@ -232,19 +252,22 @@ __device__ F16Build f16_scales(ChunkSmem<D>& s, const WgThread& w, float rn0, fl
     mh = fmaxf(mh, s.red[8 + i]);
   }
   int e;
-  frexpf(mk * sqrtf(static_cast<float>(D)), &e);  // max row norm of K < 2^e
+  const float kn = mk * sqrtf(static_cast<float>(D));
+  frexpf(kn, &e);  // max row norm of K < 2^e
   const int ek = -e;
-  frexpf(mh, &e);  // max |H̄| < 2^e: at most 2^14 after scaling
-  const int eh = min(2 * ek, 14 - e);
-  bool bad = !(isfinite(mk) && isfinite(mh)) || abs(ek) > 60 || abs(eh) > 100 || 2 * ek - eh > 100;
-  const float rs[2] = {s.rowp[w.r0] + s.rowp[C + w.r0], s.rowp[w.r1] + s.rowp[C + w.r1]};
+  // H̄ on its own scale (max |H̄| < 2^e: at most 2^14 after it): tied to sigma_K², a small H̄ went subnormal in
+  // f16, and the accurate iterations, whose bf16 pairs are rebuilt from these tiles, converged to that operator.
+  frexpf(mh, &e);
+  const int eh = 14 - e;
+  bad |= !isfinite(kn) || !isfinite(mh) || abs(ek) > 60 || abs(eh) > 100 || abs(2 * ek - eh) > 100;
+  const float xm[2] = {fmaxf(s.rowp[w.r0], s.rowp[C + w.r0]), fmaxf(s.rowp[w.r1], s.rowp[C + w.r1])};
   const float el[2] = {el0, el1};
   int ex[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    frexpf(rs[i], &e);  // |x_0 row| < 2^((e + 1) / 2)
-    ex[i] = -3 - ((e + 1) >> 1);
-    bad |= !isfinite(rs[i]) || abs(ex[i] + 2 * ek) > 120 || (rs[i] > 0.f && !(el[i] >= 0x1p-12f));
+    frexpf(xm[i], &e);  // max |x_0| < 2^e, so |x_0 row| < 2^(e + 3.5) (D <= 128)
+    ex[i] = -7 - e;     // |row| < 2^-3.5 after scaling
+    bad |= abs(ex[i] + 2 * ek) > 120 || (xm[i] > 0.f && !(el[i] >= 0x1p-12f));
   }
   F16Build f{ldexpf(1.f, ek), ldexpf(1.f, eh), !__syncthreads_or(bad)};
   if (w.wg == 0 && (lane & 3) == 0) {
@@ -277,7 +300,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   const float eta0 = s.eta[w.r0], eta1 = s.eta[w.r1], el0 = eta0 * s.lam[w.r0], el1 = eta1 * s.lam[w.r1];
   const float eg0 = s.eG[w.r0], eg1 = s.eG[w.r1];
   float rhs[NY][4], xc[NY][4], xp[NY][4], mk[NS][4];
-  float rn0 = 0.f, rn1 = 0.f;
+  float xm0 = 0.f, xm1 = 0.f, xsum = 0.f, mmax = 0.f;
 #pragma unroll
   for (int j = 0; j < NY; ++j) {
     w.load(s.X, LD, w.yc + 8 * j, rhs[j]);
@@ -286,14 +309,19 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
       xc[j][e] = (e < 2 ? eta0 : eta1) * rhs[j][e];
       xp[j][e] = 0.f;
     }
-    rn0 = fmaf(xc[j][0], xc[j][0], fmaf(xc[j][1], xc[j][1], rn0));
-    rn1 = fmaf(xc[j][2], xc[j][2], fmaf(xc[j][3], xc[j][3], rn1));
+    xm0 = fmaxf(xm0, fmaxf(fabsf(xc[j][0]), fabsf(xc[j][1])));
+    xm1 = fmaxf(xm1, fmaxf(fabsf(xc[j][2]), fabsf(xc[j][3])));
+    xsum += (xc[j][0] + xc[j][1]) + (xc[j][2] + xc[j][3]);
   }
 #pragma unroll
-  for (int j = 0; j < NS; ++j) w.load(s.M, LC, w.sc + 8 * j, mk[j]);
+  for (int j = 0; j < NS; ++j) {
+    w.load(s.M, LC, w.sc + 8 * j, mk[j]);
+    mmax = fmaxf(mmax, fmaxf(fmaxf(mk[j][0], mk[j][1]), fmaxf(mk[j][2], mk[j][3])));
+    xsum += (mk[j][0] + mk[j][1]) + (mk[j][2] + mk[j][3]);
+  }
   using SL = F16Slots<D>;
   F16Build f{1.f, 1.f, false};
-  if (three_from > 0) f = f16_scales<D>(s, w, rn0, rn1, el0, el1);
+  if (three_from > 0) f = f16_scales<D>(s, w, xm0, xm1, el0, el1, mmax, xsum);
   const int lead = __shfl_sync(0xffffffffu, f.ok ? min(three_from, iters) : 0, 0);  // the f16 one-term iterations
   // K -> its tile (the V area), then H̄ -> its tile (f16 pairs where the solve starts on one-term iterations),
   // x_0 -> X0 (over the padded H̄/K) and the right-hand side -> RHS (over the padded V/P/M).
