@@ -25,7 +25,7 @@ enum class Precision : int32_t {
           // accurate ones on the last iterations, which damp the early rounding (the iterate x stays in fp32).
           // Hopper (wgmma): one scaled f16 product per term (rounds like tf32), then the last kMixedFinishIters
           // with three (bf16 hi/lo pairs, ~2^-16 relative); other GPUs (mma.sync): one tf32 product, then the
-          // last kMixedFinishIters in 3xTF32. ~2x faster forward on an H200, x error ~1e-5 (docs/cuda_backend.md).
+          // last kMixedFinishIters in 3xTF32. ~2x faster forward on an H200, x error ~5e-5 (docs/cuda_backend.md).
           // Backends without a faster product (reference, cpu) compute exactly as with fp32.
 };
 inline constexpr int32_t kMixedFinishIters = 10;

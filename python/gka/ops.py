@@ -90,8 +90,8 @@ def chunk_gka(
         backend: "auto" (cuda for device tensors, the fast CPU backend otherwise), "cpu", "cuda", or
             "reference" (the fp64 token-by-token oracle of the C++ core, for testing).
         precision: "fp32" (every product at fp32 accuracy) or "mixed" (cuda only: one-pass products on the
-            leading solver iterations, forward and backward — bf16 on Hopper, tf32 elsewhere — and accurate
-            ones on the last iterations; faster, x error ~1e-5; the other backends compute as with "fp32").
+            leading solver iterations, forward and backward — scaled f16 on Hopper, tf32 elsewhere — and accurate
+            ones on the last iterations; faster, x error ~5e-5; the other backends compute as with "fp32").
 
     Returns:
         ``(o [B, T, H, V] in v's dtype, final_state or None)``.
