@@ -191,7 +191,6 @@ struct WgThread {
 // scale of the iterate sx and the factor that undoes the scales of Y, ux = 1 / (sx sigma_K²); Y ← Y * uy after
 // X H̄ᵀ (folded into e^G, uy = sigma_K² / sigma_H) brings its H̄ part to K's scale. Kept in shared memory
 // (F16Slots: every register counts in the solve loop).
-template <int D>
 struct F16Slots {
   static constexpr int SX = 0, UX = kChunkMax;       // in s.rowp, by row
   static constexpr int UY = 16, UNK = 17, UNH = 18;  // in s.red: uy, 1 / sigma_K, 1 / sigma_H
@@ -210,7 +209,7 @@ template <int D>
 __device__ F16Build f16_scales(ChunkSmem<D>& s, const WgThread& w, float xm0, float xm1, float el0, float el1,
                                float mmax, float xsum) {
   constexpr int C = kChunkMax, LD = Cfg<D>::LD;
-  using SL = F16Slots<D>;
+  using SL = F16Slots;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   float mk = 0.f, mh = 0.f;
   bool bad = !(mmax <= 32.f);  // |P| <= 2^10 max M below
@@ -319,32 +318,26 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
     mmax = fmaxf(mmax, fmaxf(fmaxf(mk[j][0], mk[j][1]), fmaxf(mk[j][2], mk[j][3])));
     xsum += (mk[j][0] + mk[j][1]) + (mk[j][2] + mk[j][3]);
   }
-  using SL = F16Slots<D>;
+  using SL = F16Slots;
   F16Build f{1.f, 1.f, false};
   if (three_from > 0) f = f16_scales<D>(s, w, xm0, xm1, el0, el1, mmax, xsum);
   const int lead = __shfl_sync(0xffffffffu, f.ok ? min(three_from, iters) : 0, 0);  // the f16 one-term iterations
   // K -> its tile (the V area), then H̄ -> its tile (f16 pairs where the solve starts on one-term iterations),
   // x_0 -> X0 (over the padded H̄/K) and the right-hand side -> RHS (over the padded V/P/M).
-  if (lead > 0) {
-    const float sk = f.sk, sh = f.sh;
+  auto build = [&]<bool F16>(float sk, float sh) {
     padded_move<D, C>(s.K, [&](int r, int c, float4 v) {
-      put_pair<true>(sb, T::K, C, D, r, c, v.x, v.y, sk);
-      put_pair<true>(sb, T::K, C, D, r, c + 2, v.z, v.w, sk);
+      put_pair<F16>(sb, T::K, C, D, r, c, v.x, v.y, sk);
+      put_pair<F16>(sb, T::K, C, D, r, c + 2, v.z, v.w, sk);
     });
     padded_move<D, D>(s.H, [&](int r, int c, float4 v) {
-      put_pair<true>(sb, T::H, D, D, r, c, v.x, v.y, sh);
-      put_pair<true>(sb, T::H, D, D, r, c + 2, v.z, v.w, sh);
+      put_pair<F16>(sb, T::H, D, D, r, c, v.x, v.y, sh);
+      put_pair<F16>(sb, T::H, D, D, r, c + 2, v.z, v.w, sh);
     });
-  } else {
-    padded_move<D, C>(s.K, [&](int r, int c, float4 v) {
-      put_pair(sb, T::K, C, D, r, c, v.x, v.y);
-      put_pair(sb, T::K, C, D, r, c + 2, v.z, v.w);
-    });
-    padded_move<D, D>(s.H, [&](int r, int c, float4 v) {
-      put_pair(sb, T::H, D, D, r, c, v.x, v.y);
-      put_pair(sb, T::H, D, D, r, c + 2, v.z, v.w);
-    });
-  }
+  };
+  if (lead > 0)
+    build.template operator()<true>(f.sk, f.sh);
+  else
+    build.template operator()<false>(1.f, 1.f);
   float4* rhs_s = reinterpret_cast<float4*>(sb + T::RHS) + threadIdx.x;
 #pragma unroll
   for (int j = 0; j < NY; ++j) rhs_s[kThreads * j] = make_float4(rhs[j][0], rhs[j][1], rhs[j][2], rhs[j][3]);

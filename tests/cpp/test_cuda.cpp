@@ -209,15 +209,7 @@ void expect_gradients_match_oracle(const Case& c, const CaseInputs& in, const Ba
                         seeds.d_final_kv.cast(DType::f64)};
   const BackwardResult ref = backward_run(case_in_f64(c), inputs_to_f64(in), seeds64, Backend::reference);
   const double tol = tol_gradient(dtype_parse(c.dtype), false, c.ridge_ratio);
-  expect_close(got.dq, ref.dq, tol, what + "dq");
-  expect_close(got.dk, ref.dk, tol, what + "dk");
-  expect_close(got.dv, ref.dv, tol, what + "dv");
-  if (got.dalpha.defined()) expect_close(got.dalpha, ref.dalpha, tol, what + "dalpha");
-  if (got.dg.defined()) expect_close(got.dg, ref.dg, tol, what + "dg");
-  if (got.dgk.defined()) expect_close(got.dgk, ref.dgk, tol, what + "dgk");
-  const double state_tol = tol_gradient(DType::f32, false, c.ridge_ratio);
-  expect_close(got.dh0_kk, ref.dh0_kk, state_tol, what + "d_initial_kk");
-  expect_close(got.dh0_kv, ref.dh0_kv, state_tol, what + "d_initial_kv");
+  expect_gradients_close(got, ref, tol, tol, tol_gradient(DType::f32, false, c.ridge_ratio), what);
 }
 
 TEST_P(Cuda, BackwardMatchesOracle) {
@@ -240,14 +232,7 @@ TEST_P(Cuda, BackwardFromSavedMatchesRecomputed) {
   const BackwardResult recomputed = cuda_backward(c(), in, seeds);
   const BackwardResult saved = cuda_backward(c(), in, seeds, Precision::fp32, &fwd);
   const double t32 = tol_forward(false, c().ridge_ratio), t16 = tol_stored(dtype(), false, c().ridge_ratio);
-  expect_close(saved.dq, recomputed.dq, t16, "dq (saved vs recomputed)");
-  expect_close(saved.dk, recomputed.dk, t16, "dk (saved vs recomputed)");
-  expect_close(saved.dv, recomputed.dv, t16, "dv (saved vs recomputed)");
-  if (saved.dalpha.defined()) expect_close(saved.dalpha, recomputed.dalpha, t32, "dalpha (saved vs recomputed)");
-  if (saved.dg.defined()) expect_close(saved.dg, recomputed.dg, t32, "dg (saved vs recomputed)");
-  if (saved.dgk.defined()) expect_close(saved.dgk, recomputed.dgk, t32, "dgk (saved vs recomputed)");
-  expect_close(saved.dh0_kk, recomputed.dh0_kk, t32, "d_initial_kk (saved vs recomputed)");
-  expect_close(saved.dh0_kv, recomputed.dh0_kv, t32, "d_initial_kv (saved vs recomputed)");
+  expect_gradients_close(saved, recomputed, t16, t32, t32, "saved vs recomputed: ");
   expect_gradients_match_oracle(c(), in, seeds, saved, "saved x, fro: ");
   if (c().num_iter == 0) return;  // no solve: x = q and no lambda path, so x and fro do not enter the gradients
   ForwardResult off = fwd;
