@@ -1,17 +1,16 @@
-// Token-by-token forward (decode, spec §D) of the CUDA backend: one CTA of D/8 warps per (sequence, head).
-// Warp w owns rows 8 w .. 8 w + 7 of H (and of Sᵀ); lane (ri, ci) = (lane / 16, lane % 16) holds rows
-// 8 w + 4 ri + i (i < 4) at the columns c = 64 h + 4 ci + e (h < D/64, e < 4) in registers: 16-byte global
-// loads and stores of the states, and per mat-vec only D/64 16-byte shared loads of x per lane
-// (conflict-free). The four row partials are reduce-scattered over the 16 lanes of a half-warp (xor 8, 4)
-// and all-reduced over the last four (xor 2, 1), so lane ci ends with the whole dot product of row
-// 8 w + 4 ri + 2 b3 + b2 (b3, b2: bits 3 and 2 of ci), bitwise the same in the four lanes that share it;
-// those lanes update that row of x redundantly, one of them publishes it. One barrier per iteration
-// (x is double-buffered in shared memory). The iteration is a chain of latencies: the omega sequence
-// comes precomputed from the host (no fp64 division on the chain). S is not needed before the readout: it
-// lives in shared memory (each lane's tile in its own 16-byte slots, filled by cp.async that overlaps the
-// first solve), which keeps the kernel at <= 64 registers so that two CTAs share an SM (batched decode:
-// one CTA's loads and stores overlap the other's iterations). States are read completely before they are
-// written, so final_* may alias initial_* (state pools are updated in place by slot).
+// Token-by-token forward (decode, spec §D) of the CUDA backend: one CTA of D threads per (sequence, head). Thread r
+// owns row r of H in registers, so a mat-vec is D fp32 FMAs per thread against the iterate broadcast from shared
+// memory: no shuffles, and one barrier of D/32 warps per Chebyshev iteration (x double-buffered).
+// One shared buffer serves twice. First it stages H, a warp per row so that the global accesses are coalesced (a
+// thread's own row straight from global memory makes each warp access span 32 rows: the H stores took 2.3x as long,
+// measured), in rows padded by 16 bytes so that each thread then reads its row without bank conflicts; the final H
+// goes out the same way when it is known before S needs the buffer (at most one token). Then it holds S (stored
+// k-major, [D][Dv]): thread (g, c) = (r / (D/4), r % (D/4)) copies, updates, stores and reads out the 16-byte column
+// chunk c of the D/4 rows of group g, so S needs no barrier of its own, and it arrives during the first solve.
+// States are read completely before they are written (a thread stores only rows or chunks that the whole CTA has
+// finished reading), so final_* may alias initial_* (pools are updated in place). The omega sequence comes
+// precomputed from the host (no fp64 division on the chain). Where the time goes (B = 1, H200, clock64 probes): ~460
+// cycles per iteration, and each 64 KB state transfer ~2000-4000 cycles on its SM (docs/cuda_backend.md).
 #include <optional>
 
 #include "backends.h"
@@ -38,10 +37,6 @@ struct DecArgs {
   SeqInfo seqs[kInlineSeqs];
 };
 
-// A lane's tile of H: rows i < 4, column groups h < D/64, four columns e each.
-template <int D>
-using DecTile = float[4][D / 64][4];
-
 // Four consecutive fp32 of a state view (16-byte access when the view allows it).
 __device__ __forceinline__ float4 ld4(const DView& v, int64_t off, bool vec) {
   const float* p = static_cast<const float*>(v.p) + off;
@@ -63,143 +58,182 @@ __device__ __forceinline__ bool vec_ok(const DView& v) {
   return ((reinterpret_cast<uintptr_t>(v.p) | static_cast<uintptr_t>((v.s0 | v.s1 | v.s2) * 4)) & 15) == 0;
 }
 
-// Dynamic shared memory of a decode CTA: the lane tiles of S, float4 slot j of thread t at [j NT + t].
+// Dynamic shared memory of a decode CTA, one buffer used twice. First it stages H: row i at float offset
+// i (D + 4), so both the copy (a warp per row) and each thread's read of its own row (rows 528 bytes apart)
+// are free of bank conflicts. Then it holds S: chunk j of thread t at float4 slot [j D + t].
 template <int D>
 constexpr size_t dec_smem_bytes() {
-  return static_cast<size_t>(D) * D * sizeof(float);
+  return static_cast<size_t>(D) * (D + 4) * sizeof(float);
 }
 
 template <int D>
-__global__ void __launch_bounds__(4 * D, 2) decode_kernel(const __grid_constant__ DecArgs a) {
-  constexpr int NH = D / 64, NT = 4 * D;
-  extern __shared__ float4 s_tile[];
-  __shared__ __align__(16) float kq[3][D];  // k, q, v of the current token
-  __shared__ __align__(16) float xb[2][D];  // iterate, double-buffered
+__global__ void __launch_bounds__(D, 2) decode_kernel(const __grid_constant__ DecArgs a) {
+  constexpr int NC = D / 4, NW = D / 32, LD = D + 4;  // 16-byte chunks per row; warps; staged row stride
+  extern __shared__ float4 s_buf[];
+  float* const s_h = reinterpret_cast<float*>(s_buf);
+  __shared__ __align__(16) float tok[3][D];  // k, q, v of the current token
+  __shared__ __align__(16) float xb[2][D];   // iterate, double-buffered
   __shared__ __align__(16) float qt[D];
-  __shared__ float red[NT / 32];
+  __shared__ __align__(16) float part[4][D];  // readout partials of the four row groups of S
+  __shared__ float red[NW];
   const SeqInfo sq = blockIdx.x < kInlineSeqs ? a.seqs[blockIdx.x] : a.seq_table[blockIdx.x];
-  const int h = blockIdx.y, lane = threadIdx.x & 31, ci = lane & 15;
-  const int row0 = 8 * (threadIdx.x >> 5) + 4 * (lane >> 4);            // the lane's rows row0 .. row0 + 3
-  const int sel = 2 * ((ci >> 3) & 1) + ((ci >> 2) & 1), R = row0 + sel;  // the row whose sum the lane gets
-  const bool writer = (ci & 3) == 0;
-  const int64_t b = sq.batch;
+  const int h = blockIdx.y, r = threadIdx.x, lane = r & 31, c4 = 4 * (r % NC), g = r / NC;
+  const int64_t b = sq.batch, t_end = sq.start + sq.length;
   if (sq.state < 0) {  // pool padding: zero outputs, leave every state alone
-    for (int64_t t = sq.start; t < sq.start + sq.length; ++t) {
-      if (writer) {
-        dstore(a.o, drow(a.o, b, t, h) + R, 0.f);
-        if (a.x.dt) dstore(a.x, drow(a.x, b, t, h) + R, 0.f);
-      }
-      if (threadIdx.x == 0) {
+    for (int64_t t = sq.start; t < t_end; ++t) {
+      dstore(a.o, drow(a.o, b, t, h) + r, 0.f);
+      if (a.x.dt) dstore(a.x, drow(a.x, b, t, h) + r, 0.f);
+      if (r == 0) {
         if (a.fro.dt) dstore(a.fro, drow(a.fro, b, t, h), 0.f);
         if (a.res.dt) dstore(a.res, drow(a.res, b, t, h), 0.f);
       }
     }
     return;
   }
-  auto col = [&](int hh) { return 64 * hh + 4 * ci; };
-  // Hr[i][hh][e] = H[row0 + i][c]; S slot j = 4 hh + e holds S[c][row0 .. row0 + 3]; c = col(hh) + e.
-  DecTile<D> Hr;
-  float4* Sl = s_tile + threadIdx.x;  // this lane's S slots, stride NT
-  {
-    const bool vk = vec_ok(a.ikk), vv = vec_ok(a.ikv);
+  // Chunk n of the staged H is row n / NC, column chunk n % NC; thread r moves chunks r, r + D, ...: a warp
+  // covers whole rows, so the global accesses are coalesced.
+  auto staged = [&](int n) { return s_h + (n / NC) * LD + 4 * (n % NC); };
+  float hr[D];  // row r of H
+  if (a.ikk.dt) {
+    const float* base = static_cast<const float*>(a.ikk.p) + drow(a.ikk, sq.state, h, 0);
+    const bool vk = vec_ok(a.ikk);
+#pragma unroll 4
+    for (int n = r; n < D * NC; n += D) {
+      const float* src = base + (n / NC) * a.ikk.s2 + 4 * (n % NC);
+      if (vk)
+        cp_async16(staged(n), src);
+      else
+        *reinterpret_cast<float4*>(staged(n)) = make_float4(src[0], src[1], src[2], src[3]);
+    }
+    cp_async_wait_all();
+    __syncthreads();
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
+    for (int c = 0; c < NC; ++c) {
+      const float4 u = *reinterpret_cast<const float4*>(s_h + r * LD + 4 * c);
+      hr[4 * c] = u.x;
+      hr[4 * c + 1] = u.y;
+      hr[4 * c + 2] = u.z;
+      hr[4 * c + 3] = u.w;
+    }
+    __syncthreads();  // the buffer is reused
+  } else {
 #pragma unroll
-      for (int hh = 0; hh < NH; ++hh) {
-        const float4 u = a.ikk.dt ? ld4(a.ikk, drow(a.ikk, sq.state, h, row0 + i) + col(hh), vk) : float4{};
-        Hr[i][hh][0] = u.x;
-        Hr[i][hh][1] = u.y;
-        Hr[i][hh][2] = u.z;
-        Hr[i][hh][3] = u.w;
-      }
-#pragma unroll
-    for (int hh = 0; hh < NH; ++hh)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t off = drow(a.ikv, sq.state, h, col(hh) + e) + row0;
-        if (!a.ikv.dt)
-          Sl[(4 * hh + e) * NT] = float4{};
-        else if (vv)
-          cp_async16(&Sl[(4 * hh + e) * NT], static_cast<const float*>(a.ikv.p) + off);
-        else
-          Sl[(4 * hh + e) * NT] = ld4(a.ikv, off, false);
-      }
+    for (int i = 0; i < D; ++i) hr[i] = 0.f;
   }
+  // The final H through the staging buffer (coalesced), or straight from the registers (a row per thread:
+  // 32 rows per warp store, several times slower) once S occupies the buffer.
+  auto store_h = [&](bool staged_store) {
+    if (!a.fkk.dt) return;
+    float* base = static_cast<float*>(a.fkk.p) + drow(a.fkk, sq.state, h, 0);
+    const bool vk = vec_ok(a.fkk);
+    if (staged_store) {
+#pragma unroll
+      for (int c = 0; c < NC; ++c)
+        *reinterpret_cast<float4*>(s_h + r * LD + 4 * c) =
+            make_float4(hr[4 * c], hr[4 * c + 1], hr[4 * c + 2], hr[4 * c + 3]);
+      __syncthreads();
+#pragma unroll 4
+      for (int n = r; n < D * NC; n += D) {
+        const float4 u = *reinterpret_cast<const float4*>(staged(n));
+        float* dst = base + (n / NC) * a.fkk.s2 + 4 * (n % NC);
+        if (vk) {
+          *reinterpret_cast<float4*>(dst) = u;
+        } else {
+          dst[0] = u.x;
+          dst[1] = u.y;
+          dst[2] = u.z;
+          dst[3] = u.w;
+        }
+      }
+      __syncthreads();  // the buffer is reused
+    } else {
+#pragma unroll
+      for (int i = 0; i < D; ++i) base[r * a.fkk.s2 + i] = hr[i];
+    }
+  };
+  // S row of this thread's chunk j (j < D/4): group g's rows; its shared slot.
+  auto srow = [&](int j) { return g * NC + j; };
+  auto slot = [&](int j) -> float4& { return s_buf[j * D + r]; };
+  auto store_s = [&] {
+    if (!a.fkv.dt) return;
+    const bool vv = vec_ok(a.fkv);
+#pragma unroll 4
+    for (int j = 0; j < NC; ++j) st4(a.fkv, drow(a.fkv, sq.state, h, srow(j)) + c4, vv, slot(j));
+  };
   auto bsum = [&](float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if (lane == 0) red[threadIdx.x >> 5] = v;
+    if (lane == 0) red[r >> 5] = v;
     __syncthreads();
     float s = 0.f;
 #pragma unroll
-    for (int w = 0; w < NT / 32; ++w) s += red[w];
+    for (int w = 0; w < NW; ++w) s += red[w];
     __syncthreads();
     return s;
   };
-  // The whole sum of row R from the lane's four row partials: reduce-scatter (xor 8, 4) and all-reduce
-  // (xor 2, 1) as described above.
-  auto row_sum = [&](const float (&p)[4]) {
-    const bool b3 = ci & 8, b2 = ci & 4;
-    const float k0 = (b3 ? p[2] : p[0]) + __shfl_xor_sync(0xffffffffu, b3 ? p[0] : p[2], 8);
-    const float k1 = (b3 ? p[3] : p[1]) + __shfl_xor_sync(0xffffffffu, b3 ? p[1] : p[3], 8);
-    float s = (b2 ? k1 : k0) + __shfl_xor_sync(0xffffffffu, b2 ? k0 : k1, 4);
-    s += __shfl_xor_sync(0xffffffffu, s, 2);
-    s += __shfl_xor_sync(0xffffffffu, s, 1);
-    return s;
-  };
-  // Row R of H times a shared vector (per-row partials over the lane's columns in a fixed order).
+  // Row r of H times a shared vector: eight accumulators (short FMA chains), summed in a fixed order.
   auto matvec = [&](const float* vec) {
-    float p[4] = {0.f, 0.f, 0.f, 0.f};
+    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-    for (int hh = 0; hh < NH; ++hh) {
-      const float4 u = *reinterpret_cast<const float4*>(vec + col(hh));
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        p[i] = fmaf(Hr[i][hh][0], u.x, p[i]);
-        p[i] = fmaf(Hr[i][hh][1], u.y, p[i]);
-        p[i] = fmaf(Hr[i][hh][2], u.z, p[i]);
-        p[i] = fmaf(Hr[i][hh][3], u.w, p[i]);
-      }
+    for (int c = 0; c < NC; ++c) {
+      const float4 u = reinterpret_cast<const float4*>(vec)[c];
+      float* p = acc + 4 * (c & 1);
+      p[0] = fmaf(hr[4 * c], u.x, p[0]);
+      p[1] = fmaf(hr[4 * c + 1], u.y, p[1]);
+      p[2] = fmaf(hr[4 * c + 2], u.z, p[2]);
+      p[3] = fmaf(hr[4 * c + 3], u.w, p[3]);
     }
-    return row_sum(p);
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
   };
-  for (int64_t t = sq.start; t < sq.start + sq.length; ++t) {
-    if (threadIdx.x < 3 * D) {
-      const int w = threadIdx.x / D, c = threadIdx.x % D;
-      const DView& src = w == 0 ? a.k : w == 1 ? a.q : a.v;
-      kq[w][c] = dload(src, drow(src, b, t, h) + c);
-    }
-    const float ak = expf(dscalar(a.gk, b, t, h, 0.f)), av = expf(dscalar(a.g, b, t, h, 0.f));
-    const float alpha = dscalar(a.alpha, b, t, h, 1.f);
+  // Token t into tok, then H = e^gk H + k kᵀ.
+  auto advance_h = [&](int64_t t) {
+    tok[0][r] = dload(a.k, drow(a.k, b, t, h) + r);
+    tok[1][r] = dload(a.q, drow(a.q, b, t, h) + r);
+    tok[2][r] = dload(a.v, drow(a.v, b, t, h) + r);
+    const float ak = expf(dscalar(a.gk, b, t, h, 0.f));
     __syncthreads();
-    {  // H = e^gk H + k kᵀ
-      const float4 r4 = *reinterpret_cast<const float4*>(&kq[0][row0]);
-      const float rs[4] = {r4.x, r4.y, r4.z, r4.w};
+    const float kr = tok[0][r];
 #pragma unroll
-      for (int hh = 0; hh < NH; ++hh) {
-        const float4 kc = *reinterpret_cast<const float4*>(&kq[0][col(hh)]);
-        const float kcs[4] = {kc.x, kc.y, kc.z, kc.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) Hr[i][hh][e] = fmaf(ak, Hr[i][hh][e], rs[i] * kcs[e]);
-      }
+    for (int c = 0; c < NC; ++c) {
+      const float4 kc = reinterpret_cast<const float4*>(tok[0])[c];
+      hr[4 * c] = fmaf(ak, hr[4 * c], kr * kc.x);
+      hr[4 * c + 1] = fmaf(ak, hr[4 * c + 1], kr * kc.y);
+      hr[4 * c + 2] = fmaf(ak, hr[4 * c + 2], kr * kc.z);
+      hr[4 * c + 3] = fmaf(ak, hr[4 * c + 3], kr * kc.w);
     }
+  };
+  // With at most one token the final H is known before S needs the buffer.
+  if (sq.length >= 1) advance_h(sq.start);
+  if (sq.length <= 1) store_h(true);
+  if (a.ikv.dt) {  // S: the thread's own chunks (it alone reads and writes them), landing during the solve
+    const bool vv = vec_ok(a.ikv);
+#pragma unroll 4
+    for (int j = 0; j < NC; ++j) {
+      const int64_t off = drow(a.ikv, sq.state, h, srow(j)) + c4;
+      if (vv)
+        cp_async16(&slot(j), static_cast<const float*>(a.ikv.p) + off);
+      else
+        slot(j) = ld4(a.ikv, off, false);
+    }
+  } else {
+    for (int j = 0; j < NC; ++j) slot(j) = float4{};
+  }
+  for (int64_t t = sq.start; t < t_end; ++t) {
+    const bool last = t + 1 == t_end;
+    if (t > sq.start) advance_h(t);
+    if (last && sq.length > 1) store_h(false);
+    const float qr = tok[1][r], av = expf(dscalar(a.g, b, t, h, 0.f)), alpha = dscalar(a.alpha, b, t, h, 1.f);
     float hh2 = 0.f;
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-      for (int hh = 0; hh < NH; ++hh)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) hh2 = fmaf(Hr[i][hh][e], Hr[i][hh][e], hh2);
+    for (int i = 0; i < D; ++i) hh2 = fmaf(hr[i], hr[i], hh2);
     const float f = sqrtf(bsum(hh2));
-    const float lam = a.cc.r * f, qr = kq[1][R];
+    const float lam = a.cc.r * f;
     float x = qr;
     if (a.cc.n > 0) {
       const float eta = f > 0.f ? a.cc.eta_f / f : 0.f, a0 = 1.f - eta * lam;  // H = 0: x = 0
       float xp = 0.f;
       double om = a.omega_tail;
       // omega of iteration it + 1 is fetched during iteration it: an indexed parameter load after the
-      // reductions would sit on the chain (seen in the SASS).
+      // barrier would sit on the chain.
       auto omega_at = [&](int it) {
         if (it < kInlineOmegas) return a.omega[it];
         om = 1.0 / (1.0 - a.c * om);
@@ -207,7 +241,7 @@ __global__ void __launch_bounds__(4 * D, 2) decode_kernel(const __grid_constant_
       };
       float w_next = omega_at(0);
       x = eta * qr;
-      if (writer) xb[0][R] = x;
+      xb[0][r] = x;
       __syncthreads();
       for (int it = 0; it < a.cc.n; ++it) {
         const float w = w_next;
@@ -216,66 +250,52 @@ __global__ void __launch_bounds__(4 * D, 2) decode_kernel(const __grid_constant_
         const float xn = w * a0 * x + w * eta * (qr - hx) + (1.f - w) * xp;
         xp = x;
         x = xn;
-        if (writer) xb[(it + 1) & 1][R] = x;
+        xb[(it + 1) & 1][r] = x;
         __syncthreads();
       }
     }
-    if (writer) qt[R] = qr + alpha * (x - qr);
-    cp_async_wait_all();  // the lane's own S slots (a no-op after the first token)
+    qt[r] = qr + alpha * (x - qr);
+    cp_async_wait_all();  // the thread's own S chunks (a no-op after the first token)
     __syncthreads();
-    float po[4] = {0.f, 0.f, 0.f, 0.f};  // S = e^g S + k vᵀ and the readout partials, one slot at a time
-    {
-      const float4 v4 = *reinterpret_cast<const float4*>(&kq[2][row0]);
+    {  // S = e^g S + k vᵀ (stored k-major: row i scales by k_i) and the readout o = scale S'ᵀ q̃ on the
+       // thread's chunks: a partial of four outputs per row group, the groups summed below
+      const float4 v4 = reinterpret_cast<const float4*>(tok[2])[c4 / 4];
+      float4 po = float4{};
 #pragma unroll
-      for (int hh = 0; hh < NH; ++hh) {
-        const float4 kc = *reinterpret_cast<const float4*>(&kq[0][col(hh)]);
-        const float4 q4 = *reinterpret_cast<const float4*>(&qt[col(hh)]);
-        const float kcs[4] = {kc.x, kc.y, kc.z, kc.w}, qs[4] = {q4.x, q4.y, q4.z, q4.w};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float4 sv = Sl[(4 * hh + e) * NT];
-          sv.x = fmaf(av, sv.x, v4.x * kcs[e]);
-          sv.y = fmaf(av, sv.y, v4.y * kcs[e]);
-          sv.z = fmaf(av, sv.z, v4.z * kcs[e]);
-          sv.w = fmaf(av, sv.w, v4.w * kcs[e]);
-          Sl[(4 * hh + e) * NT] = sv;
-          po[0] = fmaf(sv.x, qs[e], po[0]);
-          po[1] = fmaf(sv.y, qs[e], po[1]);
-          po[2] = fmaf(sv.z, qs[e], po[2]);
-          po[3] = fmaf(sv.w, qs[e], po[3]);
-        }
+      for (int j = 0; j < NC; ++j) {
+        const float kj = tok[0][srow(j)], qj = qt[srow(j)];
+        float4 s = slot(j);
+        s.x = fmaf(av, s.x, kj * v4.x);
+        s.y = fmaf(av, s.y, kj * v4.y);
+        s.z = fmaf(av, s.z, kj * v4.z);
+        s.w = fmaf(av, s.w, kj * v4.w);
+        slot(j) = s;
+        po.x = fmaf(s.x, qj, po.x);
+        po.y = fmaf(s.y, qj, po.y);
+        po.z = fmaf(s.z, qj, po.z);
+        po.w = fmaf(s.w, qj, po.w);
       }
+      *reinterpret_cast<float4*>(&part[g][c4]) = po;
     }
-    const float o = a.scale * row_sum(po);
-    if (writer) {
-      dstore(a.o, drow(a.o, b, t, h) + R, o);
-      if (a.x.dt) dstore(a.x, drow(a.x, b, t, h) + R, x);
-    }
-    if (threadIdx.x == 0 && a.fro.dt) dstore(a.fro, drow(a.fro, b, t, h), f);
-    if (a.res.dt) {
-      if (writer) xb[0][R] = x;
-      __syncthreads();
-      const float hx = matvec(xb[0]);
-      const float rr = hx + lam * x - qr;
-      const float num = bsum(writer ? rr * rr : 0.f), den = bsum(writer ? qr * qr : 0.f);
-      if (threadIdx.x == 0) dstore(a.res, drow(a.res, b, t, h), sqrtf(num) / sqrtf(den));
-    }
+    if (last) store_s();
     __syncthreads();
+    const float o = a.scale * ((part[0][r] + part[1][r]) + (part[2][r] + part[3][r]));
+    dstore(a.o, drow(a.o, b, t, h) + r, o);
+    if (a.x.dt) dstore(a.x, drow(a.x, b, t, h) + r, x);
+    if (r == 0 && a.fro.dt) dstore(a.fro, drow(a.fro, b, t, h), f);
+    if (a.res.dt) {
+      xb[0][r] = x;
+      __syncthreads();
+      const float rr = matvec(xb[0]) + lam * x - qr;
+      const float num = bsum(rr * rr), den = bsum(qr * qr);
+      if (r == 0) dstore(a.res, drow(a.res, b, t, h), sqrtf(num) / sqrtf(den));
+    }
+    __syncthreads();  // tok, xb and part are rewritten by the next token
   }
-  const bool vk = vec_ok(a.fkk), vv = vec_ok(a.fkv);
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int hh = 0; hh < NH; ++hh)
-      if (a.fkk.dt)
-        st4(a.fkk, drow(a.fkk, sq.state, h, row0 + i) + col(hh), vk,
-            make_float4(Hr[i][hh][0], Hr[i][hh][1], Hr[i][hh][2], Hr[i][hh][3]));
-  cp_async_wait_all();  // T = 0: the copies may still be in flight
-#pragma unroll
-  for (int hh = 0; hh < NH; ++hh)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      if (a.fkv.dt) st4(a.fkv, drow(a.fkv, sq.state, h, col(hh) + e) + row0, vv, Sl[(4 * hh + e) * NT]);
+  if (sq.length == 0) {  // no token: the final S is the initial one
+    cp_async_wait_all();
+    store_s();
+  }
 }
 
 template <int D>
@@ -284,7 +304,7 @@ void launch(dim3 grid, const DecArgs& a, cudaStream_t stream, const char* fn) {
   check(cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(dec_smem_bytes<D>())),
         fn, "cudaFuncSetAttribute");
-  decode_kernel<D><<<grid, 4 * D, dec_smem_bytes<D>(), stream>>>(a);
+  decode_kernel<D><<<grid, D, dec_smem_bytes<D>(), stream>>>(a);
 }
 
 void recurrent_forward(const Problem& p, const ForwardOutputs& out) {

@@ -255,6 +255,7 @@ TEST_P(Cuda, RecurrentMatchesOracle) {
   expect_close(got.final_kk, ref.final_kk, tol, "final_kk");
   expect_close(got.final_kv, ref.final_kv, tol, "final_kv");
   expect_close(got.x, ref.x, tol, "x");
+  expect_close(got.fro, ref.fro, tol, "fro");
 }
 
 TEST_P(Cuda, BitwiseDeterministic) {
@@ -529,9 +530,9 @@ double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) 
 }
 
 // The optional residual output ||(H_t + lambda_t I) x_t - q_t|| / ||q_t||, which reads H̄ after the solve
-// (reloaded after a warpgroup solve, Precision::mixed on Hopper, only when the residual is asked for). Awkward
-// shapes, both head dims and precisions, num_iter 0 (no solve: x = q, residuals up to ~1), 5 (unconverged: up to
-// ~0.35) and 30 (the default: up to ~3e-4). Per token, absolute, within tol_forward (1e-5 at r = 0.02): fp32
+// (reloaded after a warpgroup solve, Precision::mixed on Hopper, only when the residual is asked for), of the
+// chunked kernels and of the token-by-token one (fp32). Awkward shapes, both head dims and precisions, num_iter 0
+// (no solve: x = q, residuals up to ~1), 5 (unconverged: up to ~0.35) and 30 (the default: up to ~3e-4). Per token, absolute, within tol_forward (1e-5 at r = 0.02): fp32
 // states and fp32 evaluation leave ~eps32 ||H|| ||x|| / ||q|| <= kappa eps32, the suite's forward bound
 // (measured <= 1.3e-6 on an H200). (a) Against the fp64 residual of the kernel's own x (either precision);
 // (b) fp32 only, against the oracle's residual (its x differs by the fp32 solve's rounding: <= 9e-7 measured;
@@ -571,12 +572,15 @@ TEST(CudaResidual, MatchesOwnXAndOracle) {
           chunk_forward(in64.view(), out, case_in_f64(c).options(Backend::reference));
         }
         const std::vector<double> want = oracle_res.to_f64();
-        for (const Precision prec : {Precision::fp32, Precision::mixed}) {
-          const std::string at = std::string(prec == Precision::mixed ? "mixed" : "fp32") + " D=" +
-                                 std::to_string(D) + " shape " + std::to_string(shape) + " num_iter " +
+        // The chunked kernels in both precisions, then the token-by-token one (decode.cu, fp32 only).
+        for (const int path : {0, 1, 2}) {
+          const Precision prec = path == 1 ? Precision::mixed : Precision::fp32;
+          const bool recurrent = path == 2;
+          const std::string at = std::string(recurrent ? "recurrent" : prec == Precision::mixed ? "mixed" : "fp32") +
+                                 " D=" + std::to_string(D) + " shape " + std::to_string(shape) + " num_iter " +
                                  std::to_string(iters) + ": ";
           Tensor res;
-          const ForwardResult got = cuda_forward(c, in, false, prec, &res);
+          const ForwardResult got = cuda_forward(c, in, recurrent, prec, &res);
           ASSERT_EQ(nonfinite_count(res), 0) << at << "residual has NaN/Inf (poisoned output left unwritten?)";
           const std::vector<double> mine = res.to_f64(), own = residuals_of(c, in64, got.x);
           const double tol = tol_forward(false, c.ridge_ratio);
