@@ -5,20 +5,25 @@
 # timing of wrong code), then alternates bench runs old / new (/ new with $GKA_AB_ENV, e.g.
 # GKA_AB_ENV="GKA_STATES_RB16=1") on the same instance, where the bench's noise is about ±3 %.
 # Usage: bash scripts/gpu_ab.sh [ROUNDS]   (default 2; GKA_BENCH_* variables pass through, e.g.
-# GKA_BENCH_PRECISION=mixed GKA_BENCH_PARTS=chunk). Logs in $OUT; the bench rows last.
+# GKA_BENCH_PRECISION=mixed GKA_BENCH_PARTS=chunk; GKA_AB_TESTS is a gtest filter for the test run, default all).
+# Logs in $OUT; the bench rows last.
 source "$(dirname "$0")/gpu_setup.sh"
 rounds=${1:-2}
 [ -d ab-old ] || { echo "no ab-old/ baseline tree"; exit 1; }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 gpu_build test_cuda gka_bench_cuda
+# git archive stamps files with the commit's time, older than a previous baseline's objects: ninja would keep
+# those, so a baseline whose sources differ from the last one built gets a clean build folder.
+hash=$(cd ab-old && find src include bench -type f | sort | xargs md5sum | md5sum | cut -c1-32)
+[ "$(cat build-old/.ab-hash 2>/dev/null)" = "$hash" ] || { rm -rf build-old; mkdir -p build-old; echo "$hash" >build-old/.ab-hash; }
 cmake -S ab-old -B build-old -G Ninja -DGKA_BUILD_APPS=OFF -DGKA_BUILD_TORCH=OFF -DGKA_BUILD_BENCH=ON \
   >"$OUT/cmake_old.log" 2>&1 && cmake --build build-old -j16 --target gka_bench_cuda >"$OUT/build_old.log" 2>&1 ||
   { tail -30 "$OUT/build_old.log"; exit 1; }
-$B/tests/cpp/test_cuda >"$OUT/test_cuda.log" 2>&1; echo "test_cuda (new) rc=$?"
+$B/tests/cpp/test_cuda --gtest_filter="${GKA_AB_TESTS:-*}" >"$OUT/test_cuda.log" 2>&1; echo "test_cuda (new) rc=$?"
 grep -E "tests ran|PASSED|FAILED|precision|rel err" "$OUT/test_cuda.log" | head -30
 for r in $(seq "$rounds"); do
   echo "== round $r: old"; build-old/bench/gka_bench_cuda
   echo "== round $r: new"; $B/bench/gka_bench_cuda
   if [ -n "${GKA_AB_ENV:-}" ]; then echo "== round $r: new with $GKA_AB_ENV"; env $GKA_AB_ENV $B/bench/gka_bench_cuda; fi
 done >"$OUT/ab.log" 2>&1
-grep -E "^==|fwd|bwd" "$OUT/ab.log"
+grep -E "^==|fwd|bwd|decode" "$OUT/ab.log"

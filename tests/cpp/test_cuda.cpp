@@ -529,15 +529,16 @@ double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) 
   return m;
 }
 
-// The optional residual output ||(H_t + lambda_t I) x_t - q_t|| / ||q_t||, which reads H̄ after the solve
-// (reloaded after a warpgroup solve, Precision::mixed on Hopper, only when the residual is asked for), of the
-// chunked kernels and of the token-by-token one (fp32). Awkward shapes, both head dims and precisions, num_iter 0
-// (no solve: x = q, residuals up to ~1), 5 (unconverged: up to ~0.35) and 30 (the default: up to ~3e-4). Per token, absolute, within tol_forward (1e-5 at r = 0.02): fp32
-// states and fp32 evaluation leave ~eps32 ||H|| ||x|| / ||q|| <= kappa eps32, the suite's forward bound
-// (measured <= 1.3e-6 on an H200). (a) Against the fp64 residual of the kernel's own x (either precision);
-// (b) fp32 only, against the oracle's residual (its x differs by the fp32 solve's rounding: <= 9e-7 measured;
-// mixed's x, ~1e-5 off, moves the residual by up to ~2e-4, so (a) is its check). A residual from a wrong or
-// missing H̄, or a wrong lambda, is off by about the residual's own size (>= 3e-4), 30x the tolerance or more.
+// The optional residual output ||(H_t + lambda_t I) x_t - q_t|| / ||q_t||, which reads H̄ after the solve (reloaded
+// after a warpgroup solve, Precision::mixed on Hopper, only when the residual is asked for), of the chunked kernels
+// and of the token-by-token one (fp32). Awkward shapes, both head dims and precisions, num_iter 0 (no solve: x = q,
+// residuals up to ~1), 5 (unconverged: up to ~0.35) and 30 (the default: up to ~3e-4). Per token, absolute, within
+// tol_forward (1e-5 at r = 0.02): fp32 states and fp32 evaluation leave ~eps32 ||H|| ||x|| / ||q|| <= kappa eps32,
+// the suite's forward bound (measured <= 1.3e-6 on an H200). (a) Against the fp64 residual of the kernel's own x
+// (either precision); (b) fp32 only, against the oracle's residual (its x differs by the fp32 solve's rounding: <=
+// 9e-7 measured; mixed's x, ~1e-5 off, moves the residual by up to ~2e-4, so (a) is its check). A residual from a
+// wrong or missing H̄, or a wrong lambda, is off by about the residual's own size (>= 3e-4), 30x the tolerance or
+// more.
 TEST(CudaResidual, MatchesOwnXAndOracle) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const int64_t D : {64, 128})
