@@ -13,9 +13,13 @@
 // has finished reading), so final_* may alias initial_* (pools are updated in place). The omega sequence comes
 // precomputed from the host (no fp64 division on the chain). Where the time goes (B = 1, clock64 probes,
 // docs/cuda_backend.md): ~450 cycles per iteration, and 2000-4000 cycles per 64 KB state transfer on one SM.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include <optional>
 
 #include "backends.h"
+#include "cuda/bulk_copy.cuh"
 #include "cuda/common.cuh"
 
 namespace gka::cuda {
@@ -27,6 +31,8 @@ inline constexpr int kInlineOmegas = 64;
 // one launch. Sequences beyond kInlineSeqs come from a device table; iterations beyond kInlineOmegas
 // continue the omega recurrence on the device in fp64 from omega_tail, exactly as the host plan does.
 struct DecArgs {
+  CUtensorMap tmap[4];  // initial_kk, initial_kv, final_kk, final_kv (state_tmap), where tmap_ok
+  int32_t tmap_ok[4];
   DView q, k, v, alpha, g, gk, o, x, fro, res;
   DView ikk, ikv, fkk, fkv;
   ChebConst cc;
@@ -64,30 +70,31 @@ __device__ __forceinline__ bool vec_ok(const DView& v) {
 template <int D>
 inline constexpr int kDecThreads = 2 * D;
 
-// Dynamic shared memory of a decode CTA, one buffer used twice. First it stages H: row i at float offset
-// i (D + 8), so both the copy (a warp per row) and each thread's read of its chunks 2 c + half (rows 2 x 16 bytes
-// off the bank pattern) are free of bank conflicts. Then it holds S: chunk j of thread t at float4 slot [j NT + t].
+// Dynamic shared memory of a decode CTA: one state in the 128-byte swizzled layout of bulk_copy.cuh (D/32 boxes of
+// D rows x 128 bytes), 1024-byte aligned by hand (hence the extra KB). It holds H first, then S.
 template <int D>
 constexpr size_t dec_smem_bytes() {
-  return static_cast<size_t>(D) * (D + 8) * sizeof(float);
+  return static_cast<size_t>(D) * D * sizeof(float) + 1024;
 }
 
 template <int D>
 __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_constant__ DecArgs a) {
-  constexpr int NT = kDecThreads<D>, NC = D / 4, NW = NT / 32, LD = D + 8;  // LD: staged row stride
+  constexpr int NT = kDecThreads<D>, NC = D / 4, NW = NT / 32;
   constexpr int NG = NT / NC, RG = D / NG;  // S: row groups, rows per group
-  extern __shared__ float4 s_buf[];
-  float* const s_h = reinterpret_cast<float*>(s_buf);
+  enum { kIkk, kIkv, kFkk, kFkv };
+  extern __shared__ unsigned char s_raw[];
+  char* const buf = reinterpret_cast<char*>(s_raw) + ((1024u - (smem_addr(s_raw) & 1023u)) & 1023u);
   __shared__ __align__(16) float tok[3][D];  // k, q, v of the current token
   __shared__ __align__(16) float xb[2][D];   // iterate, double-buffered
   __shared__ __align__(16) float qt[D];
   __shared__ __align__(16) float part[NG][D];  // readout partials of the row groups of S
   __shared__ float red[NW];
   __shared__ float om_s[kInlineOmegas];
+  __shared__ uint64_t bar[2];  // arrival of H, of S
   const SeqInfo sq = blockIdx.x < kInlineSeqs ? a.seqs[blockIdx.x] : a.seq_table[blockIdx.x];
   if (threadIdx.x < kInlineOmegas) om_s[threadIdx.x] = a.omega[threadIdx.x];
   // Thread t: row r = t / 2 of H, the 16-byte chunks 2 c + half of it (the two halves are neighbour lanes);
-  // S chunk column c4 of the rows of group g.
+  // S chunk column t % NC of the rows of group g.
   const int t = threadIdx.x, h = blockIdx.y, r = t >> 1, half = t & 1, lane = t & 31;
   const int c4 = 4 * (t % NC), g = t / NC;
   const bool owner = half == 0;  // writes row r's results (both halves hold them, bitwise equal)
@@ -103,69 +110,121 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     }
     return;
   }
-  // Column chunk of the thread's c-th register chunk, and chunk n of the staged H (row n / NC, column chunk
-  // n % NC; thread t moves chunks t, t + NT, ...: a warp covers whole rows, so the global accesses coalesce).
-  auto col = [&](int c) { return 4 * (2 * c + half); };
-  auto staged = [&](int n) { return s_h + (n / NC) * LD + 4 * (n % NC); };
+  if (t == 0) {
+    mbar_init(&bar[0]);
+    mbar_init(&bar[1]);
+  }
+  __syncthreads();
+  // Chunk j (16 bytes) of row i of the state in the buffer.
+  auto chunk = [&](int i, int j) -> float4& {
+    return *reinterpret_cast<float4*>(buf + (j >> 3) * (D * 128) + swizzle128(i, j & 7));
+  };
+  // A state between global memory and the buffer: D/32 tensor-map boxes issued by thread 0 where the host made a
+  // map (sm_90), else every thread copies chunks (a warp per row: coalesced). A load is complete after
+  // state_wait; a store reads what every thread wrote before it, and thread 0 waits for its bulk reads
+  // (bulk_wait_read) before the buffer is rewritten or the CTA exits.
+  auto tma = [&](int k) { return GKA_BULK_DEVICE && a.tmap_ok[k]; };
+  auto state_load = [&](int k, const DView& v, uint64_t* br) {
+    if (tma(k)) {
+      if (t == 0) {
+        mbar_expect(br, D * D * sizeof(float));
+        for (int q = 0; q < D / 32; ++q) tma_load_4d(buf + q * D * 128, &a.tmap[k], 32 * q, 0, h, sq.state, br);
+      }
+    } else {
+      const bool vec = vec_ok(v);
+#pragma unroll 4
+      for (int n = t; n < D * NC; n += NT) chunk(n / NC, n % NC) = ld4(v, drow(v, sq.state, h, n / NC) + 4 * (n % NC), vec);
+    }
+  };
+  auto state_wait = [&](int k, uint64_t* br) {
+    if (tma(k)) mbar_wait(br, 0);
+    __syncthreads();
+  };
+  auto state_store = [&](int k, const DView& v) {
+    if (tma(k)) fence_proxy_async();
+    __syncthreads();
+    if (tma(k)) {
+      if (t == 0) {
+        for (int q = 0; q < D / 32; ++q) tma_store_4d(&a.tmap[k], 32 * q, 0, h, sq.state, buf + q * D * 128);
+        bulk_commit();
+      }
+    } else {
+      const bool vec = vec_ok(v);
+#pragma unroll 4
+      for (int n = t; n < D * NC; n += NT) st4(v, drow(v, sq.state, h, n / NC) + 4 * (n % NC), vec, chunk(n / NC, n % NC));
+    }
+  };
+  if (a.ikk.dt) state_load(kIkk, a.ikk, &bar[0]);
+  // Token tt into tok (read after a barrier) and its scalars.
+  float ak = 1.f, av = 1.f, alpha = 1.f;
+  auto load_token = [&](int64_t tt) {
+    if (t < D) {
+      tok[0][t] = dload(a.k, drow(a.k, b, tt, h) + t);
+      tok[1][t] = dload(a.q, drow(a.q, b, tt, h) + t);
+      tok[2][t] = dload(a.v, drow(a.v, b, tt, h) + t);
+    }
+    ak = expf(dscalar(a.gk, b, tt, h, 0.f));
+    av = expf(dscalar(a.g, b, tt, h, 0.f));
+    alpha = dscalar(a.alpha, b, tt, h, 1.f);
+  };
+  if (sq.length > 0) load_token(sq.start);
+  auto col = [&](int c) { return 4 * (2 * c + half); };  // column of the thread's c-th register chunk
   float hr[D / 2];  // the thread's half of row r of H
   if (a.ikk.dt) {
-    const float* base = static_cast<const float*>(a.ikk.p) + drow(a.ikk, sq.state, h, 0);
-    const bool vk = vec_ok(a.ikk);
-#pragma unroll 4
-    for (int n = t; n < D * NC; n += NT) {
-      const float* src = base + (n / NC) * a.ikk.s2 + 4 * (n % NC);
-      if (vk)
-        cp_async16(staged(n), src);
-      else
-        *reinterpret_cast<float4*>(staged(n)) = make_float4(src[0], src[1], src[2], src[3]);
-    }
-    cp_async_wait_all();
-    __syncthreads();
+    state_wait(kIkk, &bar[0]);
 #pragma unroll
     for (int c = 0; c < NC / 2; ++c) {
-      const float4 u = *reinterpret_cast<const float4*>(s_h + r * LD + col(c));
+      const float4 u = chunk(r, 2 * c + half);
       hr[4 * c] = u.x;
       hr[4 * c + 1] = u.y;
       hr[4 * c + 2] = u.z;
       hr[4 * c + 3] = u.w;
     }
-    __syncthreads();  // the buffer is reused
+    __syncthreads();  // the buffer is rewritten
   } else {
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) hr[i] = 0.f;
   }
-  // The final H through the staging buffer (coalesced), or straight from the registers (16 rows per warp store)
-  // once S occupies the buffer (several tokens).
-  auto store_h = [&](bool staged_store) {
+  auto update_h = [&] {  // H = e^gk H + k kᵀ (tok read after a barrier)
+    const float kr = tok[0][r];
+#pragma unroll
+    for (int c = 0; c < NC / 2; ++c) {
+      const float4 kc = *reinterpret_cast<const float4*>(&tok[0][col(c)]);
+      hr[4 * c] = fmaf(ak, hr[4 * c], kr * kc.x);
+      hr[4 * c + 1] = fmaf(ak, hr[4 * c + 1], kr * kc.y);
+      hr[4 * c + 2] = fmaf(ak, hr[4 * c + 2], kr * kc.z);
+      hr[4 * c + 3] = fmaf(ak, hr[4 * c + 3], kr * kc.w);
+    }
+  };
+  // The final H: through the buffer when it is known before S needs the buffer (at most one token), else
+  // straight from the registers (16 rows per warp store).
+  auto store_h_direct = [&] {
     if (!a.fkk.dt) return;
     const bool vk = vec_ok(a.fkk);
     const int64_t off = drow(a.fkk, sq.state, h, 0);  // row i at off + i s2
-    if (staged_store) {
 #pragma unroll
-      for (int c = 0; c < NC / 2; ++c)
-        *reinterpret_cast<float4*>(s_h + r * LD + col(c)) =
-            make_float4(hr[4 * c], hr[4 * c + 1], hr[4 * c + 2], hr[4 * c + 3]);
-      __syncthreads();
-#pragma unroll 4
-      for (int n = t; n < D * NC; n += NT)
-        st4(a.fkk, off + (n / NC) * a.fkk.s2 + 4 * (n % NC), vk, *reinterpret_cast<const float4*>(staged(n)));
-      __syncthreads();  // the buffer is reused
-    } else {
+    for (int c = 0; c < NC / 2; ++c)
+      st4(a.fkk, off + r * a.fkk.s2 + col(c), vk, make_float4(hr[4 * c], hr[4 * c + 1], hr[4 * c + 2], hr[4 * c + 3]));
+  };
+  if (sq.length >= 1) {
+    __syncthreads();  // tok
+    update_h();
+  }
+  if (sq.length <= 1 && a.fkk.dt) {
 #pragma unroll
-      for (int c = 0; c < NC / 2; ++c)
-        st4(a.fkk, off + r * a.fkk.s2 + col(c), vk,
-            make_float4(hr[4 * c], hr[4 * c + 1], hr[4 * c + 2], hr[4 * c + 3]));
-    }
-  };
-  // S row of this thread's chunk j (j < RG): group g's rows; its shared slot.
-  auto srow = [&](int j) { return g * RG + j; };
-  auto slot = [&](int j) -> float4& { return s_buf[j * NT + t]; };
-  auto store_s = [&] {
-    if (!a.fkv.dt) return;
-    const bool vv = vec_ok(a.fkv);
-#pragma unroll 4
-    for (int j = 0; j < RG; ++j) st4(a.fkv, drow(a.fkv, sq.state, h, srow(j)) + c4, vv, slot(j));
-  };
+    for (int c = 0; c < NC / 2; ++c)
+      chunk(r, 2 * c + half) = make_float4(hr[4 * c], hr[4 * c + 1], hr[4 * c + 2], hr[4 * c + 3]);
+    state_store(kFkk, a.fkk);
+    if (t == 0) bulk_wait_read();  // before S lands in the buffer (thread 0 issues that load too)
+    __syncthreads();               // the plain store path read the buffer in every thread
+  }
+  // S: arrives during the first solve; each thread then updates and reads out its own chunks.
+  if (a.ikv.dt) {
+    state_load(kIkv, a.ikv, &bar[1]);
+  } else {
+    for (int n = t; n < D * NC; n += NT) chunk(n / NC, n % NC) = float4{};
+  }
+  bool s_ready = !a.ikv.dt;
   auto bsum = [&](float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     if (lane == 0) red[t >> 5] = v;
@@ -192,46 +251,15 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     const float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     return s + __shfl_xor_sync(0xffffffffu, s, 1);
   };
-  // Token tt into tok, then H = e^gk H + k kᵀ.
-  auto advance_h = [&](int64_t tt) {
-    if (t < D) {
-      tok[0][t] = dload(a.k, drow(a.k, b, tt, h) + t);
-      tok[1][t] = dload(a.q, drow(a.q, b, tt, h) + t);
-      tok[2][t] = dload(a.v, drow(a.v, b, tt, h) + t);
-    }
-    const float ak = expf(dscalar(a.gk, b, tt, h, 0.f));
-    __syncthreads();
-    const float kr = tok[0][r];
-#pragma unroll
-    for (int c = 0; c < NC / 2; ++c) {
-      const float4 kc = *reinterpret_cast<const float4*>(&tok[0][col(c)]);
-      hr[4 * c] = fmaf(ak, hr[4 * c], kr * kc.x);
-      hr[4 * c + 1] = fmaf(ak, hr[4 * c + 1], kr * kc.y);
-      hr[4 * c + 2] = fmaf(ak, hr[4 * c + 2], kr * kc.z);
-      hr[4 * c + 3] = fmaf(ak, hr[4 * c + 3], kr * kc.w);
-    }
-  };
-  // With at most one token the final H is known before S needs the buffer.
-  if (sq.length >= 1) advance_h(sq.start);
-  if (sq.length <= 1) store_h(true);
-  if (a.ikv.dt) {  // S: the thread's own chunks (it alone reads and writes them), landing during the solve
-    const bool vv = vec_ok(a.ikv);
-#pragma unroll 4
-    for (int j = 0; j < RG; ++j) {
-      const int64_t off = drow(a.ikv, sq.state, h, srow(j)) + c4;
-      if (vv)
-        cp_async16(&slot(j), static_cast<const float*>(a.ikv.p) + off);
-      else
-        slot(j) = ld4(a.ikv, off, false);
-    }
-  } else {
-    for (int j = 0; j < RG; ++j) slot(j) = float4{};
-  }
   for (int64_t tt = sq.start; tt < t_end; ++tt) {
     const bool last = tt + 1 == t_end;
-    if (tt > sq.start) advance_h(tt);
-    if (last && sq.length > 1) store_h(false);
-    const float qr = tok[1][r], av = expf(dscalar(a.g, b, tt, h, 0.f)), alpha = dscalar(a.alpha, b, tt, h, 1.f);
+    if (tt > sq.start) {
+      load_token(tt);
+      __syncthreads();
+      update_h();
+    }
+    if (last && sq.length > 1) store_h_direct();
+    const float qr = tok[1][r];
     float hh2 = 0.f;
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) hh2 = fmaf(hr[i], hr[i], hh2);
@@ -263,29 +291,35 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
       }
     }
     if (owner) qt[r] = qr + alpha * (x - qr);
-    cp_async_wait_all();  // the thread's own S chunks (a no-op after the first token)
-    __syncthreads();
+    if (!s_ready) {
+      state_wait(kIkv, &bar[1]);  // its barrier also publishes qt
+      s_ready = true;
+    } else {
+      __syncthreads();
+    }
     {  // S = e^g S + k vᵀ (stored k-major: row i scales by k_i) and the readout o = scale S'ᵀ q̃ on the
        // thread's chunks: a partial of four outputs per row group, the groups summed below
       const float4 v4 = *reinterpret_cast<const float4*>(&tok[2][c4]);
       float4 po = float4{};
 #pragma unroll
       for (int j = 0; j < RG; ++j) {
-        const float kj = tok[0][srow(j)], qj = qt[srow(j)];
-        float4 sv = slot(j);
-        sv.x = fmaf(av, sv.x, kj * v4.x);
-        sv.y = fmaf(av, sv.y, kj * v4.y);
-        sv.z = fmaf(av, sv.z, kj * v4.z);
-        sv.w = fmaf(av, sv.w, kj * v4.w);
-        slot(j) = sv;
-        po.x = fmaf(sv.x, qj, po.x);
-        po.y = fmaf(sv.y, qj, po.y);
-        po.z = fmaf(sv.z, qj, po.z);
-        po.w = fmaf(sv.w, qj, po.w);
+        const int i = g * RG + j;
+        const float ki = tok[0][i], qi = qt[i];
+        float4& cell = chunk(i, t % NC);
+        float4 sv = cell;
+        sv.x = fmaf(av, sv.x, ki * v4.x);
+        sv.y = fmaf(av, sv.y, ki * v4.y);
+        sv.z = fmaf(av, sv.z, ki * v4.z);
+        sv.w = fmaf(av, sv.w, ki * v4.w);
+        cell = sv;
+        po.x = fmaf(sv.x, qi, po.x);
+        po.y = fmaf(sv.y, qi, po.y);
+        po.z = fmaf(sv.z, qi, po.z);
+        po.w = fmaf(sv.w, qi, po.w);
       }
       *reinterpret_cast<float4*>(&part[g][c4]) = po;
     }
-    if (last) store_s();
+    if (last && a.fkv.dt) state_store(kFkv, a.fkv);  // its barrier also publishes part
     __syncthreads();
     if (owner) {
       float o = 0.f;
@@ -304,10 +338,34 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     }
     __syncthreads();  // tok, xb and part are rewritten by the next token
   }
-  if (sq.length == 0) {  // no token: the final S is the initial one
-    cp_async_wait_all();
-    store_s();
+  if (sq.length == 0 && a.fkv.dt) {  // no token: the final S is the initial one
+    if (!s_ready) state_wait(kIkv, &bar[1]);
+    state_store(kFkv, a.fkv);
   }
+  if (t == 0) bulk_wait_read();  // the bulk stores read shared memory that lives as long as the CTA
+}
+
+// A 4-D tensor map over a state view [S, H, D, D] (fp32): boxes of D rows x 32 columns, 128-byte swizzle. False
+// where the view does not qualify (16-byte alignment of the data and of every stride) or the driver has no encoder.
+bool state_tmap(const TensorView& v, int64_t D, CUtensorMap* m) {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    const bool ok = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) ==
+                        cudaSuccess && q == cudaDriverEntryPointSuccess;
+    return ok ? reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f) : nullptr;
+  }();
+  if (!encode || !v.defined() || v.ndim != 4 || v.strides[3] != 1 || reinterpret_cast<uintptr_t>(v.data) % 16) return false;
+  for (int d = 0; d < 3; ++d)
+    if (v.strides[d] <= 0 || (v.strides[d] * 4) % 16) return false;
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(D), static_cast<cuuint64_t>(D),
+                              static_cast<cuuint64_t>(v.sizes[1]), static_cast<cuuint64_t>(v.sizes[0])};
+  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(v.strides[2] * 4), static_cast<cuuint64_t>(v.strides[1] * 4),
+                                 static_cast<cuuint64_t>(v.strides[0] * 4)};
+  const cuuint32_t box[4] = {32, static_cast<cuuint32_t>(D), 1, 1}, unit[4] = {1, 1, 1, 1};
+  return encode(m, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, v.data, dims, strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 template <int D>
@@ -326,10 +384,12 @@ void recurrent_forward(const Problem& p, const ForwardOutputs& out) {
   for (const Sequence& s : p.seqs)
     table.push_back({s.start, s.length, 0, 0, static_cast<int32_t>(s.batch), static_cast<int32_t>(s.state)});
   const ChebyshevPlan plan = chebyshev_plan(p.ridge_ratio, p.num_iter);
-  DecArgs a{dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),
+  DecArgs a{{}, {}, dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),
             dview(out.o), dview(out.x), dview(out.fro), dview(out.residual), dview(p.in.initial_kk),
             dview(p.in.initial_kv), dview(out.final_kk), dview(out.final_kv), cheb_const(p), plan.c, 0.0,
             static_cast<float>(p.scale), static_cast<int>(p.H), nullptr, {}, {}};
+  const TensorView* states[4] = {&p.in.initial_kk, &p.in.initial_kv, &out.final_kk, &out.final_kv};
+  for (int k = 0; k < 4; ++k) a.tmap_ok[k] = state_tmap(*states[k], p.D, &a.tmap[k]) ? 1 : 0;
   for (size_t i = 0; i < plan.omega.size() && i < static_cast<size_t>(kInlineOmegas); ++i)
     a.omega[i] = static_cast<float>(plan.omega[i]);
   if (plan.omega.size() > static_cast<size_t>(kInlineOmegas)) a.omega_tail = plan.omega[kInlineOmegas - 1];
