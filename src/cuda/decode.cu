@@ -3,16 +3,16 @@
 // FMAs per thread against the iterate broadcast from shared memory, one shuffle to add the halves, and one barrier
 // per Chebyshev iteration (x double-buffered). Two threads per row rather than one: 64 registers of H instead of
 // 128, twice the warps per scheduler, and 5 % off batched decode (measured).
-// One shared buffer serves twice. First it stages H, a warp per row so that the global accesses are coalesced (a
-// thread's own row straight from global memory makes each warp access span many rows: the H stores took 2.3x as
-// long, measured), in rows padded by 32 bytes so that each thread then reads its chunks without bank conflicts; the
-// final H goes out the same way when it is known before S needs the buffer (at most one token). Then it holds S
-// (stored k-major, [D][Dv]): thread (g, c) = (t / (D/4), t % (D/4)) copies, updates, stores and reads out the
-// 16-byte column chunk c of the rows of group g, so S needs no barrier of its own, and it arrives during the first
-// solve. States are read completely before they are written (a thread stores only rows or chunks that the whole CTA
-// has finished reading), so final_* may alias initial_* (pools are updated in place). The omega sequence comes
-// precomputed from the host (no fp64 division on the chain). Where the time goes (B = 1, clock64 probes,
-// docs/cuda_backend.md): ~450 cycles per iteration, and 2000-4000 cycles per 64 KB state transfer on one SM.
+// One shared buffer (D/32 boxes of D rows x 128 bytes, 128-byte swizzle: rows and columns read back without bank
+// conflicts, bar a 2-way one on the one-time register fill) serves twice. First H arrives in it as D/32 tensor-map
+// bulk copies (bulk_copy.cuh; per-thread copies of a 64 KB state took 2000-4000 cycles on one SM), is read into
+// registers, and, when the final H is known before S needs the buffer (at most one token), goes out the same way;
+// with several tokens it is stored straight from the registers. Then it holds S (stored k-major, [D][Dv]), which
+// arrives during the first solve: thread (g, c) = (t / (D/4), t % (D/4)) updates and reads out the 16-byte column
+// chunk c of the rows of group g. Views that no tensor map fits (16-byte alignment of data and strides), and builds
+// below sm_90, move the same layout by per-thread copies. States are read completely before they are written, so
+// final_* may alias initial_* (pools are updated in place). The omega sequence comes precomputed from the host (no
+// fp64 division on the chain).
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     __syncthreads();
   };
   auto state_store = [&](int k, const DView& v) {
-    if (tma(k)) fence_proxy_async();
+    fence_proxy_async();  // also orders these writes before a later bulk load into the buffer
     __syncthreads();
     if (tma(k)) {
       if (t == 0) {
@@ -338,9 +338,9 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     }
     __syncthreads();  // tok, xb and part are rewritten by the next token
   }
-  if (sq.length == 0 && a.fkv.dt) {  // no token: the final S is the initial one
+  if (sq.length == 0) {  // no token: the final S is the initial one (and a load in flight must land first)
     if (!s_ready) state_wait(kIkv, &bar[1]);
-    state_store(kFkv, a.fkv);
+    if (a.fkv.dt) state_store(kFkv, a.fkv);
   }
   if (t == 0) bulk_wait_read();  // the bulk stores read shared memory that lives as long as the CTA
 }

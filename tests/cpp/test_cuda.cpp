@@ -370,6 +370,38 @@ TEST(CudaPool, PaddedStateRowsMatchCpu) {
   }
 }
 
+// Varlen decode with empty sequences, initial states given and no final states asked for: an empty sequence's
+// state loads must land before its CTA exits (bulk copies still in flight would write into shared memory that
+// another CTA may own by then). The outputs match the oracle.
+TEST(CudaDecode, EmptySequencesWithoutFinalStates) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  Case c;
+  c.name = "empty";
+  c.D = 128;
+  c.H = 2;
+  c.h0 = true;
+  c.B = 1;
+  c.varlen = {3, 0, 5, 0, 2};
+  c.T = 10;
+  const CaseInputs in = inputs_make(c, 17);
+  const ForwardResult ref = forward_run(case_in_f64(c), inputs_to_f64(in), Backend::reference);
+  ForwardResult r = harness::forward_buffers_make(c.shape());
+  r.poison();
+  DevInputs din(in);
+  DevTensor o(r.o), x(r.x);
+  ForwardOutputs out;
+  out.o = o.view();
+  out.x = x.view();
+  recurrent_forward(din.view(), out, c.options(Backend::cuda));
+  GKA_CUDA_OK(cudaDeviceSynchronize());
+  o.download();
+  x.download();
+  const double tol = tol_forward(false, c.ridge_ratio);
+  const double amp = readout_amplification(c, inputs_to_f64(in), ref);
+  expect_close(r.o, ref.o, tol_output(dtype_parse(c.dtype), false, c.ridge_ratio, amp), "o");
+  expect_close(r.x, ref.x, tol, "x");
+}
+
 // The accuracy target: bf16 inputs, layer-like gates, H = 16, D = 128, T = 1024: o within 0.5 % and
 // gradients within 1 % of the fp64 oracle — with every product at fp32 accuracy, and with Precision::mixed
 // (cheaper leading iterations), which must also differ from fp32 (else the option did nothing).
