@@ -235,6 +235,18 @@ __device__ __forceinline__ void cp_async16(void* sdst, const void* gsrc) {
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
 
+// The same with zero fill where !full (nothing read from gsrc), and groups: cp_async_commit() after a step's
+// copies, then cp_async_wait<N>() leaves at most this thread's N latest groups in flight.
+__device__ __forceinline__ void cp_async16_zfill(void* sdst, const void* gsrc, bool full) {
+  const uint32_t sa = static_cast<uint32_t>(__cvta_generic_to_shared(sdst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(gsrc), "r"(full ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 inline void launch_check(const char* fn) { check(cudaGetLastError(), fn, "kernel launch"); }
 
 }  // namespace gka::cuda

@@ -1,5 +1,5 @@
 // Tensor-core primitives of the chunk kernels: tf32 rounding and 3xTF32 splitting, mma.sync m16n8k8 and
-// its fragment loads (sm_80+). Used by chunk_tile.cuh.
+// its fragment loads (sm_80+), used by chunk_tile.cuh; bf16 m16n8k16 with ldmatrix loads (the bf16 states kernel).
 #pragma once
 
 #include <cstdint>
@@ -96,6 +96,39 @@ __device__ __forceinline__ void frag_b_kp(const float* p, int ld, int g, int t, 
     tf32_split<SPLIT>(p[2 * t * ld + g], hi[0], lo[0]);
     tf32_split<SPLIT>(p[(2 * t + 1) * ld + g], hi[1], lo[1]);
   }
+}
+
+// ---- bf16 products (mma.sync m16n8k16, fp32 accumulation) with ldmatrix fragment loads ----
+// Layout (g = lane / 4, t = lane % 4): A (16 x 16) a0 = (g, 2t..2t+1), a1 = (g + 8, 2t..), a2 = (g, 2t+8..),
+// a3 = (g + 8, 2t+8..); B (16 x 8, k x n) b0 = (2t..2t+1, g), b1 = (2t+8..2t+9, g); C as for m16n8k8. Pairs are
+// packed low half first.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// ldmatrix: 8 x 8 matrices of 16-bit values from shared memory, lane 8 q + i giving the address of row i of matrix q
+// (16 bytes, 16-byte aligned). Without .trans each row is one row of A (k contiguous), so the x4 form over a 16 x 16
+// row-major tile (matrix q at rows 8 (q & 1), columns 8 (q >> 1)) is an A fragment. With .trans over a k-major
+// tile (n contiguous; matrix q at k rows 8 (q & 1), n columns 8 (q >> 1)) it is the B fragments of two n8 blocks.
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p, bool trans) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  if (trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+// The .trans x2 form (lanes 0-15 give the addresses): B fragment of one n8 block.
+__device__ __forceinline__ void ldsm_x2_trans(uint32_t (&r)[2], const void* p) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(a));
 }
 
 }  // namespace gka::cuda

@@ -402,6 +402,57 @@ TEST(CudaDecode, EmptySequencesWithoutFinalStates) {
   expect_close(r.x, ref.x, tol, "x");
 }
 
+// bf16 k and v whose rows are not 16-byte aligned (rows of D + 1 elements) take the 3xTF32 states kernel and the
+// scalar loads of the chunk kernels, the aligned ones the bf16 states kernel (cp.async): both match the oracle,
+// and each other to fp32 rounding (a wrong row or block in either is off by O(1)).
+TEST(CudaStates, UnalignedBf16RowsMatchAligned) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const int64_t D : {64, 128}) {
+    Case c;
+    c.T = 100;
+    c.D = D;
+    c.dtype = "bf16";
+    c.gates = "untied";
+    c.h0 = true;
+    const CaseInputs in = inputs_make(c, 31);
+    const ForwardResult aligned = cuda_forward(c, in);
+    const auto padded = [&](const Tensor& t) {  // [B, T, H, D + 1] with t in the first D of each row
+      Tensor p(t.dtype(), {c.B, c.T, c.H, D + 1});
+      for (int64_t i = 0; i < t.numel(); ++i) p.set_f64(i / D * (D + 1) + i % D, t.get_f64(i));
+      return p;
+    };
+    Tensor kp = padded(in.k), vp = padded(in.v);
+    const auto rows = [D](TensorView v) {
+      v.sizes[3] = D;
+      return v;
+    };
+    ForwardResult r = harness::forward_buffers_make(c.shape());
+    r.poison();
+    DevInputs din(in);
+    DevTensor dk(kp), dv(vp), o(r.o), fkk(r.final_kk), fkv(r.final_kv), x(r.x);
+    Inputs i = din.view();
+    i.k = rows(dk.view());
+    i.v = rows(dv.view());
+    ForwardOutputs out;
+    out.o = o.view();
+    out.final_kk = fkk.view();
+    out.final_kv = fkv.view();
+    out.x = x.view();
+    chunk_forward(i, out, c.options(Backend::cuda));
+    GKA_CUDA_OK(cudaDeviceSynchronize());
+    for (DevTensor* t : {&o, &fkk, &fkv, &x}) t->download();
+    const ForwardResult ref = forward_run(case_in_f64(c), inputs_to_f64(in), Backend::reference);
+    const double tol = tol_forward(false, c.ridge_ratio);
+    const std::string at = "D=" + std::to_string(D) + " ";
+    expect_close(r.final_kk, ref.final_kk, tol, at + "final_kk (unaligned)");
+    expect_close(r.final_kv, ref.final_kv, tol, at + "final_kv (unaligned)");
+    expect_close(r.x, ref.x, tol, at + "x (unaligned)");
+    expect_close(r.final_kk, aligned.final_kk, tol, at + "final_kk unaligned vs aligned");
+    expect_close(r.final_kv, aligned.final_kv, tol, at + "final_kv unaligned vs aligned");
+    expect_close(r.o, aligned.o, tol_stored(DType::bf16, false, c.ridge_ratio), at + "o unaligned vs aligned");
+  }
+}
+
 // The accuracy target: bf16 inputs, layer-like gates, H = 16, D = 128, T = 1024: o within 0.5 % and
 // gradients within 1 % of the fp64 oracle — with every product at fp32 accuracy, and with Precision::mixed
 // (cheaper leading iterations), which must also differ from fp32 (else the option did nothing).
