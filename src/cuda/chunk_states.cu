@@ -179,7 +179,8 @@ __global__ void __launch_bounds__(kThreads, 3 - W) states_kernel(const Item* ite
 // the rounding of what the ones before left: ~2^-24 relative, the fp32 level of the 3xTF32 kernel above), so a
 // 16 x 8 x 16 block takes three m16n8k16 products where the tf32 kernel needs four m16n8k8, and the fragments come
 // by ldmatrix instead of a load, a scaling and a split per element per warp. The tiles arrive by cp.async into a
-// ring of three stages (zero-filled past the chunk's rows) two chunks ahead; the pieces of chunk c + 1 are split
+// ring of three stages (zero-filled past the chunk's rows), issued two chunks ahead and awaited one chunk later (the
+// split of chunk c + 1 needs them; a fourth stage would not fit two CTAs per SM); the pieces of chunk c + 1 are split
 // once per CTA (not once per warp) while chunk c is multiplied, into the other of two plane buffers; warp 0 forms
 // the gate weights two chunks ahead. So each chunk needs one barrier. A chunk's rows follow from the sequence
 // (the plan's items are its consecutive chunks of csize rows).
@@ -191,6 +192,8 @@ struct Bf16StatesCfg {
   static constexpr int JPT = RB * C / kThreads;                   // consecutive A elements a thread splits
   static constexpr int STAGE = C * (LDB + LDK), PLANES = 3 * RB * LDP;  // halves: B rows + S̄'s k columns; pieces
   static constexpr size_t smem = (STAGES * STAGE + 2 * PLANES) * sizeof(__nv_bfloat16) + STAGES * (C + 1) * sizeof(float);
+  static_assert((JPT == 4 || JPT == 8) && (NT == 1 || NT % 2 == 0), "split and B fragment forms");
+  static_assert(C * (D / 8) % kThreads == 0 && C * (RB / 8) <= kThreads, "copy pieces per thread");
 };
 
 __device__ __forceinline__ uint32_t bf2_bits(__nv_bfloat162 v) { return *reinterpret_cast<const uint32_t*>(&v); }
@@ -294,12 +297,14 @@ __global__ void __launch_bounds__(kThreads, 2)
           odd ? make_float4(s0, s1, x[nt][2], x[nt][3]) : make_float4(x[nt][0], x[nt][1], s0, s1);
     }
   };
-  auto product = [&](int c) {  // X <- e^{G_last} X + (lo + mid + hi) B
+  auto product = [&](int c) {  // X <- e^{G_last} X + (lo + mid + hi) B; k-steps past the chunk's rows are zeros
     float acc[NT][4] = {};
+    const int n = n_of(c);
     const __nv_bfloat16* pl = planes(c) + (m0 + (lane & 7) + (lane & 8)) * LDP + (lane >> 4) * 8;
     const __nv_bfloat16* bt = raw(c) + ((lane & 7) + (lane & 8)) * LDB + n0 + (lane >> 4) * 8;
 #pragma unroll
     for (int ks = 0; ks < C / 16; ++ks) {
+      if (16 * ks >= n) break;
       uint32_t a[3][4], b[NT][2];
 #pragma unroll
       for (int q = 0; q < 3; ++q) ldsm_x4(a[q], pl + q * RB * LDP + 16 * ks, false);
@@ -328,13 +333,13 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int e = 0; e < 4; ++e) x[nt][e] = fmaf(dec, x[nt][e], acc[nt][e]);
   };
 
+  copy(0);
+  copy(1);
   each([&](int r, int col, float& x0, float& x1) {
     x0 = init.dt ? dload(init, drow(init, sq.state, h, r) + col) : 0.f;
     x1 = init.dt ? dload(init, drow(init, sq.state, h, r) + col + 1) : 0.f;
   });
   slot_store(sq.first + s);
-  copy(0);
-  copy(1);
   if (warp == 0) {
     gates_load(0);
     weights(0);
@@ -388,7 +393,9 @@ void run(const Problem& p, const Item* items, const SeqInfo* seqs, const StateBu
          const TensorView& final_kv, const char* fn) {
   const int H = static_cast<int>(p.H);
   static_assert(Bf16StatesCfg<D>::RB == StatesCfg<D>::RB);
-  const dim3 grid(static_cast<unsigned>(p.num_seqs() * H * 2 * (D / StatesCfg<D>::RB)));
+  const int64_t ctas = p.num_seqs() * H * 2 * (D / StatesCfg<D>::RB);
+  if (ctas > INT32_MAX) fail(fn, "too many sequences x heads for one states launch: " + std::to_string(ctas / 8));
+  const dim3 grid(static_cast<unsigned>(ctas));
   const auto args = [&] {
     return std::tuple(dview(p.in.k), dview(p.in.v), dview(p.in.gk), dview(p.in.g), H, st, dview(p.in.initial_kk),
                       dview(p.in.initial_kv), dview(final_kk), dview(final_kv));

@@ -404,7 +404,7 @@ TEST(CudaDecode, EmptySequencesWithoutFinalStates) {
 
 // bf16 k and v whose rows are not 16-byte aligned (rows of D + 1 elements) take the 3xTF32 states kernel and the
 // scalar loads of the chunk kernels, the aligned ones the bf16 states kernel (cp.async): both match the oracle,
-// and each other to fp32 rounding (a wrong row or block in either is off by O(1)).
+// and each other within the fp32 tolerance (a wrong row or block in either is off by O(1)).
 TEST(CudaStates, UnalignedBf16RowsMatchAligned) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const int64_t D : {64, 128}) {
