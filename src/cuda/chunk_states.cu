@@ -7,8 +7,6 @@
 #include "cuda/chunk_states.h"
 #include "cuda/chunk_tile.cuh"
 
-#include <cstdlib>
-#include <string>
 #include <tuple>
 
 namespace gka::cuda {
@@ -381,10 +379,7 @@ bool bf16_rows(const TensorView& t) {
 
 // GKA_STATES_BF16=0 keeps bf16 inputs on the 3xTF32 kernel (A/B experiments).
 bool bf16_kernel_on() {
-  static const bool off = [] {
-    const char* e = std::getenv("GKA_STATES_BF16");
-    return e && std::string(e) == "0";
-  }();
+  static const bool off = env_off("GKA_STATES_BF16");
   return !off;
 }
 

@@ -194,12 +194,15 @@ inline bool inputs_tf32_exact(const Problem& p, const TensorView* d_o = nullptr)
   return narrow(p.in.k) && narrow(p.in.v) && (!d_o || narrow(*d_o));
 }
 
+// True where the environment variable `name` is "0": the switches that turn a fast path off for A/B experiments.
+inline bool env_off(const char* name) {
+  const char* e = std::getenv(name);
+  return e && std::string(e) == "0";
+}
+
 inline bool wgmma_available() {
 #if GKA_HAVE_SM90A
-  static const bool off = [] {
-    const char* e = std::getenv("GKA_CUDA_WGMMA");
-    return e && std::string(e) == "0";
-  }();
+  static const bool off = env_off("GKA_CUDA_WGMMA");
   int dev = 0, major = 0;
   return !off && cudaGetDevice(&dev) == cudaSuccess &&
          cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major == 9;
