@@ -19,11 +19,11 @@ hash=$(cd ab-old && find src include bench -type f | sort | xargs md5sum | md5su
 cmake -S ab-old -B build-old -G Ninja -DGKA_BUILD_APPS=OFF -DGKA_BUILD_TORCH=OFF -DGKA_BUILD_BENCH=ON \
   >"$OUT/cmake_old.log" 2>&1 && cmake --build build-old -j16 --target gka_bench_cuda >"$OUT/build_old.log" 2>&1 ||
   { tail -30 "$OUT/build_old.log"; exit 1; }
-$B/tests/cpp/test_cuda --gtest_filter="${GKA_AB_TESTS:-*}" >"$OUT/test_cuda.log" 2>&1; echo "test_cuda (new) rc=$?"
+timeout 300 $B/tests/cpp/test_cuda --gtest_filter="${GKA_AB_TESTS:-*}" >"$OUT/test_cuda.log" 2>&1; echo "test_cuda (new) rc=$?"
 grep -E "tests ran|PASSED|FAILED|precision|rel err" "$OUT/test_cuda.log" | head -30
 for r in $(seq "$rounds"); do
-  echo "== round $r: old"; build-old/bench/gka_bench_cuda
-  echo "== round $r: new"; $B/bench/gka_bench_cuda
-  if [ -n "${GKA_AB_ENV:-}" ]; then echo "== round $r: new with $GKA_AB_ENV"; env $GKA_AB_ENV $B/bench/gka_bench_cuda; fi
+  echo "== round $r: old"; timeout 120 build-old/bench/gka_bench_cuda
+  echo "== round $r: new"; timeout 120 $B/bench/gka_bench_cuda
+  if [ -n "${GKA_AB_ENV:-}" ]; then echo "== round $r: new with $GKA_AB_ENV"; env $GKA_AB_ENV timeout 120 $B/bench/gka_bench_cuda; fi
 done >"$OUT/ab.log" 2>&1
 grep -E "^==|fwd|bwd|decode" "$OUT/ab.log"
