@@ -26,6 +26,7 @@ namespace gka::cuda {
 
 inline constexpr int kInlineSeqs = 128;
 inline constexpr int kInlineOmegas = 64;
+inline constexpr int kLateS = 4;  // iterations of the first solve before S's load, where the final H drains first
 
 // Everything a decode launch needs travels in the kernel parameter (no uploads, no allocations): a call is
 // one launch. Sequences beyond kInlineSeqs come from a device table; iterations beyond kInlineOmegas
@@ -210,17 +211,28 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     __syncthreads();  // tok
     update_h();
   }
+  // S: arrives during the first solve; each thread then updates and reads out its own chunks. Where the final H
+  // has just left this buffer by tensor map, S's load is issued kLateS iterations into the solve, so that the store
+  // drains meanwhile instead of holding up the solve (thread 0 issues both; it waits for the drain then).
+  bool s_late = sq.length <= 1 && a.fkk.dt && tma(kFkk) && a.ikv.dt && tma(kIkv);
+  auto load_s_late = [&] {
+    if (!s_late) return;
+    if (t == 0) bulk_wait_read();
+    state_load(kIkv, a.ikv, &bar[1]);
+    s_late = false;
+  };
   if (sq.length <= 1 && a.fkk.dt) {
 #pragma unroll
     for (int c = 0; c < NC / 2; ++c)
       chunk(r, 2 * c + half) = make_float4(hr[4 * c], hr[4 * c + 1], hr[4 * c + 2], hr[4 * c + 3]);
     state_store(kFkk, a.fkk);
-    if (t == 0) bulk_wait_read();  // before S lands in the buffer (thread 0 issues that load too)
-    __syncthreads();               // the plain store path read the buffer in every thread
+    if (!s_late) {
+      if (t == 0) bulk_wait_read();  // before S lands in the buffer (thread 0 issues that load too)
+      __syncthreads();               // the plain store path read the buffer in every thread
+    }
   }
-  // S: arrives during the first solve; each thread then updates and reads out its own chunks.
   if (a.ikv.dt) {
-    state_load(kIkv, a.ikv, &bar[1]);
+    if (!s_late) state_load(kIkv, a.ikv, &bar[1]);
   } else {
     for (int n = t; n < D * NC; n += NT) chunk(n / NC, n % NC) = float4{};
   }
@@ -284,6 +296,10 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
       // has no branch and no indexed parameter load besides the mat-vec.
       const int n_inline = min(a.cc.n, kInlineOmegas);
       int it = 0;
+      if (s_late) {
+        for (; it < min(kLateS, n_inline); ++it) step(it, om_s[it]);
+        load_s_late();
+      }
       for (; it < n_inline; ++it) step(it, om_s[it]);
       for (double om = a.omega_tail; it < a.cc.n; ++it) {
         om = 1.0 / (1.0 - a.c * om);
@@ -291,6 +307,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
       }
     }
     if (owner) qt[r] = qr + alpha * (x - qr);
+    load_s_late();  // no iterations
     if (!s_ready) {
       state_wait(kIkv, &bar[1]);  // its barrier also publishes qt
       s_ready = true;
@@ -339,6 +356,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     __syncthreads();  // tok, xb and part are rewritten by the next token
   }
   if (sq.length == 0) {  // no token: the final S is the initial one (and a load in flight must land first)
+    load_s_late();
     if (!s_ready) state_wait(kIkv, &bar[1]);
     if (a.fkv.dt) state_store(kFkv, a.fkv);
   }
