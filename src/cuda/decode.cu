@@ -8,11 +8,11 @@
 // bulk copies (bulk_copy.cuh; per-thread copies of a 64 KB state took 2000-4000 cycles on one SM), is read into
 // registers, and, when the final H is known before S needs the buffer (at most one token), goes out the same way;
 // with several tokens it is stored straight from the registers. Then it holds S (stored k-major, [D][Dv]), which
-// arrives during the first solve: thread (g, c) = (t / (D/4), t % (D/4)) updates and reads out the 16-byte column
-// chunk c of the rows of group g. Views that no tensor map fits (16-byte alignment of data and strides), and builds
-// below sm_90, move the same layout by per-thread copies. States are read completely before they are written, so
-// final_* may alias initial_* (pools are updated in place). The omega sequence comes precomputed from the host (no
-// fp64 division on the chain).
+// arrives during the first solve (after that H store, its load goes out a few iterations in): thread (g, c) =
+// (t / (D/4), t % (D/4)) updates and reads out the 16-byte column chunk c of the rows of group g. Views that no
+// tensor map fits (16-byte alignment of data and strides), and builds below sm_90, move the same layout by
+// per-thread copies. States are read completely before they are written, so final_* may alias initial_* (pools
+// are updated in place). The omega sequence comes precomputed from the host (no fp64 division on the chain).
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
