@@ -307,7 +307,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
       }
     }
     if (owner) qt[r] = qr + alpha * (x - qr);
-    load_s_late();  // no iterations
+    load_s_late();  // N = 0 (else already issued within the solve)
     if (!s_ready) {
       state_wait(kIkv, &bar[1]);  // its barrier also publishes qt
       s_ready = true;
