@@ -1,7 +1,8 @@
 // GPU benchmark of the CUDA backend at the issue's anchor shapes (H = 16, D = 128, bf16, r = 0.02, N = 30,
 // chunk 64): chunked forward, forward + backward, and decode. CUDA events around each call, warm-up,
 // median of the repetitions, and a 512 MiB L2 flush (memset) before every timed repetition.
-// Usage: gka_bench_cuda [reps]   (prints the card, then one table row per measurement)
+// Usage: gka_bench_cuda [reps]   (prints the card, then one table row per measurement; a decode row adds the
+// back-to-back and CUDA-graph times and a cudaMemcpy of the same state bytes)
 // GKA_BENCH_ITERS=N overrides num_iter (diagnostics); GKA_BENCH_PARTS=chunk|decode runs one half only;
 // GKA_BENCH_LONG=1 adds 1x131072 (the linear-time check); GKA_BENCH_PRECISION=fp32|mixed times one precision
 // only; GKA_CUDA_WGMMA and GKA_CUDA_ONE_TERM_ITERS, see src/cuda/common.cuh.
@@ -232,14 +233,14 @@ int main(int argc, char** argv) {
     cudaEventElapsedTime(&gtot, a, b);
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
-    // What the card's copy engine path takes for the same bytes (both states read and written once): the
-    // achievable floor of a step, next to the issue's nominal one (bytes / peak bandwidth).
+    // What cudaMemcpyAsync takes for the same bytes (both states read and written once): the card's practical
+    // floor for a step, next to the issue's nominal one (bytes / peak bandwidth).
     const size_t state_bytes = static_cast<size_t>(B * H * D * D * 4);
     Buf copy_kk(state_bytes), copy_kv(state_bytes);
     cudaEventRecord(a, stream);
     for (int r = 0; r < 50; ++r) {
-      cudaMemcpyAsync(copy_kk.p, hkk.p, state_bytes, cudaMemcpyDeviceToDevice, stream);
-      cudaMemcpyAsync(copy_kv.p, hkv.p, state_bytes, cudaMemcpyDeviceToDevice, stream);
+      ck(cudaMemcpyAsync(copy_kk.p, hkk.p, state_bytes, cudaMemcpyDeviceToDevice, stream), "state copy");
+      ck(cudaMemcpyAsync(copy_kv.p, hkv.p, state_bytes, cudaMemcpyDeviceToDevice, stream), "state copy");
     }
     cudaEventRecord(b, stream);
     ck(cudaEventSynchronize(b), "state copies");
