@@ -3,8 +3,12 @@
 // iteration it runs
 //   S = X Kᵀ (all C columns: both warpgroups form the full scores, so P never leaves registers),
 //   Y = X H̄ᵀ (its columns), then Y = diag(e^G) Y + P K with P = S ⊙ M packed straight into A registers,
-// X read from a swizzled shared tile. The only barrier of an iteration follows the store of the new iterate; two X
-// buffers alternate so that a warpgroup may store the next iterate while the other still reads the current one.
+// X read from a swizzled shared tile. In the loop the warpgroups meet only by named barriers (the switch to the
+// accurate iterations aside): each stores its half of the new iterate and signals it, starts both chains on that
+// half (k over its own columns) and waits for the other's half only before the rest of them, so one warpgroup's
+// products run while the other updates (v13). Two X buffers alternate: a warpgroup overwrites a buffer two
+// iterations later, after its products of the iteration in between, which needed the other's half, stored after
+// the other had finished reading that buffer.
 //
 // The accurate iterations (the last ones of the schedule) take bf16 pairs: v = hi + lo with hi = bf16(v),
 // lo = bf16(v - hi) (16 significant bits), three products per term (lo hi + hi lo + hi hi, lo lo dropped: ~2^-16
@@ -102,17 +106,21 @@ __device__ __forceinline__ void tile_f16_to_bf16(char* sb, uint32_t tile, float 
 // hi lo + hi hi (bf16 pairs). A template argument: a branch between two products of a chain makes ptxas wait for
 // each before the next.
 //
-// acc = A Bᵀ-tile product over Kc columns: A the 64 x Kc tile at a, B rows [rb0, rb0 + N) of the Rb x Kc tile
-// at b (shared addresses).
-template <int N, int TERMS>
-__device__ __forceinline__ void wg_product(float (&acc)[N / 2], uint32_t a, uint32_t b, int Rb, int rb0, int Kc) {
+// acc (+)= A Bᵀ-tile product over columns [k0, k0 + KN) of Kc: A the 64 x Kc tile at a, B rows [rb0, rb0 + N) of
+// the Rb x Kc tile at b (shared addresses); FIRST overwrites acc. Either k0 = 0 or the range stays inside one
+// 64-column block (the split iteration's halves).
+template <int N, int TERMS, int KN, bool FIRST>
+__device__ __forceinline__ void wg_product(float (&acc)[N / 2], uint32_t a, uint32_t b, int Rb, int rb0, int Kc,
+                                           int k0) {
   constexpr int C = kChunkMax;
+  a += (k0 >> 6) * (C * 128) + (k0 & 63) * 2;
+  b += (k0 >> 6) * (Rb * 128) + (k0 & 63) * 2;
   // Four base descriptors; each step's is one add away (desc_plus): the issue stream is the product's bound.
   const uint64_t da = sw128_desc(a), dalo = sw128_desc(a + C * Kc * 2);
   const uint64_t db = sw128_desc_bf16_at(b, Rb, rb0, 0), dblo = sw128_desc_bf16_at(b + Rb * Kc * 2, Rb, rb0, 0);
 #pragma unroll
-  for (int k = 0; k < Kc; k += 16) {
-    const int first = k == 0 ? 0 : 1;
+  for (int k = 0; k < KN; k += 16) {
+    const int first = FIRST && k == 0 ? 0 : 1;
     const uint32_t oa = (k >> 6) * (C * 128) + (k & 63) * 2, ob = (k >> 6) * (Rb * 128) + (k & 63) * 2;
     if constexpr (TERMS == 1) {
       wgmma<N, true>(acc, desc_plus(da, oa), desc_plus(db, ob), first);
@@ -122,6 +130,17 @@ __device__ __forceinline__ void wg_product(float (&acc)[N / 2], uint32_t a, uint
       wgmma<N>(acc, desc_plus(da, oa), desc_plus(db, ob), 1);
     }
   }
+}
+
+// Named barriers of the solve (0 is __syncthreads): kHalfStored + wg, warpgroup wg's half of the next iterate is
+// in shared memory (its 128 threads arrive, the other warpgroup's wait); kOwnStored + wg, the same for wg's own
+// products (a 128-thread sync).
+constexpr int kHalfStored = 1, kOwnStored = 3;
+__device__ __forceinline__ void named_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
 // acc += P B over the C columns of P: P in A registers (f16 hi for TERMS = 1, else bf16 hi and lo; k-step k in
@@ -346,8 +365,10 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   // for D = 64). Computed once: the general swizzle per store cost ~190 integer instructions per iteration.
   const uint32_t xo0 = sw128_bf16(C, w.r0, w.yc), xo1 = sw128_bf16(C, w.r1, w.yc);
   // Stores the iterate (scaled f16 where f16, else bf16 pairs); where `to_bf16` (the switch to the accurate
-  // iterations) also turns the K and H̄ tiles into bf16 pairs once every product of the lead is done.
-  auto store_x = [&](uint32_t tile, bool f16, bool to_bf16) {
+  // iterations) also turns the K and H̄ tiles into bf16 pairs once every product of the lead is done. Then this
+  // warpgroup's half is ready for its own products and, by arrival, for the other warpgroup's; where `full` (the
+  // operand tiles were written too: by the whole CTA), every thread waits for all first.
+  auto store_x = [&](uint32_t tile, bool f16, bool to_bf16, bool full) {
     if (f16) {  // the scaled iterate, hi only
       const float sx0 = s.rowp[SL::SX + w.r0], sx1 = s.rowp[SL::SX + w.r1];
 #pragma unroll
@@ -368,19 +389,30 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
       tile_f16_to_bf16<D * D>(sb, T::H, s.red[SL::UNH]);
     }
     fence_async_smem();
-    __syncthreads();
+    if (full) __syncthreads();
+    named_sync(kOwnStored + w.wg, 128);
+    named_arrive(kHalfStored + w.wg, 2 * 128);
   };
-  store_x(T::X0, lead > 0, false);
+  if (iters > 0) store_x(T::X0, lead > 0, false, true);  // every store_x arrives once for the next products
 
+  // The warpgroup through a shuffle: the compiler then keeps the descriptors built from it on the uniform datapath.
+  const int wgu = __shfl_sync(0xffffffffu, w.wg, 0);
   float S[NS * 4], Y[NY * 4];
   uint32_t ph[C / 16][4], pl[C / 16][4];
   // Y = diag(e^G) X H̄ᵀ + (S ⊙ M) K for the iterate in tile xt; KT terms for the products with K (1: f16, 2 or
   // 3: bf16 pairs), one for X H̄ᵀ where KT = 1 and three otherwise. With f16, Y comes out scaled by sx sigma_K².
   auto products = [&]<int KT>(uint32_t b, uint32_t xt) {
+    // Both chains start on this warpgroup's own half of the iterate's columns, so that they run while the other
+    // warpgroup still updates its half; then the other half, once it is stored.
+    constexpr int KY = KT == 1 ? 1 : 3;
+    const int own = wgu * (D / 2), other = (wgu ^ 1) * (D / 2);
     wgmma_fence();
-    wg_product<C, KT>(S, xt, b + T::K, C, 0, D);
+    wg_product<C, KT, D / 2, true>(S, xt, b + T::K, C, 0, D, own);
+    wg_product<D / 2, KY, D / 2, true>(Y, xt, b + T::H, D, own, D, own);
+    named_sync(kHalfStored + (w.wg ^ 1), 2 * 128);
+    wg_product<C, KT, D / 2, false>(S, xt, b + T::K, C, 0, D, other);
     wgmma_commit();
-    wg_product<D / 2, KT == 1 ? 1 : 3>(Y, xt, b + T::H, D, w.wg * (D / 2), D);
+    wg_product<D / 2, KY, D / 2, false>(Y, xt, b + T::H, D, own, D, other);
     wgmma_commit();
     wgmma_wait<1>();
     fence_regs(S);
@@ -445,7 +477,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
         xc[j][e] = xn;
       }
     }
-    if (it + 1 < iters) store_x((it & 1) ? T::X0 : T::X1, it + 1 < lead, it + 1 == lead);  // the iteration's barrier
+    if (it + 1 < iters) store_x((it & 1) ? T::X0 : T::X1, it + 1 < lead, it + 1 == lead, it + 1 == lead);
   }
 
   // x, the right-hand side and the mask back into their padded tiles, once nobody reads the swizzled ones.
