@@ -4,18 +4,21 @@
 # duration, issue rate and DRAM use, the stall reasons over all samples, where the samples accumulate along the
 # SASS (every 5 %), and each instruction holding 1.2 % of them with its top two reasons. Environment variables
 # pass through to the bench (e.g. GKA_BENCH_ITERS=0 GKA_BENCH_PRECISION=mixed); SKIP=n profiles the n+1-th launch.
+# KEEP=name copies the per-instruction table to $OUT/name.csv (for offline study next to scripts/sass_loops.sh).
 # Usage: bash scripts/gpu_stalls.sh REGEX   e.g. bash scripts/gpu_stalls.sh states_bf16
 source "$(dirname "$0")/gpu_setup.sh"
 re=${1:?usage: gpu_stalls.sh KERNEL_REGEX}
-[ -x $B/bench/gka_bench_cuda ] || gpu_build gka_bench_cuda
+bench=${BENCH:-$B/bench/gka_bench_cuda}  # BENCH: another build of the bench (e.g. gpu_ab.sh's build-old)
+[ -x "$bench" ] || gpu_build gka_bench_cuda
 T=$(mktemp -d)
 GKA_BENCH_PARTS=${GKA_BENCH_PARTS:-chunk} ncu --section SpeedOfLight --section WarpStateStats --section SourceCounters \
-  --import-source no -k "regex:$re" --launch-skip "${SKIP:-0}" -c 1 -o "$T/prof" $B/bench/gka_bench_cuda 1 >"$T/ncu.txt" 2>&1 ||
+  --import-source no -k "regex:$re" --launch-skip "${SKIP:-0}" -c 1 -o "$T/prof" "$bench" 1 >"$T/ncu.txt" 2>&1 ||
   { tail -20 "$T/ncu.txt"; exit 1; }
 ncu --import "$T/prof.ncu-rep" --page details >"$T/details.txt" 2>&1
 grep -E '^\s+(Duration|Issue Slots Busy|Warp Cycles Per Issued|DRAM Throughput|L2 Cache Throughput)' "$T/details.txt" |
   awk '{printf "%s %s %s; ", $1, $2, $NF} END {print ""}'
 ncu --import "$T/prof.ncu-rep" --page source --csv --print-source sass >"$T/source.csv" 2>&1
+[ -n "${KEEP:-}" ] && cp "$T/source.csv" "$OUT/$KEEP.csv"
 python3 - "$T/source.csv" <<'PY'
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1])))
