@@ -233,16 +233,15 @@ __device__ F16Build f16_scales(ChunkSmem<D>& s, const WgThread& w, float xm0, fl
   float mk = 0.f, mh = 0.f;
   bool bad = !(mmax <= 32.f);  // |P| <= 2^10 max M below
   float sum = xsum;
-  for (int i = threadIdx.x; i < C * D; i += kThreads) {
-    const float v = s.K[(i / D) * LD + i % D];
-    mk = fmaxf(mk, fabsf(v));
-    sum += v;
-  }
-  for (int i = threadIdx.x; i < D * D; i += kThreads) {
-    const float v = s.H[(i / D) * LD + i % D];
-    mh = fmaxf(mh, fabsf(v));
-    sum += v;
-  }
+  auto scan = [&](const float* t, int rows, float& m) {  // 16-byte loads
+    for (int i = threadIdx.x; i < rows * D / 4; i += kThreads) {
+      const float4 v = *reinterpret_cast<const float4*>(t + (i / (D / 4)) * LD + (i % (D / 4)) * 4);
+      m = fmaxf(m, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+      sum += (v.x + v.y) + (v.z + v.w);
+    }
+  };
+  scan(s.K, C, mk);
+  scan(s.H, D, mh);
   bad |= !isfinite(sum);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {

@@ -31,7 +31,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
   rows_load<D>(s.X, a.q, it, h);
   if (threadIdx.x < F::C)
     s.alpha[threadIdx.x] = threadIdx.x < n ? dscalar(a.alpha, it.batch, it.t0 + threadIdx.x, h, 1.f) : 0.f;
-  gate_build<D>(a.gk, it, h, s.G, s.eG, s.M);
+  gate_build<D>(a.gk, it, h, s.G, s.eG, s.M, &a.g, s.Gg, s.eGg);  // g's sums too: its loads would wait after the solve
   __syncthreads();
 
   Regs<D> q, x;
@@ -91,7 +91,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
   regs_to_smem<D>(q, s.X);
   rows_load<D>(s.V, a.v, it, h);
   square_load<D>(s.H, a.st.Ss + tile * D * D);
-  gate_build<D>(a.g, it, h, s.Gg, s.eGg, s.M);
+  gate_mask<D>(s.Gg, n, s.M);
   __syncthreads();
   {  // on tensor cores (3xTF32): the solver's operator with S̄ (k-major), V and the g gates
     const SolveWarp w;

@@ -230,34 +230,46 @@ __device__ void k_state_load(ChunkSmem<D>& s, const DView& k, const float* Hs, c
   square_load<D>(s.H, Hs + c.tile * D * D);
 }
 
-// Chunk-local inclusive cumulative sum G of a gate, e^G, and (if M) the mask M_ij = e^{G_i - G_j} (j <= i < n).
+// The decay mask M_ij = e^{G_i - G_j} (j <= i < n) of a gate's chunk-local sums G.
 template <int D>
-__device__ void gate_build(const DView& gate, const Item& it, int h, float* G, float* eG, float* M) {
+__device__ void gate_mask(const float* G, int n, float* M) {
   using F = Cfg<D>;
-  if (threadIdx.x < F::C) {  // the loads in parallel, the sum serial (fixed order) below
-    const int i = threadIdx.x;
-    G[i] = i < it.n ? dscalar(gate, it.batch, it.t0 + i, h, 0.f) : 0.f;
+  for (int idx = threadIdx.x; idx < F::C * F::C; idx += blockDim.x) {
+    const int i = idx / F::C, j = idx % F::C;
+    M[i * F::LC + j] = (j <= i && i < n) ? expf(G[i] - G[j]) : 0.f;
+  }
+}
+
+// Chunk-local inclusive cumulative sum G of a gate, e^G, and (if M) its mask. A second gate (gate2: G2, eG2, no
+// mask) comes out of the same passes: its loads in flight with the first's, its sum on another warp.
+template <int D>
+__device__ void gate_build(const DView& gate, const Item& it, int h, float* G, float* eG, float* M,
+                           const DView* gate2 = nullptr, float* G2 = nullptr, float* eG2 = nullptr) {
+  using F = Cfg<D>;
+  static_assert(2 * F::C <= kThreads, "a thread per gate entry");
+  const int i = threadIdx.x % F::C;
+  const bool first = threadIdx.x < F::C, second = gate2 && !first && threadIdx.x < 2 * F::C;
+  if (first || second) {  // the loads in parallel, the sums serial (fixed order) below
+    float* g = first ? G : G2;
+    g[i] = i < it.n ? dscalar(first ? gate : *gate2, it.batch, it.t0 + i, h, 0.f) : 0.f;
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
+  if (threadIdx.x == 0 || (gate2 && threadIdx.x == kThreads / 2)) {
+    float* g = threadIdx.x == 0 ? G : G2;
     float v[F::C];
 #pragma unroll
-    for (int i = 0; i < F::C; ++i) v[i] = G[i];
+    for (int j = 0; j < F::C; ++j) v[j] = g[j];
     float acc = 0.f;
 #pragma unroll
-    for (int i = 0; i < F::C; ++i) {
-      acc += v[i];
-      G[i] = acc;
+    for (int j = 0; j < F::C; ++j) {
+      acc += v[j];
+      g[j] = acc;
     }
   }
   __syncthreads();
-  if (threadIdx.x < F::C) eG[threadIdx.x] = threadIdx.x < it.n ? expf(G[threadIdx.x]) : 0.f;
+  if (first || second) (first ? eG : eG2)[i] = i < it.n ? expf((first ? G : G2)[i]) : 0.f;
   __syncthreads();
-  if (M)
-    for (int idx = threadIdx.x; idx < F::C * F::C; idx += blockDim.x) {
-      const int i = idx / F::C, j = idx % F::C;
-      M[i * F::LC + j] = (j <= i && i < it.n) ? expf(G[i] - G[j]) : 0.f;
-    }
+  if (M) gate_mask<D>(G, it.n, M);
 }
 
 // Registers of a C x D tile held by this thread.
@@ -663,12 +675,12 @@ __device__ void fro_norms(ChunkSmem<D>& s, int n) {
   using F = Cfg<D>;
   constexpr int LD = F::LD, LC = F::LC, C = F::C;
   const SolveWarp w;
-  float hh = 0.f;
-  for (int idx = threadIdx.x; idx < D * D; idx += blockDim.x) {
-    const float x = s.H[(idx / D) * LD + idx % D];
-    hh = fmaf(x, x, hh);
+  float4 h4 = make_float4(0.f, 0.f, 0.f, 0.f);  // four sums: 16-byte loads, short dependency chains
+  for (int idx = threadIdx.x; idx < D * D / 4; idx += blockDim.x) {
+    const float4 x = *reinterpret_cast<const float4*>(s.H + (idx / (D / 4)) * LD + (idx % (D / 4)) * 4);
+    h4 = make_float4(fmaf(x.x, x.x, h4.x), fmaf(x.y, x.y, h4.y), fmaf(x.z, x.z, h4.z), fmaf(x.w, x.w, h4.w));
   }
-  hh = block_sum(hh, s.red);
+  const float hh = block_sum((h4.x + h4.y) + (h4.z + h4.w), s.red);
   {  // w_j = k_jᵀ H̄ k_j
     FragC<D> acc;
     frag_zero(acc);
