@@ -68,12 +68,13 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
   const auto reload = [&] { rows_load<D>(s.K, a.k, c.it, c.h); };  // after a warpgroup solve: H̄ is not read again
 
   // H̄ only where it is read before S̄ replaces it in s.H: by the norms (no saved fro) or the solve (no saved x).
+  if (!a.fro_in.dt || (solve && !a.x_in.dt)) square_load<D>(s.H, a.st.Hs + tile * DD, false);
   rows_load<D>(s.K, a.k, it, h);
-  if (!a.fro_in.dt || (solve && !a.x_in.dt)) square_load<D>(s.H, a.st.Hs + tile * DD);
   rows_load<D>(s.X, a.q, it, h);
   if (threadIdx.x < F::C)
     s.alpha[threadIdx.x] = threadIdx.x < n ? dscalar(a.alpha, it.batch, it.t0 + threadIdx.x, h, 1.f) : 0.f;
-  gate_build<D>(a.gk, it, h, s.G, s.eG, s.M);
+  gate_build<D>(a.gk, it, h, s.G, s.eG, s.M, &a.g, s.Gg, s.eGg);
+  cp_async_wait_all();
   __syncthreads();
   Regs<D> q, x;
   regs_from_smem<D>(q, s.X);
@@ -100,10 +101,11 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
 
   // dq~ = s [diag(e^Gg) dO S̄ᵀ + ((dO Vᵀ) ⊙ Mg) K]
   __syncthreads();
+  square_load<D>(s.H, a.st.Ss + tile * DD, false);
   rows_load<D>(s.X, a.d_o, it, h);
   rows_load<D>(s.V, a.v, it, h);
-  square_load<D>(s.H, a.st.Ss + tile * DD);
-  gate_build<D>(a.g, it, h, s.Gg, s.eGg, s.M);
+  gate_mask<D>(s.Gg, n, s.M);
+  cp_async_wait_all();
   __syncthreads();
   Regs<D> dqt;
   {  // on tensor cores (3xTF32): the solver's operator with S̄ᵀ, scores with V, P times K, the g gates;
@@ -169,14 +171,14 @@ __global__ void __launch_bounds__(kThreads, 1) step_b2_kernel(const Item* items,
   const bool solve = a.cc.n > 0;
   constexpr int64_t DD = static_cast<int64_t>(D) * D;
   const auto reload = [&] { k_state_load<D>(s, a.k, a.st.Hs, c); };
-  k_state_load<D>(s, a.k, a.st.Hs, c);
+  k_state_load<D>(s, a.k, a.st.Hs, c, false);
   if (threadIdx.x < F::C) {
     const int i = threadIdx.x;
     s.alpha[i] = i < n ? dscalar(a.alpha, it.batch, it.t0 + i, h, 1.f) : 0.f;
     s.f[i] = a.scal[id * 3 * F::C + i];
   }
-  gate_build<D>(a.g, it, h, s.Gg, s.eGg, nullptr);
-  gate_build<D>(a.gk, it, h, s.G, s.eG, s.M);
+  gate_build<D>(a.gk, it, h, s.G, s.eG, s.M, &a.g, s.Gg, s.eGg);
+  cp_async_wait_all();
   __syncthreads();
   Regs<D> x, dqt, qt, dx, u;
   regs_from_global<D>(dx, a.Psi + id * DD);
@@ -358,7 +360,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
   float* dG = s.eta;
   float* dGg = s.lam;
 
-  k_state_load<D>(s, a.k, a.st.Hs, c);
+  k_state_load<D>(s, a.k, a.st.Hs, c, false);
   if (threadIdx.x < F::C) {
     const int i = threadIdx.x;
     s.alpha[i] = i < n ? dscalar(a.alpha, it.batch, it.t0 + i, h, 1.f) : 0.f;
@@ -366,7 +368,8 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
     s.w[i] = a.scal[id * 3 * F::C + F::C + i];
     s.t1[i] = a.scal[id * 3 * F::C + 2 * F::C + i];
   }
-  gate_build<D>(a.gk, it, h, s.G, s.eG, s.M);
+  gate_build<D>(a.gk, it, h, s.G, s.eG, s.M, &a.g, s.Gg, s.eGg);
+  cp_async_wait_all();
   __syncthreads();
   const float GL = s.G[n - 1];
   // Every product on tensor cores (3xTF32); C x D results in the SolveWarp fragment layout (chunk_tile.cuh).
@@ -453,7 +456,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
   rows_load<D>(s.H, a.d_o, it, h);
   rows_load<D>(s.X, a.q, it, h);
   rows_load<D>(s.V, a.v, it, h);
-  gate_build<D>(a.g, it, h, s.Gg, s.eGg, s.M);
+  gate_mask<D>(s.Gg, n, s.M);
   __syncthreads();
   {  // Q~ = q + alpha (x - q): all of a thread's 16-byte loads of x first
     constexpr int PER = C * D / 4 / kThreads;

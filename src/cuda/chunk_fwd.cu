@@ -27,11 +27,12 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
   const auto [it, h, n, id, tile] = c;
   const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
 
-  k_state_load<D>(s, a.k, a.st.Hs, c);
+  k_state_load<D>(s, a.k, a.st.Hs, c, false);  // H̄ still in flight through the loads below
   rows_load<D>(s.X, a.q, it, h);
   if (threadIdx.x < F::C)
     s.alpha[threadIdx.x] = threadIdx.x < n ? dscalar(a.alpha, it.batch, it.t0 + threadIdx.x, h, 1.f) : 0.f;
   gate_build<D>(a.gk, it, h, s.G, s.eG, s.M, &a.g, s.Gg, s.eGg);  // g's sums too: its loads would wait after the solve
+  cp_async_wait_all();
   __syncthreads();
 
   Regs<D> q, x;
@@ -88,10 +89,11 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
 #pragma unroll
     for (int j = 0; j < F::TN; ++j) q[i][j] = q[i][j] + al * (x[i][j] - q[i][j]);
   }
+  square_load<D>(s.H, a.st.Ss + tile * D * D, false);
   regs_to_smem<D>(q, s.X);
   rows_load<D>(s.V, a.v, it, h);
-  square_load<D>(s.H, a.st.Ss + tile * D * D);
   gate_mask<D>(s.Gg, n, s.M);
+  cp_async_wait_all();
   __syncthreads();
   {  // on tensor cores (3xTF32): the solver's operator with S̄ (k-major), V and the g gates
     const SolveWarp w;

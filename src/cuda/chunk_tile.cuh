@@ -207,27 +207,30 @@ __device__ __forceinline__ void rows_put(float* dst, const RowsFetch<D, W>& f, c
     rows_put_slow<D, LDT>(dst, v, it, h, 1.f);
 }
 
-// rows x D fp32 tile (row-major, ld D, 16-byte aligned) into shared memory (ld LD), all copies in flight at once.
+// rows x D fp32 tile (row-major, ld D, 16-byte aligned) into shared memory (ld LD), all copies in flight at once;
+// !wait: the caller waits (cp_async_wait_all), so that its other loads go out meanwhile.
 template <int D>
-__device__ __forceinline__ void tile_copy_async(float* dst, const float* src, int rows) {
+__device__ __forceinline__ void tile_copy_async(float* dst, const float* src, int rows, bool wait = true) {
   for (int idx = threadIdx.x; idx < rows * (D / 4); idx += blockDim.x) {
     const int r = idx / (D / 4), c = (idx % (D / 4)) * 4;
     cp_async16(dst + r * Cfg<D>::LD + c, src + r * D + c);
   }
-  cp_async_wait_all();
+  if (wait) cp_async_wait_all();
 }
 
 // A D x D fp32 tile (row-major, ld D) into shared memory (ld LD). Callers sync before use.
 template <int D>
-__device__ void square_load(float* dst, const float* src) {
-  tile_copy_async<D>(dst, src, D);
+__device__ void square_load(float* dst, const float* src, bool wait = true) {
+  tile_copy_async<D>(dst, src, D, wait);
 }
 
 // The chunk's k rows into s.K and its start state H̄ into s.H (again after a warpgroup solve, which overlays them).
+// H̄'s copies go first, in flight while the k rows load; !wait as in tile_copy_async.
 template <int D>
-__device__ void k_state_load(ChunkSmem<D>& s, const DView& k, const float* Hs, const ChunkPos& c) {
+__device__ void k_state_load(ChunkSmem<D>& s, const DView& k, const float* Hs, const ChunkPos& c, bool wait = true) {
+  square_load<D>(s.H, Hs + c.tile * D * D, false);
   rows_load<D>(s.K, k, c.it, c.h);
-  square_load<D>(s.H, Hs + c.tile * D * D);
+  if (wait) cp_async_wait_all();
 }
 
 // The decay mask M_ij = e^{G_i - G_j} (j <= i < n) of a gate's chunk-local sums G.
