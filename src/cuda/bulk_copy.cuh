@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "cuda/common.cuh"  // smem_addr, fence_proxy_async
+
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define GKA_BULK_DEVICE 1
 #else
@@ -17,10 +19,6 @@
 #endif
 
 namespace gka::cuda {
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
 
 // Byte offset of 16-byte chunk j of row i in a 128-byte-swizzled box (the box 1024-byte aligned).
 __device__ __forceinline__ int swizzle128(int i, int j) { return i * 128 + ((j ^ (i & 7)) << 4); }
@@ -82,13 +80,6 @@ __device__ __forceinline__ void bulk_commit() {
 __device__ __forceinline__ void bulk_wait_read() {
 #if GKA_BULK_DEVICE
   asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
-#endif
-}
-
-// Makes this thread's ordinary writes to shared memory visible to bulk copies issued after a barrier.
-__device__ __forceinline__ void fence_proxy_async() {
-#if GKA_BULK_DEVICE
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
 }
 

@@ -311,7 +311,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   using T = WgTiles<D>;
   constexpr int C = F::C, LD = F::LD, LC = F::LC, NY = D / 16, NS = C / 8;
   char* sb = reinterpret_cast<char*>(&s);
-  const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(&s));
+  const uint32_t base = smem_addr(&s);
   if (base & 1023u) __trap();  // the swizzle needs 1024-byte aligned tiles (the kernels align smem_raw)
   const WgThread w = WgThread::make<D>();
   const float eta0 = s.eta[w.r0], eta1 = s.eta[w.r1], el0 = eta0 * s.lam[w.r0], el1 = eta1 * s.lam[w.r1];
@@ -387,7 +387,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
       tile_f16_to_bf16<C * D>(sb, T::K, s.red[SL::UNK]);
       tile_f16_to_bf16<D * D>(sb, T::H, s.red[SL::UNH]);
     }
-    fence_async_smem();
+    fence_proxy_async();  // then the barriers: the iterate visible to the wgmma reads
     if (full) __syncthreads();
     named_sync(kOwnStored + w.wg, 128);
     named_arrive(kHalfStored + w.wg, 2 * 128);

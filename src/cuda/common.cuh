@@ -230,19 +230,31 @@ inline std::vector<float> omegas(const Problem& p) {
   return std::vector<float>(pl.omega.begin(), pl.omega.end());
 }
 
+// The 32-bit shared-memory address of p (the operand form of the asynchronous copies, ldmatrix, descriptors).
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Makes this thread's ordinary writes to shared memory visible to the async proxy (wgmma operands, bulk copies)
+// after a barrier (sm_90+).
+__device__ __forceinline__ void fence_proxy_async() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
 // Asynchronous 16-byte copies global -> shared (cp.async.cg); wait with cp_async_wait_all() (+ __syncthreads()
 // where other threads read what this one copied).
 __device__ __forceinline__ void cp_async16(void* sdst, const void* gsrc) {
-  const uint32_t sa = static_cast<uint32_t>(__cvta_generic_to_shared(sdst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gsrc));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(sdst)), "l"(gsrc));
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
 
 // The same with zero fill where !full (nothing read from gsrc), and groups: cp_async_commit() after a step's
 // copies, then cp_async_wait<N>() leaves at most this thread's N latest groups in flight.
 __device__ __forceinline__ void cp_async16_zfill(void* sdst, const void* gsrc, bool full) {
-  const uint32_t sa = static_cast<uint32_t>(__cvta_generic_to_shared(sdst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(gsrc), "r"(full ? 16 : 0) : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(sdst)), "l"(gsrc), "r"(full ? 16 : 0)
+               : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "cuda/common.cuh"  // smem_addr
+
 namespace gka::cuda {
 
 // ---- Tensor-core products of the solver (mma.sync m16n8k8, tf32 inputs, fp32 accumulation) ----
@@ -114,7 +116,7 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
 // row-major tile (matrix q at rows 8 (q & 1), columns 8 (q >> 1)) is an A fragment. With .trans over a k-major
 // tile (n contiguous; matrix q at k rows 8 (q & 1), n columns 8 (q >> 1)) it is the B fragments of two n8 blocks.
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p, bool trans) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  const uint32_t a = smem_addr(p);
   if (trans)
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -127,7 +129,7 @@ __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p, bool tr
 
 // The .trans x2 form (lanes 0-15 give the addresses): B fragment of one n8 block.
 __device__ __forceinline__ void ldsm_x2_trans(uint32_t (&r)[2], const void* p) {
-  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  const uint32_t a = smem_addr(p);
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(a));
 }
 

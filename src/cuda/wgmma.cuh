@@ -64,12 +64,6 @@ __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 #endif
 }
-// Makes this thread's generic-proxy writes to shared memory visible to later wgmma reads (then a barrier).
-__device__ __forceinline__ void fence_async_smem() {
-#if GKA_WGMMA_DEVICE
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
-}
 // Keeps the compiler from moving accumulator reads/writes across the asynchronous products.
 template <int R>
 __device__ __forceinline__ void fence_regs(float (&d)[R]) {
