@@ -386,8 +386,9 @@ __device__ __forceinline__ void step_d_finish(ChunkSmem<D>& s, const BwdArgs& a,
   if (a.dv.dt) frag_store<D>(dv, w, a.dv, it, h, 1.f);
 }
 
-// (D) where k, v or dO is not bf16: every product 3xTF32 on fp32 tiles (step_d_bf16_kernel below for bf16 inputs).
-template <int D>
+// (D) with 3xTF32 products on fp32 tiles (KX: k, v and dO are 16-bit, exact in tf32); step_d_bf16_kernel below
+// takes bf16 inputs with Precision::mixed.
+template <int D, bool KX>
 __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, BwdArgs a) {
   using F = Cfg<D>;
   extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
@@ -432,8 +433,8 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
     FragC<D> t;
     frag_zero(t);
     frag_zero(dks);
-    tile_gemm<D, false, false>(t, w, s.K, LD, s.X, LD, D);
-    tile_gemm<D, false, true>(t, w, s.K, LD, s.X, LD, D);
+    tile_gemm<D, false, false, KX>(t, w, s.K, LD, s.X, LD, D);
+    tile_gemm<D, false, true, KX>(t, w, s.K, LD, s.X, LD, D);
     frag_add_rows<D>(dks, t, expf(GL - s.G[r0]), expf(GL - s.G[r1]));
   }
   if (solve) {  // X and U staged in s.X and s.V
@@ -447,7 +448,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
       const float* B = pass == 0 ? s.V : s.X;
       FragC<C> sc;
       frag_zero(sc);
-      tile_gemm<C, false, true>(sc, w, s.K, LD, A, LD, D);
+      tile_gemm<C, false, true, KX>(sc, w, s.K, LD, A, LD, D);
       frag_put<C>(s.P, sc, w, [&](int t, int u, float v) { return (u >= t && u < n) ? -v * s.M[u * LC + t] : 0.f; });
       __syncthreads();
       tile_gemm<D, false, false>(dks, w, s.P, LC, B, LD, n8);
@@ -465,24 +466,24 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
       __syncthreads();
       FragC<C> sc;
       frag_zero(sc);
-      tile_gemm<C, false, true>(sc, w, s.K, LD, s.K, LD, D);
+      tile_gemm<C, false, true, KX, KX>(sc, w, s.K, LD, s.K, LD, D);
       frag_put<C>(s.P, sc, w, [&](int t, int u, float v) {
         const int m = max(t, u);
         return (t < n && u < n) ? -2.f * s.M[m * LC + t] * s.M[m * LC + u] * s.t0[m] * v : 0.f;
       });
       __syncthreads();
-      tile_gemm<D, false, false>(dks, w, s.P, LC, s.K, LD, n8);
+      tile_gemm<D, false, false, false, KX>(dks, w, s.P, LC, s.K, LD, n8);
       FragC<D> t;
       frag_zero(t);
-      tile_gemm<D, false, false>(t, w, s.K, LD, s.H, LD, D);
-      tile_gemm<D, false, true>(t, w, s.K, LD, s.H, LD, D);
+      tile_gemm<D, false, false, KX>(t, w, s.K, LD, s.H, LD, D);
+      tile_gemm<D, false, true, KX>(t, w, s.K, LD, s.H, LD, D);
       frag_add_rows<D>(dks, t, -s.eG[r0] * s.t0[r0], -s.eG[r1] * s.t0[r1]);
     }
     // H_i x_i (one more operator application) for the gate gradient; X is still in s.X, U in s.V.
     __syncthreads();
     float mk[4][4], hx[NT][4];
     mask_frag<D>(s.M, w, mk);
-    op_mma<D, true>(s, w, mk, hx);
+    op_mma<D, true, true, KX>(s, w, mk, hx);
     float u0, u1, k0, k1;
     frag_row_dot<D>(reinterpret_cast<const FragC<D>&>(hx), w, s.V, LD, u0, u1);
     frag_row_dot<D>(dks, w, s.K, LD, k0, k1);
@@ -526,13 +527,16 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
     const float* B = pass == 0 ? s.H : s.X;
     FragC<C> sc;
     frag_zero(sc);
-    tile_gemm<C, false, true>(sc, w, A, LD, B, LD, D);
+    if (pass == 0)  // V dOᵀ: both raw inputs
+      tile_gemm<C, false, true, KX, KX>(sc, w, A, LD, B, LD, D);
+    else
+      tile_gemm<C, false, true, KX>(sc, w, A, LD, B, LD, D);
     frag_put<C>(s.P, sc, w, [&](int t, int u, float v) { return (u >= t && u < n) ? a.scale * v * s.M[u * LC + t] : 0.f; });
     __syncthreads();
     if (pass == 0)
       tile_gemm<D, false, false>(dkr, w, s.P, LC, s.X, LD, n8);
     else
-      tile_gemm<D, false, false>(dv, w, s.P, LC, s.H, LD, n8);
+      tile_gemm<D, false, false, false, KX>(dv, w, s.P, LC, s.H, LD, n8);
     __syncthreads();
   }
   {  // Q_c staged over dO (dead after the passes)
@@ -541,10 +545,10 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
     const float e0 = expf(GgL - s.Gg[r0]), e1 = expf(GgL - s.Gg[r1]);
     FragC<D> t;
     frag_zero(t);
-    tile_gemm<D, false, true>(t, w, s.V, LD, s.H, LD, D);  // V Q_cᵀ
+    tile_gemm<D, false, true, KX>(t, w, s.V, LD, s.H, LD, D);  // V Q_cᵀ
     frag_add_rows<D>(dkr, t, e0, e1);
     frag_zero(t);
-    tile_gemm<D, false, false>(t, w, s.K, LD, s.H, LD, D);  // K Q_c
+    tile_gemm<D, false, false, KX>(t, w, s.K, LD, s.H, LD, D);  // K Q_c
     frag_add_rows<D>(dv, t, e0, e1);
   }
   float k0, k1;
@@ -587,9 +591,10 @@ __device__ __forceinline__ void qtilde_pairs(const BTile& t, const DView& q, con
   }
 }
 
-// (D) where k, v and dO are bf16: step_d_kernel's products on bf16 tiles (pair_tile.cuh), k, v and dO raw, every
-// fp32 operand (the scratch tiles, H̄, P, Q~) as hi/lo pairs split once. Its products round to ~2^-16 relative
-// (3xTF32: ~2^-21), far below the bf16 rounding of the gradients it stores.
+// (D) with Precision::mixed where k, v and dO are bf16: step_d_kernel's products on bf16 tiles (pair_tile.cuh), k, v
+// and dO raw, every fp32 operand (the scratch tiles, H̄, P, Q~) as hi/lo pairs split once. Its products round to
+// ~2^-16 relative (3xTF32: ~2^-21), far below the bf16 rounding of the gradients it stores. ncu, 8x2048, H100: 1.98
+// ms against 2.91 for step_d_kernel<128, true>.
 template <int D>
 __global__ void __launch_bounds__(kThreads, 1) step_d_bf16_kernel(const Item* items, BwdArgs a) {
   using F = Cfg<D>;
@@ -791,11 +796,11 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
       dview(gout.d_initial_kv));  // (C)
   launch_check(fn);
   if (!plan.items.empty()) {
-    // bf16 tiles where k, v and dO are bf16 (GKA_CUDA_STEP_D_BF16=0: 3xTF32 on every input, for A/B tests)
+    // bf16 tiles with Precision::mixed where k, v and dO are bf16 (GKA_CUDA_STEP_D_BF16=0: 3xTF32, for A/B tests)
     static const bool bf16_off = env_off("GKA_CUDA_STEP_D_BF16");
-    const bool bf16 = !bf16_off && p.in.k.dtype == DType::bf16 && p.in.v.dtype == DType::bf16 &&
-                      gin.d_o.dtype == DType::bf16;
-    const auto step_d = bf16 ? step_d_bf16_kernel<D> : step_d_kernel<D>;
+    const bool bf16 = !bf16_off && p.precision == Precision::mixed && p.in.k.dtype == DType::bf16 &&
+                      p.in.v.dtype == DType::bf16 && gin.d_o.dtype == DType::bf16;
+    const auto step_d = bf16 ? step_d_bf16_kernel<D> : kx ? step_d_kernel<D, true> : step_d_kernel<D, false>;
     check(cudaFuncSetAttribute(step_d, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), fn,
           "cudaFuncSetAttribute");
     step_d<<<grid, kThreads, smem, stream>>>(items.get(), a);  // (D)
