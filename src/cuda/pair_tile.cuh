@@ -1,11 +1,11 @@
 // bf16 tiles for the products of the backward's dk / dv kernel with precision mixed on bf16 inputs
-// (step_d_bf16_kernel): a raw tile (bf16 inputs: exact in one term) or a pair tile of fp32 values v = hi + lo,
-// hi = bf16(v), lo = bf16(v - hi) (16 significant bits, ~2^-17 relative), its lo tile right after its hi tile. A
-// product of two tiles sums one mma.sync bf16 term per pair of pieces (lo lo dropped): A B ~ a_lo b_hi + a_hi b_lo +
-// a_hi b_hi, fewer where a tile is raw. Split once per tile, where 3xTF32 (chunk_tile.cuh) split every fragment in every warp that loaded
-// it; m16n8k16 against m16n8k8 halves the mma count again. Rows are padded by 8 halves (16 bytes), so the eight
-// rows of an ldmatrix phase fall on distinct banks. Results land in the SolveWarp fragment layout (FragC), so
-// the fp32 helpers of chunk_tile.cuh apply to them.
+// (step_d_bf16_kernel): a raw tile (bf16 inputs: exact in one term) or a pair tile of fp32 values v = hi + lo, hi =
+// bf16(v), lo = bf16(v - hi) (16 significant bits, ~2^-17 relative), its lo tile right after its hi tile. A product of
+// two tiles sums one mma.sync bf16 term per pair of pieces (lo lo dropped): A B ~ a_lo b_hi + a_hi b_lo + a_hi b_hi,
+// fewer where a tile is raw. Split once per tile, where 3xTF32 (chunk_tile.cuh) split every fragment in every warp that
+// loaded it; m16n8k16 against m16n8k8 halves the mma count again. Rows are padded by 8 halves (16 bytes), so the eight
+// rows of an ldmatrix phase fall on distinct banks. Results land in the SolveWarp fragment layout (FragC), so the fp32
+// helpers of chunk_tile.cuh apply to them.
 #pragma once
 
 #include "cuda/chunk_tile.cuh"
