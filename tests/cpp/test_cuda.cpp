@@ -540,6 +540,37 @@ TEST(CudaMixed, AwkwardShapesMatchOracle) {
     }
 }
 
+// The same shapes with bf16 inputs, where Precision::mixed takes its bf16 paths: k exact in one bf16 term in the
+// accurate iterations (SolveSchedule::k_bf16) and step_d on bf16 pair tiles (step_d_bf16_kernel). Gradients only,
+// from a recomputed and from a saved forward: the 16-bit gradient bound plus mixed's 3e-3, and 3e-3 for the fp32
+// initial-state gradients (mixed's ∂H_0 sits near 5e-4 on layer-like inputs, above tol_gradient's fp32 2e-4); a wrong
+// tile, row or mask in either path is off by O(1).
+TEST(CudaMixed, Bf16AwkwardShapesGradientsMatchOracle) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const int64_t D : {64, 128})
+    for (const int64_t T : {1, 65, 130}) {
+      Case c;
+      c.name = "mixed_bf16";
+      c.dtype = "bf16";
+      c.B = 2;
+      c.T = T;
+      c.H = 2;
+      c.D = D;
+      c.h0 = true;
+      c.gates = "untied";
+      const std::string at = "D=" + std::to_string(D) + " T=" + std::to_string(T) + ": ";
+      const CaseInputs in = inputs_make(c, 41 + T);
+      const BackwardSeeds seeds = seeds_make(c, 6);
+      BackwardSeeds s64{seeds.d_o.cast(DType::f64), seeds.d_final_kk.cast(DType::f64),
+                        seeds.d_final_kv.cast(DType::f64)};
+      const BackwardResult ref = backward_run(case_in_f64(c), inputs_to_f64(in), s64, Backend::reference);
+      const double tol = tol_gradient(DType::bf16, false, c.ridge_ratio) + 3e-3;
+      const ForwardResult fwd = cuda_forward(c, in, false, Precision::mixed);
+      expect_gradients_close(cuda_backward(c, in, seeds, Precision::mixed), ref, tol, tol, 3e-3, at);
+      expect_gradients_close(cuda_backward(c, in, seeds, Precision::mixed, &fwd), ref, tol, tol, 3e-3, at + "saved: ");
+    }
+}
+
 // Precision::mixed on inputs far from unit scale. On Hopper its one-term iterations run in f16 with power-of-two
 // scales per chunk (k, H̄) and per row (the iterate), and the accurate ones on bf16 pairs rebuilt from those f16
 // tiles. A scale not undone, or one off by a factor, gives errors of order 1; an f16 overflow, NaN. Cases:
