@@ -504,18 +504,25 @@ TEST_P(CudaAccuracy, Bf16LayerLike) {
 // leading iterations (scaled f16 on wgmma, sm_90a; tf32 on mma.sync with GKA_CUDA_WGMMA=0) are damped by the
 // accurate last ones, so x, o and the gradients land within 3e-3 of the fp64 oracle; a wrong product anywhere on either
 // path leaves the solve far from converged (errors of order 1).
+// The awkward shapes of the mixed tests: two sequences of T tokens, two heads of dim D, initial states, untied gates.
+Case mixed_awkward_case(int64_t D, int64_t T, const char* dtype) {
+  Case c;
+  c.name = std::string("mixed_") + dtype;
+  c.dtype = dtype;
+  c.B = 2;
+  c.T = T;
+  c.H = 2;
+  c.D = D;
+  c.h0 = true;
+  c.gates = "untied";
+  return c;
+}
+
 TEST(CudaMixed, AwkwardShapesMatchOracle) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const int64_t D : {64, 128})
     for (const int64_t T : {1, 65, 130}) {
-      Case c;
-      c.name = "mixed";
-      c.B = 2;
-      c.T = T;
-      c.H = 2;
-      c.D = D;
-      c.h0 = true;
-      c.gates = "untied";
+      const Case c = mixed_awkward_case(D, T, "f32");
       const std::string at = "D=" + std::to_string(D) + " T=" + std::to_string(T) + ": ";
       const CaseInputs in = inputs_make(c, 31 + T);
       const ForwardResult got = cuda_forward(c, in, false, Precision::mixed);
@@ -549,15 +556,7 @@ TEST(CudaMixed, Bf16AwkwardShapesGradientsMatchOracle) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const int64_t D : {64, 128})
     for (const int64_t T : {1, 65, 130}) {
-      Case c;
-      c.name = "mixed_bf16";
-      c.dtype = "bf16";
-      c.B = 2;
-      c.T = T;
-      c.H = 2;
-      c.D = D;
-      c.h0 = true;
-      c.gates = "untied";
+      const Case c = mixed_awkward_case(D, T, "bf16");
       const std::string at = "D=" + std::to_string(D) + " T=" + std::to_string(T) + ": ";
       const CaseInputs in = inputs_make(c, 41 + T);
       const BackwardSeeds seeds = seeds_make(c, 6);
