@@ -207,6 +207,22 @@ __device__ __forceinline__ void rows_put(float* dst, const RowsFetch<D, W>& f, c
     rows_put_slow<D, LDT>(dst, v, it, h, 1.f);
 }
 
+// Calls f(r, c, v) for each of this thread's float4s v (columns c .. c + 3 of row r) of a contiguous ROWS x COLS
+// fp32 tile in global memory (ld COLS, 16-byte aligned), all of its loads issued before the first call.
+template <int ROWS, int COLS, class Fn>
+__device__ __forceinline__ void tile_ldg_each(const float* src, Fn&& f) {
+  constexpr int PER = ROWS * COLS / 4 / kThreads;
+  static_assert(PER * 4 * kThreads == ROWS * COLS, "whole float4s per thread");
+  float4 v[PER];
+#pragma unroll
+  for (int p = 0; p < PER; ++p) v[p] = __ldg(reinterpret_cast<const float4*>(src) + threadIdx.x + p * kThreads);
+#pragma unroll
+  for (int p = 0; p < PER; ++p) {
+    const int idx = 4 * (threadIdx.x + p * kThreads);
+    f(idx / COLS, idx % COLS, v[p]);
+  }
+}
+
 // rows x D fp32 tile (row-major, ld D, 16-byte aligned) into shared memory (ld LD), all copies in flight at once;
 // !wait: the caller waits (cp_async_wait_all), so that its other loads go out meanwhile.
 template <int D>

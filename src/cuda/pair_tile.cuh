@@ -47,17 +47,10 @@ __device__ __forceinline__ float btile_at_rc(const BTile& t, int r, int c) {
 // are issued before its first store. Callers sync before use.
 template <int ROWS, int COLS>
 __device__ __forceinline__ void pairs_from_global(const BTile& t, const float* src) {
-  constexpr int PER = ROWS * COLS / 4 / kThreads;
-  static_assert(PER * 4 * kThreads == ROWS * COLS, "whole float4s per thread");
-  float4 v[PER];
-#pragma unroll
-  for (int p = 0; p < PER; ++p) v[p] = __ldg(reinterpret_cast<const float4*>(src) + threadIdx.x + p * kThreads);
-#pragma unroll
-  for (int p = 0; p < PER; ++p) {
-    const int idx = 4 * (threadIdx.x + p * kThreads), r = idx / COLS, c = idx % COLS;
-    pair_put(t, r, c, v[p].x, v[p].y);
-    pair_put(t, r, c + 2, v[p].z, v[p].w);
-  }
+  tile_ldg_each<ROWS, COLS>(src, [&](int r, int c, float4 v) {
+    pair_put(t, r, c, v.x, v.y);
+    pair_put(t, r, c + 2, v.z, v.w);
+  });
 }
 
 // Rows [t0, t0 + n) of head h of a bf16 [B,T,H,D] view into a raw C x D tile, rows >= n zeroed: cp.async copies

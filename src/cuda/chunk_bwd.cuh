@@ -1,0 +1,33 @@
+// What the chunked backward's kernels share (chunk_bwd.cu: steps (B), (C); chunk_bwd_d.cu: step (D)): their
+// arguments, the layout of step_c's partial state dots, and step (D)'s launch.
+#pragma once
+
+#include "cuda/chunk_states.h"
+#include "cuda/common.cuh"
+
+namespace gka::cuda {
+
+struct BwdArgs {
+  DView q, k, v, alpha, g, gk, d_o, x_in, fro_in;
+  DView dq, dk, dv, dalpha, dg, dgk;
+  StateBufs st;
+  float *X, *U, *Psi, *Phi, *scal, *dots;  // scratch, see backward_run
+  ChebConst cc;
+  const float* omega;
+  float scale;
+  int H;
+  int lambda_grad;
+  SolveSchedule sched;
+};
+
+// Partial sums per (chunk, head) of the four state dots that step_d needs, <R_{c-1}, state_c> and <R_c, state_{c+1}>
+// for both states, one per warp of step_c: dots[(id * 4 + 2 which + end) * kDotParts<D> + part].
+template <int D>
+inline constexpr int kDotParts = D * D / 128;
+
+// (D): dk, dv, dgk, dg, one CTA per (chunk, head) of `grid`: on bf16 pair tiles where `bf16` (Precision::mixed with
+// bf16 k, v, dO), else 3xTF32 (KX: k, v and dO are 16-bit).
+template <int D>
+void step_d_launch(const dim3& grid, cudaStream_t stream, const Item* items, const BwdArgs& a, bool bf16, bool kx);
+
+}  // namespace gka::cuda
