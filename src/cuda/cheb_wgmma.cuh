@@ -1,8 +1,9 @@
 // Chebyshev iterations on Hopper warpgroup products (wgmma, sm_90a): the whole solve with Precision::mixed on
 // Hopper (common.cuh, SolveSchedule). Warpgroup wg owns columns [wg D/2, wg D/2 + D/2) of the iterate; each
 // iteration it runs
-//   S = X Kᵀ (all C columns: both warpgroups form the full scores, so P never leaves registers),
-//   Y = X H̄ᵀ (its columns), then Y = diag(e^G) Y + P K with P = S ⊙ M packed straight into A registers,
+//   S = X Kᵀ (its half of the C score columns), Y = X H̄ᵀ (its columns), then Y = diag(e^G) Y + P K with
+//   P = S ⊙ M: its own half packed straight into A registers, the other warpgroup's half read from a shared
+//   tile that each warpgroup writes its half to (v15; before, both formed the full scores: 20 % more products),
 // X read from a swizzled shared tile. In the loop the warpgroups meet only by named barriers (the switch to the
 // accurate iterations aside): each stores its half of the new iterate and signals it, starts both chains on that
 // half (k over its own columns) and waits for the other's half only before the rest of them, so one warpgroup's
@@ -39,15 +40,21 @@ namespace gka::cuda {
 // Byte offsets inside ChunkSmem: the bf16 tiles, each a hi tile followed by its lo tile: H̄ (D x D) and the
 // two X buffers (C x D) from the start, K (C x D) from the V tile on; then the right-hand side in fp32, each
 // thread's D / 4 values as float4s at RHS + 16 (kThreads j + thread). The small per-row arrays from G on are
-// never touched.
+// never touched. The scores P (C x C) go past the end of ChunkSmem: kernels that solve allocate kSmem bytes.
 template <int D>
 struct WgTiles {
   static constexpr int C = kChunkMax;
   static constexpr uint32_t H = 0, X0 = D * D * 4, X1 = X0 + C * D * 4;
   static constexpr uint32_t K = (offsetof(ChunkSmem<D>, V) + 1023) / 1024 * 1024, RHS = K + C * D * 4;
+  static constexpr uint32_t P = (sizeof(ChunkSmem<D>) + 1023) / 1024 * 1024, kSmem = P + C * C * 4;
   static_assert(X1 + C * D * 4 <= K && RHS + kThreads * D <= offsetof(ChunkSmem<D>, G),
                 "wgmma tiles overflow ChunkSmem");
 };
+// Dynamic shared memory of a chunk kernel that runs the solve (either path: the host does not tell them apart).
+template <int D>
+constexpr size_t solve_smem_bytes() {
+  return WgTiles<D>::kSmem;
+}
 
 // Writes v0, v1 as hi/lo at byte offset off of a hi tile at p whose lo tile follows lo bytes later.
 __device__ __forceinline__ void put_pair_at(char* p, uint32_t off, uint32_t lo, float v0, float v1) {
@@ -134,8 +141,8 @@ __device__ __forceinline__ void wg_product(float (&acc)[N / 2], uint32_t a, uint
 
 // Named barriers of the solve (0 is __syncthreads): kHalfStored + wg, warpgroup wg's half of the next iterate is
 // in shared memory (its 128 threads arrive, the other warpgroup's wait); kOwnStored + wg, the same for wg's own
-// products (a 128-thread sync).
-constexpr int kHalfStored = 1, kOwnStored = 3;
+// products (a 128-thread sync); kPStored + wg: wg's half of the scores P is in shared memory (as kHalfStored).
+constexpr int kHalfStored = 1, kOwnStored = 3, kPStored = 5;
 __device__ __forceinline__ void named_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
@@ -143,19 +150,29 @@ __device__ __forceinline__ void named_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
-// acc += P B over the C columns of P: P in A registers (f16 hi for TERMS = 1, else bf16 hi and lo; k-step k in
-// [k][0..3]), B columns [n0, n0 + N) of the C x Kc tile at b, read MN-major (the K tile serves both S = X Kᵀ and
-// P K).
-template <int N, int TERMS>
-__device__ __forceinline__ void wg_product_rs(float (&acc)[N / 2], const uint32_t (&ph)[kChunkMax / 16][4],
-                                              const uint32_t (&pl)[kChunkMax / 16][4], uint32_t b, int Kc, int n0) {
+// acc += P B over KS k-steps of 16 of P's columns from k-step k0 on: B rows [16 k0, 16 (k0 + KS)) x columns
+// [n0, n0 + N) of the C x Kc tile at b, read MN-major (the K tile serves both S = X Kᵀ and P K). P in A registers
+// (f16 hi for TERMS = 1, else bf16 hi and lo; k-step k0 + k in [k][0..3]), or where SMEM_A from the C x C tile at
+// p (hi, then lo C * C * 2 bytes on).
+template <int N, int TERMS, int KS, bool SMEM_A>
+__device__ __forceinline__ void wg_product_p(float (&acc)[N / 2], const uint32_t (&ph)[KS][4],
+                                             const uint32_t (&pl)[KS][4], uint32_t p, uint32_t b, int Kc, int n0,
+                                             int k0) {
   constexpr int C = kChunkMax;
-  const uint64_t db = sw128_desc_mn_at(b, C, 0, n0), dblo = sw128_desc_mn_at(b + C * Kc * 2, C, 0, n0);
+  const uint64_t db = sw128_desc_mn_at(b, C, 16 * k0, n0), dblo = sw128_desc_mn_at(b + C * Kc * 2, C, 16 * k0, n0);
+  const uint64_t dp = sw128_desc(p + 32 * k0), dplo = sw128_desc(p + C * C * 2 + 32 * k0);
 #pragma unroll
-  for (int k = 0; k < C / 16; ++k) {
-    if constexpr (TERMS > 1) wgmma<N>(acc, pl[k], desc_plus(db, 16 * k * 128), 1);
-    if constexpr (TERMS == 3) wgmma<N>(acc, ph[k], desc_plus(dblo, 16 * k * 128), 1);
-    wgmma<N, TERMS == 1>(acc, ph[k], desc_plus(db, 16 * k * 128), 1);
+  for (int k = 0; k < KS; ++k) {
+    const uint32_t ob = 16 * k * 128, op = 32 * k;
+    if constexpr (!SMEM_A) {
+      if constexpr (TERMS > 1) wgmma<N>(acc, pl[k], desc_plus(db, ob), 1);
+      if constexpr (TERMS == 3) wgmma<N>(acc, ph[k], desc_plus(dblo, ob), 1);
+      wgmma<N, TERMS == 1>(acc, ph[k], desc_plus(db, ob), 1);
+    } else {
+      if constexpr (TERMS > 1) wgmma<N, false, 1>(acc, desc_plus(dplo, op), desc_plus(db, ob), 1);
+      if constexpr (TERMS == 3) wgmma<N, false, 1>(acc, desc_plus(dp, op), desc_plus(dblo, ob), 1);
+      wgmma<N, TERMS == 1, 1>(acc, desc_plus(dp, op), desc_plus(db, ob), 1);
+    }
   }
 }
 
@@ -309,7 +326,7 @@ template <int D>
 __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int three_from, bool k_bf16) {
   using F = Cfg<D>;
   using T = WgTiles<D>;
-  constexpr int C = F::C, LD = F::LD, LC = F::LC, NY = D / 16, NS = C / 8;
+  constexpr int C = F::C, LD = F::LD, LC = F::LC, NY = D / 16, NS = C / 16;  // NS: n8 blocks of the score half
   char* sb = reinterpret_cast<char*>(&s);
   const uint32_t base = smem_addr(&s);
   if (base & 1023u) __trap();  // the swizzle needs 1024-byte aligned tiles (the kernels align smem_raw)
@@ -317,6 +334,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   const float eta0 = s.eta[w.r0], eta1 = s.eta[w.r1], el0 = eta0 * s.lam[w.r0], el1 = eta1 * s.lam[w.r1];
   const float eg0 = s.eG[w.r0], eg1 = s.eG[w.r1];
   float rhs[NY][4], xc[NY][4], xp[NY][4], mk[NS][4];
+  const int pc = w.wg * (C / 2) + w.sc;  // this thread's first score column: warpgroup wg forms columns [wg C/2, ..)
   float xm0 = 0.f, xm1 = 0.f, xsum = 0.f, mmax = 0.f;
 #pragma unroll
   for (int j = 0; j < NY; ++j) {
@@ -332,7 +350,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   }
 #pragma unroll
   for (int j = 0; j < NS; ++j) {
-    w.load(s.M, LC, w.sc + 8 * j, mk[j]);
+    w.load(s.M, LC, pc + 8 * j, mk[j]);
     mmax = fmaxf(mmax, fmaxf(fmaxf(mk[j][0], mk[j][1]), fmaxf(mk[j][2], mk[j][3])));
     xsum += (mk[j][0] + mk[j][1]) + (mk[j][2] + mk[j][3]);
   }
@@ -363,6 +381,8 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   // 64-column block, and j only flips 16-byte-chunk bits that (yc / 8) % 8 leaves clear (0 for D = 128, 4 wg
   // for D = 64). Computed once: the general swizzle per store cost ~190 integer instructions per iteration.
   const uint32_t xo0 = sw128_bf16(C, w.r0, w.yc), xo1 = sw128_bf16(C, w.r1, w.yc);
+  // The same for its pieces of the P tile: columns pc + 8 j, j < 4, flip bits that (pc / 8) % 8 = 4 wg leaves clear.
+  const uint32_t po0 = T::P + sw128_bf16(C, w.r0, pc), po1 = T::P + sw128_bf16(C, w.r1, pc);
   // Stores the iterate (scaled f16 where f16, else bf16 pairs); where `to_bf16` (the switch to the accurate
   // iterations) also turns the K and H̄ tiles into bf16 pairs once every product of the lead is done. Then this
   // warpgroup's half is ready for its own products and, by arrival, for the other warpgroup's; where `full` (the
@@ -397,31 +417,33 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   // The warpgroup through a shuffle: the compiler then keeps the descriptors built from it on the uniform datapath.
   const int wgu = __shfl_sync(0xffffffffu, w.wg, 0);
   float S[NS * 4], Y[NY * 4];
-  uint32_t ph[C / 16][4], pl[C / 16][4];
+  uint32_t ph[C / 32][4], pl[C / 32][4];
   // Y = diag(e^G) X H̄ᵀ + (S ⊙ M) K for the iterate in tile xt; KT terms for the products with K (1: f16, 2 or
   // 3: bf16 pairs), one for X H̄ᵀ where KT = 1 and three otherwise. With f16, Y comes out scaled by sx sigma_K².
   auto products = [&]<int KT>(uint32_t b, uint32_t xt) {
     // Both chains start on this warpgroup's own half of the iterate's columns, so that they run while the other
     // warpgroup still updates its half; then the other half, once it is stored.
     constexpr int KY = KT == 1 ? 1 : 3;
-    const int own = wgu * (D / 2), other = (wgu ^ 1) * (D / 2);
+    const int own = wgu * (D / 2), other = (wgu ^ 1) * (D / 2), sr = wgu * (C / 2);
     wgmma_fence();
-    wg_product<C, KT, D / 2, true>(S, xt, b + T::K, C, 0, D, own);
+    wg_product<C / 2, KT, D / 2, true>(S, xt, b + T::K, C, sr, D, own);
     wg_product<D / 2, KY, D / 2, true>(Y, xt, b + T::H, D, own, D, own);
     named_sync(kHalfStored + (w.wg ^ 1), 2 * 128);
-    wg_product<C, KT, D / 2, false>(S, xt, b + T::K, C, 0, D, other);
+    wg_product<C / 2, KT, D / 2, false>(S, xt, b + T::K, C, sr, D, other);
     wgmma_commit();
     wg_product<D / 2, KY, D / 2, false>(Y, xt, b + T::H, D, own, D, other);
     wgmma_commit();
     wgmma_wait<1>();
     fence_regs(S);
-    // P = S ⊙ M as the A registers of P K: k-step k takes n8 blocks 2k (a[0], a[1]) and 2k + 1 (a[2], a[3]).
+    // P = S ⊙ M (this warpgroup's columns) as the A registers of its k-steps of P K (k-step k takes n8 blocks 2k
+    // in a[0], a[1] and 2k + 1 in a[2], a[3]), and into the P tile for the other warpgroup's.
 #pragma unroll
-    for (int k = 0; k < C / 16; ++k)
+    for (int k = 0; k < C / 32; ++k)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int j = 2 * k + (i >> 1), e = (i & 1) * 2;
         const float v0 = S[4 * j + e] * mk[j][e], v1 = S[4 * j + e + 1] * mk[j][e + 1];
+        const uint32_t at = (e ? po1 : po0) ^ (j << 4);
         if constexpr (KT == 1) {
           const __half2 hi = __floats2half2_rn(v0, v1);
           memcpy(&ph[k][i], &hi, 4);
@@ -431,8 +453,12 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
           const float2 h = __bfloat1622float2(hi);
           const __nv_bfloat162 lo = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
           memcpy(&pl[k][i], &lo, 4);
+          *reinterpret_cast<uint32_t*>(sb + at + C * C * 2) = pl[k][i];
         }
+        *reinterpret_cast<uint32_t*>(sb + at) = ph[k][i];
       }
+    fence_proxy_async();
+    named_arrive(kPStored + w.wg, 2 * 128);
     wgmma_wait<0>();
     fence_regs(Y);
     const float uy = KT == 1 ? s.red[SL::UY] : 1.f, e0 = eg0 * uy, e1 = eg1 * uy;  // X H̄ᵀ to K's scale
@@ -443,8 +469,12 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
       Y[4 * j + 2] *= e1;
       Y[4 * j + 3] *= e1;
     }
+    // P K: this warpgroup's k-steps from registers, then the other's from the tile once it is there. The other
+    // warpgroup overwrites its half only after its next S chain, which waits for this one's next iterate.
     wgmma_fence();
-    wg_product_rs<D / 2, KT>(Y, ph, pl, b + T::K, D, w.wg * (D / 2));
+    wg_product_p<D / 2, KT, C / 32, false>(Y, ph, pl, 0, b + T::K, D, own, wgu * (C / 32));
+    named_sync(kPStored + (w.wg ^ 1), 2 * 128);
+    wg_product_p<D / 2, KT, C / 32, true>(Y, ph, pl, b + T::P, b + T::K, D, own, (wgu ^ 1) * (C / 32));
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(Y);
@@ -495,10 +525,8 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
     w.store(s.X, LD, w.yc + 8 * j, xc[j]);
     w.store(s.V, LD, w.yc + 8 * j, rhs[j]);
   }
-  if (w.wg == 0) {  // both warpgroups hold the whole mask
 #pragma unroll
-    for (int j = 0; j < NS; ++j) w.store(s.M, LC, w.sc + 8 * j, mk[j]);
-  }
+  for (int j = 0; j < NS; ++j) w.store(s.M, LC, pc + 8 * j, mk[j]);  // each warpgroup its half
   __syncthreads();
 }
 

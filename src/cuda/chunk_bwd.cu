@@ -351,7 +351,7 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
             dview(gout.dalpha), dview(gout.dg), dview(gout.dgk), st, X.as<float>(), U.as<float>(), Psi.as<float>(),
             Phi.as<float>(), scal.as<float>(), dots.as<float>(), cheb_const(p), omega.get(),
             static_cast<float>(p.scale), static_cast<int>(p.H), p.lambda_grad ? 1 : 0, solve_schedule(p)};
-  const size_t smem = sizeof(ChunkSmem<D>);
+  const size_t smem = solve_smem_bytes<D>();  // step_b and step_b2 (step_d sets its own)
   const dim3 grid(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H));
   const bool kx = inputs_tf32_exact(p, &gin.d_o);
   if (!plan.items.empty()) {

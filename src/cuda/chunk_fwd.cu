@@ -137,7 +137,7 @@ void forward_run(const Problem& p, const ForwardOutputs& out) {
     FwdArgs a{dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),
               dview(out.o), dview(out.x), dview(out.fro), dview(out.residual), st, cheb_const(p), omega.get(),
               static_cast<float>(p.scale), static_cast<int>(p.H), solve_schedule(p)};
-    const size_t smem = sizeof(ChunkSmem<D>);
+    const size_t smem = solve_smem_bytes<D>();
     const auto kernel = inputs_tf32_exact(p) ? chunk_fwd_kernel<D, true> : chunk_fwd_kernel<D, false>;
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), fn,
           "cudaFuncSetAttribute");

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define GKA_WGMMA_DEVICE 1
@@ -91,34 +92,40 @@ __device__ __forceinline__ void fence_regs(float (&d)[R]) {
   GKA_OUT16(d), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]),   \
       "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), \
       "+f"(d[31])
-// One function per (N, type), overloaded on the A source: the type is part of the instruction text.
+// One function per (N, type), overloaded on the A source: the type is part of the instruction text. TB: B is
+// MN-major (its N index contiguous); the register-A forms take only that.
 #if GKA_WGMMA_DEVICE
-#define GKA_WGMMA_SS(NAME, N, R, TY, ACC, OUT, IA, IB, IC)                                      \
-  __device__ __forceinline__ void NAME(float (&d)[R], uint64_t a, uint64_t b, int accumulate) { \
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IC ", 0;\n"                               \
-                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " ACC              \
-                 ", %" IA ", %" IB ", p, 1, 1, 0, 0;\n}\n"                                       \
-                 : OUT(d)                                                                       \
-                 : "l"(a), "l"(b), "r"(accumulate));                                            \
+#define GKA_WGMMA_SS(NAME, N, R, TY, ACC, OUT, IA, IB, IC, IT)                                                  \
+  template <int TB>                                                                                           \
+  __device__ __forceinline__ void NAME(float (&d)[R], uint64_t a, uint64_t b, int accumulate) {               \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IC ", 0;\n"                                             \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " ACC                            \
+                 ", %" IA ", %" IB ", p, 1, 1, 0, %" IT ";\n}\n"                                                \
+                 : OUT(d)                                                                                     \
+                 : "l"(a), "l"(b), "r"(accumulate), "n"(TB));                                                 \
   }
-#define GKA_WGMMA_RS(NAME, N, R, TY, ACC, OUT, IA, IB, IC)                                                 \
-  __device__ __forceinline__ void NAME(float (&d)[R], const uint32_t (&a)[4], uint64_t b, int accumulate) { \
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IC ", 0;\n"                                          \
-                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " ACC ", " IA ", %" IB         \
-                 ", p, 1, 1, 1;\n}\n"                                                                        \
-                 : OUT(d)                                                                                  \
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));                   \
+#define GKA_WGMMA_RS(NAME, N, R, TY, ACC, OUT, IA, IB, IC)                                                    \
+  template <int TB>                                                                                           \
+  __device__ __forceinline__ void NAME(float (&d)[R], const uint32_t (&a)[4], uint64_t b, int accumulate) {    \
+    static_assert(TB == 1, "register A: B MN-major");                                                         \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IC ", 0;\n"                                             \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " ACC ", " IA ", %" IB            \
+                 ", p, 1, 1, 1;\n}\n"                                                                           \
+                 : OUT(d)                                                                                     \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));                      \
   }
 #else  // other architectures: never selected by the host
-#define GKA_WGMMA_SS(NAME, N, R, TY, ACC, OUT, IA, IB, IC) \
+#define GKA_WGMMA_SS(NAME, N, R, TY, ACC, OUT, IA, IB, IC, IT) \
+  template <int TB>                                            \
   __device__ __forceinline__ void NAME(float (&)[R], uint64_t, uint64_t, int) { __trap(); }
 #define GKA_WGMMA_RS(NAME, N, R, TY, ACC, OUT, IA, IB, IC) \
+  template <int TB>                                        \
   __device__ __forceinline__ void NAME(float (&)[R], const uint32_t (&)[4], uint64_t, int) { __trap(); }
 #endif
-GKA_WGMMA_SS(wgmma_bf16_n32, 32, 16, "bf16", GKA_ACC16, GKA_OUT16, "16", "17", "18")
-GKA_WGMMA_SS(wgmma_bf16_n64, 64, 32, "bf16", GKA_ACC32, GKA_OUT32, "32", "33", "34")
-GKA_WGMMA_SS(wgmma_f16_n32, 32, 16, "f16", GKA_ACC16, GKA_OUT16, "16", "17", "18")
-GKA_WGMMA_SS(wgmma_f16_n64, 64, 32, "f16", GKA_ACC32, GKA_OUT32, "32", "33", "34")
+GKA_WGMMA_SS(wgmma_bf16_n32, 32, 16, "bf16", GKA_ACC16, GKA_OUT16, "16", "17", "18", "19")
+GKA_WGMMA_SS(wgmma_bf16_n64, 64, 32, "bf16", GKA_ACC32, GKA_OUT32, "32", "33", "34", "35")
+GKA_WGMMA_SS(wgmma_f16_n32, 32, 16, "f16", GKA_ACC16, GKA_OUT16, "16", "17", "18", "19")
+GKA_WGMMA_SS(wgmma_f16_n64, 64, 32, "f16", GKA_ACC32, GKA_OUT32, "32", "33", "34", "35")
 GKA_WGMMA_RS(wgmma_bf16_n32, 32, 16, "bf16", GKA_ACC16, GKA_OUT16, "{%16,%17,%18,%19}", "20", "21")
 GKA_WGMMA_RS(wgmma_bf16_n64, 64, 32, "bf16", GKA_ACC32, GKA_OUT32, "{%32,%33,%34,%35}", "36", "37")
 GKA_WGMMA_RS(wgmma_f16_n32, 32, 16, "f16", GKA_ACC16, GKA_OUT16, "{%16,%17,%18,%19}", "20", "21")
@@ -131,18 +138,20 @@ GKA_WGMMA_RS(wgmma_f16_n64, 64, 32, "f16", GKA_ACC32, GKA_OUT32, "{%32,%33,%34,%
 #undef GKA_ACC16
 
 // 64 x N x 16 step for N in {32, 64} on an accumulator of N / 2 floats; f16 operands where F16, else bf16; A by
-// descriptor (uint64_t) or from registers (uint32_t[4]): the overloads above.
-template <int N, bool F16 = false, class A>
+// descriptor (uint64_t) or from registers (uint32_t[4]): the overloads above. B is K-major by default with A by
+// descriptor and MN-major with A from registers; BMN = 1 makes it MN-major for both.
+template <int N, bool F16 = false, int BMN = -1, class A>
 __device__ __forceinline__ void wgmma(float (&d)[N / 2], const A& a, uint64_t b, int accumulate) {
   static_assert(N == 32 || N == 64, "wgmma: N in {32, 64}");
+  constexpr int tb = BMN >= 0 ? BMN : (std::is_same_v<A, uint64_t> ? 0 : 1);
   if constexpr (N == 32 && F16)
-    wgmma_f16_n32(d, a, b, accumulate);
+    wgmma_f16_n32<tb>(d, a, b, accumulate);
   else if constexpr (N == 32)
-    wgmma_bf16_n32(d, a, b, accumulate);
+    wgmma_bf16_n32<tb>(d, a, b, accumulate);
   else if constexpr (F16)
-    wgmma_f16_n64(d, a, b, accumulate);
+    wgmma_f16_n64<tb>(d, a, b, accumulate);
   else
-    wgmma_bf16_n64(d, a, b, accumulate);
+    wgmma_bf16_n64<tb>(d, a, b, accumulate);
 }
 
 }  // namespace gka::cuda
