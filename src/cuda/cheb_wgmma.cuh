@@ -139,6 +139,28 @@ __device__ __forceinline__ void wg_product(float (&acc)[N / 2], uint32_t a, uint
   }
 }
 
+// acc = A Bᵀ-tile product over columns [k0, k0 + 16 KS) of Kc with A from registers (hi in ah, lo in al; k-step k
+// in [k][0..3]), B rows [rb0, rb0 + N) of the Rb x Kc tile at b (K-major), inside one 64-column block.
+template <int N, int TERMS, int KS>
+__device__ __forceinline__ void wg_product_ra(float (&acc)[N / 2], const uint32_t (&ah)[KS][4],
+                                              const uint32_t (&al)[KS][4], uint32_t b, int Rb, int rb0, int Kc,
+                                              int k0) {
+  b += (k0 >> 6) * (Rb * 128) + (k0 & 63) * 2;
+  const uint64_t db = sw128_desc_bf16_at(b, Rb, rb0, 0), dblo = sw128_desc_bf16_at(b + Rb * Kc * 2, Rb, rb0, 0);
+#pragma unroll
+  for (int k = 0; k < KS; ++k) {
+    const int first = k == 0 ? 0 : 1;
+    const uint32_t ob = 32 * k;
+    if constexpr (TERMS == 1) {
+      wgmma<N, true, 0>(acc, ah[k], desc_plus(db, ob), first);
+    } else {
+      wgmma<N, false, 0>(acc, al[k], desc_plus(db, ob), first);
+      if constexpr (TERMS == 3) wgmma<N, false, 0>(acc, ah[k], desc_plus(dblo, ob), 1);
+      wgmma<N, false, 0>(acc, ah[k], desc_plus(db, ob), 1);
+    }
+  }
+}
+
 // Named barriers of the solve (0 is __syncthreads): kHalfStored + wg, warpgroup wg's half of the next iterate is
 // in shared memory (its 128 threads arrive, the other warpgroup's wait); kOwnStored + wg, the same for wg's own
 // products (a 128-thread sync); kPStored + wg: wg's half of the scores P is in shared memory (as kHalfStored).
@@ -387,20 +409,38 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   // iterations) also turns the K and H̄ tiles into bf16 pairs once every product of the lead is done. Then this
   // warpgroup's half is ready for its own products and, by arrival, for the other warpgroup's; where `full` (the
   // operand tiles were written too: by the whole CTA), every thread waits for all first.
+  // The stored values also stay in registers as the A fragments of this warpgroup's k-steps (xh, xl: n8 blocks
+  // 2k, 2k + 1 of the accumulator layout are k-step k).
+  uint32_t xh[NY / 2][4], xl[NY / 2][4];
   auto store_x = [&](uint32_t tile, bool f16, bool to_bf16, bool full) {
     if (f16) {  // the scaled iterate, hi only
       const float sx0 = s.rowp[SL::SX + w.r0], sx1 = s.rowp[SL::SX + w.r1];
 #pragma unroll
-      for (int j = 0; j < NY; ++j) {
-        put_f16_at(sb + tile, xo0 ^ (j << 4), xc[j][0] * sx0, xc[j][1] * sx0);
-        put_f16_at(sb + tile, xo1 ^ (j << 4), xc[j][2] * sx1, xc[j][3] * sx1);
-      }
+      for (int j = 0; j < NY; ++j)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float sx = r ? sx1 : sx0;
+          const __half2 h = __floats2half2_rn(xc[j][2 * r] * sx, xc[j][2 * r + 1] * sx);
+          memcpy(&xh[j >> 1][(j & 1) * 2 + r], &h, 4);
+          *reinterpret_cast<uint32_t*>(sb + tile + ((r ? xo1 : xo0) ^ (j << 4))) = xh[j >> 1][(j & 1) * 2 + r];
+        }
     } else {
 #pragma unroll
-      for (int j = 0; j < NY; ++j) {
-        put_pair_at(sb + tile, xo0 ^ (j << 4), C * D * 2, xc[j][0], xc[j][1]);
-        put_pair_at(sb + tile, xo1 ^ (j << 4), C * D * 2, xc[j][2], xc[j][3]);
-      }
+      for (int j = 0; j < NY; ++j)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float v0 = xc[j][2 * r], v1 = xc[j][2 * r + 1];
+          const __nv_bfloat162 hi = __floats2bfloat162_rn(v0, v1);
+          const float2 h = __bfloat1622float2(hi);
+          const __nv_bfloat162 lo = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
+          uint32_t& ah = xh[j >> 1][(j & 1) * 2 + r];
+          uint32_t& al = xl[j >> 1][(j & 1) * 2 + r];
+          memcpy(&ah, &hi, 4);
+          memcpy(&al, &lo, 4);
+          const uint32_t off = tile + ((r ? xo1 : xo0) ^ (j << 4));
+          *reinterpret_cast<uint32_t*>(sb + off) = ah;
+          *reinterpret_cast<uint32_t*>(sb + off + C * D * 2) = al;
+        }
     }
     if (to_bf16) {
       __syncthreads();
@@ -426,8 +466,8 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
     constexpr int KY = KT == 1 ? 1 : 3;
     const int own = wgu * (D / 2), other = (wgu ^ 1) * (D / 2), sr = wgu * (C / 2);
     wgmma_fence();
-    wg_product<C / 2, KT, D / 2, true>(S, xt, b + T::K, C, sr, D, own);
-    wg_product<D / 2, KY, D / 2, true>(Y, xt, b + T::H, D, own, D, own);
+    wg_product_ra<C / 2, KT, D / 32>(S, xh, xl, b + T::K, C, sr, D, own);  // A: this half, from registers
+    wg_product_ra<D / 2, KY, D / 32>(Y, xh, xl, b + T::H, D, own, D, own);
     named_sync(kHalfStored + (w.wg ^ 1), 2 * 128);
     wg_product<C / 2, KT, D / 2, false>(S, xt, b + T::K, C, sr, D, other);
     wgmma_commit();

@@ -93,7 +93,7 @@ __device__ __forceinline__ void fence_regs(float (&d)[R]) {
       "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), \
       "+f"(d[31])
 // One function per (N, type), overloaded on the A source: the type is part of the instruction text. TB: B is
-// MN-major (its N index contiguous); the register-A forms take only that.
+// MN-major (its N index contiguous).
 #if GKA_WGMMA_DEVICE
 #define GKA_WGMMA_SS(NAME, N, R, TY, ACC, OUT, IA, IB, IC, IT)                                                  \
   template <int TB>                                                                                           \
@@ -104,21 +104,20 @@ __device__ __forceinline__ void fence_regs(float (&d)[R]) {
                  : OUT(d)                                                                                     \
                  : "l"(a), "l"(b), "r"(accumulate), "n"(TB));                                                 \
   }
-#define GKA_WGMMA_RS(NAME, N, R, TY, ACC, OUT, IA, IB, IC)                                                    \
+#define GKA_WGMMA_RS(NAME, N, R, TY, ACC, OUT, IA, IB, IC, IT)                                                \
   template <int TB>                                                                                           \
   __device__ __forceinline__ void NAME(float (&d)[R], const uint32_t (&a)[4], uint64_t b, int accumulate) {    \
-    static_assert(TB == 1, "register A: B MN-major");                                                         \
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IC ", 0;\n"                                             \
                  "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " ACC ", " IA ", %" IB            \
-                 ", p, 1, 1, 1;\n}\n"                                                                           \
+                 ", p, 1, 1, %" IT ";\n}\n"                                                                     \
                  : OUT(d)                                                                                     \
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));                      \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TB));             \
   }
 #else  // other architectures: never selected by the host
 #define GKA_WGMMA_SS(NAME, N, R, TY, ACC, OUT, IA, IB, IC, IT) \
   template <int TB>                                            \
   __device__ __forceinline__ void NAME(float (&)[R], uint64_t, uint64_t, int) { __trap(); }
-#define GKA_WGMMA_RS(NAME, N, R, TY, ACC, OUT, IA, IB, IC) \
+#define GKA_WGMMA_RS(NAME, N, R, TY, ACC, OUT, IA, IB, IC, IT) \
   template <int TB>                                        \
   __device__ __forceinline__ void NAME(float (&)[R], const uint32_t (&)[4], uint64_t, int) { __trap(); }
 #endif
@@ -126,10 +125,10 @@ GKA_WGMMA_SS(wgmma_bf16_n32, 32, 16, "bf16", GKA_ACC16, GKA_OUT16, "16", "17", "
 GKA_WGMMA_SS(wgmma_bf16_n64, 64, 32, "bf16", GKA_ACC32, GKA_OUT32, "32", "33", "34", "35")
 GKA_WGMMA_SS(wgmma_f16_n32, 32, 16, "f16", GKA_ACC16, GKA_OUT16, "16", "17", "18", "19")
 GKA_WGMMA_SS(wgmma_f16_n64, 64, 32, "f16", GKA_ACC32, GKA_OUT32, "32", "33", "34", "35")
-GKA_WGMMA_RS(wgmma_bf16_n32, 32, 16, "bf16", GKA_ACC16, GKA_OUT16, "{%16,%17,%18,%19}", "20", "21")
-GKA_WGMMA_RS(wgmma_bf16_n64, 64, 32, "bf16", GKA_ACC32, GKA_OUT32, "{%32,%33,%34,%35}", "36", "37")
-GKA_WGMMA_RS(wgmma_f16_n32, 32, 16, "f16", GKA_ACC16, GKA_OUT16, "{%16,%17,%18,%19}", "20", "21")
-GKA_WGMMA_RS(wgmma_f16_n64, 64, 32, "f16", GKA_ACC32, GKA_OUT32, "{%32,%33,%34,%35}", "36", "37")
+GKA_WGMMA_RS(wgmma_bf16_n32, 32, 16, "bf16", GKA_ACC16, GKA_OUT16, "{%16,%17,%18,%19}", "20", "21", "22")
+GKA_WGMMA_RS(wgmma_bf16_n64, 64, 32, "bf16", GKA_ACC32, GKA_OUT32, "{%32,%33,%34,%35}", "36", "37", "38")
+GKA_WGMMA_RS(wgmma_f16_n32, 32, 16, "f16", GKA_ACC16, GKA_OUT16, "{%16,%17,%18,%19}", "20", "21", "22")
+GKA_WGMMA_RS(wgmma_f16_n64, 64, 32, "f16", GKA_ACC32, GKA_OUT32, "{%32,%33,%34,%35}", "36", "37", "38")
 #undef GKA_WGMMA_RS
 #undef GKA_WGMMA_SS
 #undef GKA_OUT32
