@@ -402,9 +402,10 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
   // This thread's X pieces sit at xo ^ (j << 4) (rows r0, r1; n8 block j): columns yc + 8 j stay in one
   // 64-column block, and j only flips 16-byte-chunk bits that (yc / 8) % 8 leaves clear (0 for D = 128, 4 wg
   // for D = 64). Computed once: the general swizzle per store cost ~190 integer instructions per iteration.
-  const uint32_t xo0 = sw128_bf16(C, w.r0, w.yc), xo1 = sw128_bf16(C, w.r1, w.yc);
+  // Row r1 = r0 + 8 sits 1024 bytes further, same swizzle phase.
+  const uint32_t xo0 = sw128_bf16(C, w.r0, w.yc);
   // The same for its pieces of the P tile: columns pc + 8 j, j < 4, flip bits that (pc / 8) % 8 = 4 wg leaves clear.
-  const uint32_t po0 = T::P + sw128_bf16(C, w.r0, pc), po1 = T::P + sw128_bf16(C, w.r1, pc);
+  const uint32_t po0 = T::P + sw128_bf16(C, w.r0, pc);
   // Stores the iterate (scaled f16 where f16, else bf16 pairs); where `to_bf16` (the switch to the accurate
   // iterations) also turns the K and H̄ tiles into bf16 pairs once every product of the lead is done. Then this
   // warpgroup's half is ready for its own products and, by arrival, for the other warpgroup's; where `full` (the
@@ -422,7 +423,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
           const float sx = r ? sx1 : sx0;
           const __half2 h = __floats2half2_rn(xc[j][2 * r] * sx, xc[j][2 * r + 1] * sx);
           memcpy(&xh[j >> 1][(j & 1) * 2 + r], &h, 4);
-          *reinterpret_cast<uint32_t*>(sb + tile + ((r ? xo1 : xo0) ^ (j << 4))) = xh[j >> 1][(j & 1) * 2 + r];
+          *reinterpret_cast<uint32_t*>(sb + tile + (xo0 ^ (j << 4)) + 1024 * r) = xh[j >> 1][(j & 1) * 2 + r];
         }
     } else {
 #pragma unroll
@@ -437,7 +438,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
           uint32_t& al = xl[j >> 1][(j & 1) * 2 + r];
           memcpy(&ah, &hi, 4);
           memcpy(&al, &lo, 4);
-          const uint32_t off = tile + ((r ? xo1 : xo0) ^ (j << 4));
+          const uint32_t off = tile + (xo0 ^ (j << 4)) + 1024 * r;
           *reinterpret_cast<uint32_t*>(sb + off) = ah;
           *reinterpret_cast<uint32_t*>(sb + off + C * D * 2) = al;
         }
@@ -483,7 +484,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
       for (int i = 0; i < 4; ++i) {
         const int j = 2 * k + (i >> 1), e = (i & 1) * 2;
         const float v0 = S[4 * j + e] * mk[j][e], v1 = S[4 * j + e + 1] * mk[j][e + 1];
-        const uint32_t at = (e ? po1 : po0) ^ (j << 4);
+        const uint32_t at = (po0 ^ (j << 4)) + 512 * e;  // e = 2: row r1
         if constexpr (KT == 1) {
           const __half2 hi = __floats2half2_rn(v0, v1);
           memcpy(&ph[k][i], &hi, 4);
@@ -519,7 +520,9 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
     wgmma_wait<0>();
     fence_regs(Y);
   };
+  float om = iters > 0 ? omega[0] : 0.f;
   for (int it = 0; it < iters; ++it) {
+    const float om_next = it + 1 < iters ? omega[it + 1] : 0.f;  // issued now, read by the next update
     // The descriptors are loop-invariant: hoisted, they would take over 100 registers. An opaque base keeps
     // each one an add next to its use.
     uint32_t b = base;
@@ -531,7 +534,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
       products.template operator()<2>(b, xt);
     else
       products.template operator()<3>(b, xt);
-    const float om = omega[it], w1 = 1.f - om;
+    const float w1 = 1.f - om;
     const float a0 = om * (1.f - el0), a1 = om * (1.f - el1), q0 = om * eta0, q1 = om * eta1;
     const float u0 = it < lead ? s.rowp[SL::UX + w.r0] : 1.f, u1 = it < lead ? s.rowp[SL::UX + w.r1] : 1.f;
 #pragma unroll
@@ -547,6 +550,7 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
       }
     }
     if (it + 1 < iters) store_x((it & 1) ? T::X0 : T::X1, it + 1 < lead, it + 1 == lead, it + 1 == lead);
+    om = om_next;
   }
 
   // x, the right-hand side and the mask back into their padded tiles, once nobody reads the swizzled ones.
