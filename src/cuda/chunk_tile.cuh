@@ -732,12 +732,19 @@ __device__ void fro_norms(ChunkSmem<D>& s, int n) {
     frag_row_dot<C>(acc, w, s.M, LC, v0, v1);
     frag_row_sum(v0, v1, w, s.rowp, s.t0);
   }
-  if (threadIdx.x < F::C) {
-    const int i = threadIdx.x;
+  {  // mw_i = sum_{j <= i} M_ij w_j: four threads per row (adjacent lanes), a quarter of the columns each
+    static_assert(kThreads == 4 * C, "fro_norms: four threads per row");
+    const int i = threadIdx.x >> 2, q = threadIdx.x & 3, end = min(i + 1, n);
     float mw = 0.f;
-    for (int j = 0; j <= i && j < n; ++j) mw = fmaf(s.M[i * F::LC + j], s.w[j], mw);
-    const float e = s.eG[i];
-    s.f[i] = i < n ? sqrtf(fmaxf(0.f, e * e * hh + 2.f * e * mw + s.t0[i])) : 0.f;
+#pragma unroll 4
+    for (int j = q * (C / 4); j < (q + 1) * (C / 4); ++j)
+      if (j < end) mw = fmaf(s.M[i * F::LC + j], s.w[j], mw);
+    mw += __shfl_xor_sync(0xffffffffu, mw, 1);
+    mw += __shfl_xor_sync(0xffffffffu, mw, 2);
+    if (q == 0) {
+      const float e = s.eG[i];
+      s.f[i] = i < n ? sqrtf(fmaxf(0.f, e * e * hh + 2.f * e * mw + s.t0[i])) : 0.f;
+    }
   }
   __syncthreads();
 }
