@@ -36,14 +36,18 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
   __syncthreads();
 
   Regs<D> q, x;
+  bool s_early = false;  // the readout's S̄ already on its way into s.H
   regs_from_smem<D>(q, s.X);
   if (a.cc.n > 0) {
     fro_norms<D, KX>(s, n);
-    // After a warpgroup solve (it overlays s.H and s.K): k for the readout, H̄ only for the residual.
+    // After a warpgroup solve (it overlays s.H and s.K): k for the readout; into s.H H̄ for the residual, else
+    // already the readout's S̄ (in flight while k loads).
     cheb_solve<D, KX>(s, n, a.cc, a.omega, q, false, x, a.sched, [&] {
+      s_early = !a.res.dt;
+      square_load<D>(s.H, (s_early ? a.st.Ss : a.st.Hs) + c.tile * D * D, !s_early);
       rows_load<D>(s.K, a.k, c.it, c.h);
-      if (a.res.dt) square_load<D>(s.H, a.st.Hs + c.tile * D * D);
     });
+    regs_from_smem<D>(q, s.V);  // the solve leaves its right-hand side, q, there (kept in registers, q spilled)
   } else {
     if (a.fro.dt || a.res.dt) fro_norms<D, KX>(s, n);
 #pragma unroll
@@ -51,11 +55,6 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
 #pragma unroll
       for (int j = 0; j < F::TN; ++j) x[i][j] = q[i][j];
   }
-  // q once more from the input: kept in registers across the solve, it spilled
-  __syncthreads();
-  rows_load<D>(s.V, a.q, it, h);
-  __syncthreads();
-  regs_from_smem<D>(q, s.V);
   if (a.x.dt) regs_store<D>(x, a.x, it, h);
   if (a.fro.dt && threadIdx.x < n) dstore(a.fro, drow(a.fro, it.batch, it.t0 + threadIdx.x, h), s.f[threadIdx.x]);
   if (a.res.dt) {  // ||(H_i + lambda_i I) x_i - q_i|| / ||q_i||
@@ -89,7 +88,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
 #pragma unroll
     for (int j = 0; j < F::TN; ++j) q[i][j] = q[i][j] + al * (x[i][j] - q[i][j]);
   }
-  square_load<D>(s.H, a.st.Ss + tile * D * D, false);
+  if (!s_early) square_load<D>(s.H, a.st.Ss + tile * D * D, false);
   regs_to_smem<D>(q, s.X);
   rows_load<D>(s.V, a.v, it, h);
   gate_mask<D>(s.Gg, n, s.M);
