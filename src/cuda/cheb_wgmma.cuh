@@ -56,14 +56,28 @@ constexpr size_t solve_smem_bytes() {
   return WgTiles<D>::kSmem;
 }
 
+// v0, v1 as packed bf16 words hi = bf16(v), lo = bf16(v - hi), and as f16 hi alone.
+__device__ __forceinline__ void bf16_pair(float v0, float v1, uint32_t& hi, uint32_t& lo) {
+  const __nv_bfloat162 h2 = __floats2bfloat162_rn(v0, v1);
+  const float2 h = __bfloat1622float2(h2);
+  const __nv_bfloat162 l2 = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
+  memcpy(&hi, &h2, 4);
+  memcpy(&lo, &l2, 4);
+}
+__device__ __forceinline__ uint32_t f16_word(float v0, float v1) {
+  const __half2 h2 = __floats2half2_rn(v0, v1);
+  uint32_t w;
+  memcpy(&w, &h2, 4);
+  return w;
+}
 // Writes v0, v1 as hi/lo at byte offset off of a hi tile at p whose lo tile follows lo bytes later.
 __device__ __forceinline__ void put_pair_at(char* p, uint32_t off, uint32_t lo, float v0, float v1) {
-  const __nv_bfloat162 hi = __floats2bfloat162_rn(v0, v1);
-  const float2 h = __bfloat1622float2(hi);
-  *reinterpret_cast<__nv_bfloat162*>(p + off) = hi;
-  *reinterpret_cast<__nv_bfloat162*>(p + lo + off) = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
+  uint32_t h, l;
+  bf16_pair(v0, v1, h, l);
+  *reinterpret_cast<uint32_t*>(p + off) = h;
+  *reinterpret_cast<uint32_t*>(p + lo + off) = l;
 }
-// The same as f16 hi/lo (v0, v1 already scaled into f16's range: |v| <= 2^14), and hi alone. The lo tile is only
+// The same as f16 hi/lo (v0, v1 already scaled into f16's range: |v| <= 2^14). The lo tile is only
 // read by the conversion to bf16 pairs (tile_f16_to_bf16), so it holds (v - hi) 2^12: in f16's normal range where
 // v - hi alone would go subnormal (|v| < 2^-3), so that hi + lo rebuilds v to ~2^-22 at any magnitude.
 constexpr float kF16LoScale = 0x1p12f;
@@ -72,9 +86,6 @@ __device__ __forceinline__ void put_f16_pair_at(char* p, uint32_t off, uint32_t 
   const float2 h = __half22float2(hi);
   *reinterpret_cast<__half2*>(p + off) = hi;
   *reinterpret_cast<__half2*>(p + lo + off) = __floats2half2_rn((v0 - h.x) * kF16LoScale, (v1 - h.y) * kF16LoScale);
-}
-__device__ __forceinline__ void put_f16_at(char* p, uint32_t off, float v0, float v1) {
-  *reinterpret_cast<__half2*>(p + off) = __floats2half2_rn(v0, v1);
 }
 // Writes v0, v1 (columns k, k + 1, k even) as hi/lo into the R x Kc tile at byte offset `tile`: bf16 pairs, or f16
 // pairs of (v0, v1) * scale where F16.
@@ -421,23 +432,18 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
           const float sx = r ? sx1 : sx0;
-          const __half2 h = __floats2half2_rn(xc[j][2 * r] * sx, xc[j][2 * r + 1] * sx);
-          memcpy(&xh[j >> 1][(j & 1) * 2 + r], &h, 4);
-          *reinterpret_cast<uint32_t*>(sb + tile + (xo0 ^ (j << 4)) + 1024 * r) = xh[j >> 1][(j & 1) * 2 + r];
+          uint32_t& ah = xh[j >> 1][(j & 1) * 2 + r];
+          ah = f16_word(xc[j][2 * r] * sx, xc[j][2 * r + 1] * sx);
+          *reinterpret_cast<uint32_t*>(sb + tile + (xo0 ^ (j << 4)) + 1024 * r) = ah;
         }
     } else {
 #pragma unroll
       for (int j = 0; j < NY; ++j)
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          const float v0 = xc[j][2 * r], v1 = xc[j][2 * r + 1];
-          const __nv_bfloat162 hi = __floats2bfloat162_rn(v0, v1);
-          const float2 h = __bfloat1622float2(hi);
-          const __nv_bfloat162 lo = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
           uint32_t& ah = xh[j >> 1][(j & 1) * 2 + r];
           uint32_t& al = xl[j >> 1][(j & 1) * 2 + r];
-          memcpy(&ah, &hi, 4);
-          memcpy(&al, &lo, 4);
+          bf16_pair(xc[j][2 * r], xc[j][2 * r + 1], ah, al);
           const uint32_t off = tile + (xo0 ^ (j << 4)) + 1024 * r;
           *reinterpret_cast<uint32_t*>(sb + off) = ah;
           *reinterpret_cast<uint32_t*>(sb + off + C * D * 2) = al;
@@ -486,14 +492,9 @@ __device__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, int iters, int t
         const float v0 = S[4 * j + e] * mk[j][e], v1 = S[4 * j + e + 1] * mk[j][e + 1];
         const uint32_t at = (po0 ^ (j << 4)) + 512 * e;  // e = 2: row r1
         if constexpr (KT == 1) {
-          const __half2 hi = __floats2half2_rn(v0, v1);
-          memcpy(&ph[k][i], &hi, 4);
+          ph[k][i] = f16_word(v0, v1);
         } else {
-          const __nv_bfloat162 hi = __floats2bfloat162_rn(v0, v1);
-          memcpy(&ph[k][i], &hi, 4);
-          const float2 h = __bfloat1622float2(hi);
-          const __nv_bfloat162 lo = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
-          memcpy(&pl[k][i], &lo, 4);
+          bf16_pair(v0, v1, ph[k][i], pl[k][i]);
           *reinterpret_cast<uint32_t*>(sb + at + C * C * 2) = pl[k][i];
         }
         *reinterpret_cast<uint32_t*>(sb + at) = ph[k][i];
