@@ -49,6 +49,15 @@ __device__ __forceinline__ void step_d_finish(ChunkSmem<D>& s, const BwdArgs& a,
 
 // (D) with 3xTF32 products on fp32 tiles (KX: k, v and dO are 16-bit, exact in tf32); step_d_bf16_kernel below
 // takes bf16 inputs with Precision::mixed.
+// The readout passes' scores P_ts = s v Mg_st for s >= t (rows t, columns u = s < n; Mg stored as M[s][t]), for
+// frag_put / frag_put_pair.
+template <int D>
+__device__ __forceinline__ auto readout_scores(const ChunkSmem<D>& s, const BwdArgs& a, int n) {
+  return [&s, scale = a.scale, n](int t, int u, float v) {
+    return (u >= t && u < n) ? scale * v * s.M[u * Cfg<D>::LC + t] : 0.f;
+  };
+}
+
 template <int D, bool KX>
 __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, BwdArgs a) {
   using F = Cfg<D>;
@@ -184,7 +193,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
       tile_gemm<C, false, true, KX, KX>(sc, w, A, LD, B, LD, D);
     else
       tile_gemm<C, false, true, KX>(sc, w, A, LD, B, LD, D);
-    frag_put<C>(s.P, sc, w, [&](int t, int u, float v) { return (u >= t && u < n) ? a.scale * v * s.M[u * LC + t] : 0.f; });
+    frag_put<C>(s.P, sc, w, readout_scores<D>(s, a, n));
     __syncthreads();
     if (pass == 0)
       tile_gemm<D, false, false>(dkr, w, s.P, LC, s.X, LD, n8);
@@ -378,7 +387,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_bf16_kernel(const Item* it
       pair_gemm<C, true, false, false>(sc, w, V, dO, D);
     else
       pair_gemm<C, true, false, true>(sc, w, K, Qt, D);
-    frag_put_pair<C>(P, sc, w, [&](int t, int u, float v) { return (u >= t && u < n) ? a.scale * v * s.M[u * LC + t] : 0.f; });
+    frag_put_pair<C>(P, sc, w, readout_scores<D>(s, a, n));
     __syncthreads();
     if (pass == 0)
       pair_gemm<D, false, true, true>(dkr, w, P, Qt, n16);
