@@ -56,14 +56,7 @@ constexpr size_t solve_smem_bytes() {
   return WgTiles<D>::kSmem;
 }
 
-// v0, v1 as packed bf16 words hi = bf16(v), lo = bf16(v - hi), and as f16 hi alone.
-__device__ __forceinline__ void bf16_pair(float v0, float v1, uint32_t& hi, uint32_t& lo) {
-  const __nv_bfloat162 h2 = __floats2bfloat162_rn(v0, v1);
-  const float2 h = __bfloat1622float2(h2);
-  const __nv_bfloat162 l2 = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
-  memcpy(&hi, &h2, 4);
-  memcpy(&lo, &l2, 4);
-}
+// v0, v1 as one packed f16 word (bf16 pairs: bf16_pair, common.cuh).
 __device__ __forceinline__ uint32_t f16_word(float v0, float v1) {
   const __half2 h2 = __floats2half2_rn(v0, v1);
   uint32_t w;
@@ -112,11 +105,7 @@ __device__ __forceinline__ void tile_f16_to_bf16(char* sb, uint32_t tile, float 
     memcpy(&l, &lw, 4);
     const float2 fh = __half22float2(h), fl = __half22float2(l);
     const float v0 = fmaf(fl.x, 1.f / kF16LoScale, fh.x) * unscale, v1 = fmaf(fl.y, 1.f / kF16LoScale, fh.y) * unscale;
-    const __nv_bfloat162 bh = __floats2bfloat162_rn(v0, v1);
-    const float2 bf = __bfloat1622float2(bh);
-    const __nv_bfloat162 bl = __floats2bfloat162_rn(v0 - bf.x, v1 - bf.y);
-    memcpy(&hi[i], &bh, 4);
-    memcpy(&lo[i], &bl, 4);
+    bf16_pair(v0, v1, hi[i], lo[i]);
   }
 }
 

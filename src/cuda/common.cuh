@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,16 @@ __device__ __forceinline__ float dload(const DView& v, int64_t off) {
   if (v.dt == 1) return static_cast<const float*>(v.p)[off];
   if (v.dt == 2) return __bfloat162float(static_cast<const __nv_bfloat16*>(v.p)[off]);
   return __half2float(static_cast<const __half*>(v.p)[off]);
+}
+
+// v0, v1 as packed bf16 words hi = bf16(v) and lo = bf16(v - hi): the pair that carries ~16 significant bits
+// through bf16 products (the mixed solve's tiles, pair_tile.cuh).
+__device__ __forceinline__ void bf16_pair(float v0, float v1, uint32_t& hi, uint32_t& lo) {
+  const __nv_bfloat162 h2 = __floats2bfloat162_rn(v0, v1);
+  const float2 h = __bfloat1622float2(h2);
+  const __nv_bfloat162 l2 = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
+  memcpy(&hi, &h2, 4);
+  memcpy(&lo, &l2, 4);
 }
 
 __device__ __forceinline__ void dstore(const DView& v, int64_t off, float x) {

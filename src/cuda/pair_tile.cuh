@@ -31,10 +31,10 @@ __device__ __forceinline__ BTile btile_at(void* smem, uint32_t offset) {
 
 // Writes v0, v1 at (r, c), (r, c + 1) of a pair tile (c even).
 __device__ __forceinline__ void pair_put(const BTile& t, int r, int c, float v0, float v1) {
-  const __nv_bfloat162 hi = __floats2bfloat162_rn(v0, v1);
-  const float2 h = __bfloat1622float2(hi);
-  *reinterpret_cast<__nv_bfloat162*>(t.hi + r * t.ld + c) = hi;
-  *reinterpret_cast<__nv_bfloat162*>(t.lo + r * t.ld + c) = __floats2bfloat162_rn(v0 - h.x, v1 - h.y);
+  uint32_t hi, lo;
+  bf16_pair(v0, v1, hi, lo);
+  *reinterpret_cast<uint32_t*>(t.hi + r * t.ld + c) = hi;
+  *reinterpret_cast<uint32_t*>(t.lo + r * t.ld + c) = lo;
 }
 
 // The value at (r, c): hi + lo of a pair tile, hi of a raw one.
