@@ -23,9 +23,10 @@ enum class Precision : int32_t {
   fp32,   // every product at fp32 accuracy (3xTF32 on tensor cores); default
   mixed,  // cuda: cheaper products on the leading Chebyshev iterations of the forward and adjoint solves and
           // accurate ones on the last iterations, which damp the early rounding (the iterate x stays in fp32).
-          // Hopper (wgmma): one scaled f16 product per term (rounds like tf32), then the last kMixedFinishIters
-          // with three (bf16 hi/lo pairs, ~2^-16 relative); other GPUs (mma.sync): one tf32 product, then the
-          // last kMixedFinishIters in 3xTF32. ~2x faster forward on an H200, x error ~5e-5 (docs/cuda_backend.md).
+          // Hopper (wgmma): one scaled f16 product per term (rounds like tf32) except on one iteration at 2N/5,
+          // which takes three (f16 hi/lo pairs) and from which the rest iterate on the offset x - x_{2N/5};
+          // other GPUs (mma.sync): one tf32 product, then the last kMixedFinishIters in 3xTF32. bf16 layer-like
+          // inputs at N = 30: o ~1.7e-3 (wgmma) / ~2.0e-3 (mma.sync), x ~2.7e-4 / ~2.5e-5 (docs/cuda_backend.md).
           // Backends without a faster product (reference, cpu) compute exactly as with fp32.
 };
 inline constexpr int32_t kMixedFinishIters = 10;

@@ -13,10 +13,12 @@ namespace gka::cuda {
 // s.H, untransposed), or all here on mma.sync (op_mma) with plain tf32 products before sched.one_term and 3xTF32
 // after (the iteration damps the earlier rounding). Here the iterate lives in registers in the warp-tile layout
 // of SolveWarp and in s.X (one buffer: the scores are formed before the update overwrites it); P holds the
-// scores, V the right-hand side. Uses X, V, P; leaves the result in s.X (ld LD) too.
+// scores, V the right-hand side. Uses X, V, P; leaves the result in s.X (ld LD) too. Inlined by force: a wgmma
+// chain across a call is serialized (C7510), and with v16's solve the compiler stopped inlining it on its own.
 template <int D, bool KX, class Reload>
-__device__ void cheb_solve(ChunkSmem<D>& s, int n, const ChebConst& cc, const float* omega, const Regs<D>& rhs,
-                           bool adjoint, Regs<D>& x, const SolveSchedule& sched, Reload&& reload) {
+__device__ __forceinline__ void cheb_solve(ChunkSmem<D>& s, int n, const ChebConst& cc, const float* omega,
+                                           const Regs<D>& rhs, bool adjoint, Regs<D>& x, const SolveSchedule& sched,
+                                           Reload&& reload) {
   using F = Cfg<D>;
   constexpr int NT = D / 16, LD = F::LD;
   if (threadIdx.x < F::C) {
@@ -32,7 +34,7 @@ __device__ void cheb_solve(ChunkSmem<D>& s, int n, const ChebConst& cc, const fl
   }
   __syncthreads();
   if (sched.wgmma) {  // every iteration on warpgroup products; x comes back in s.X, s.H and s.K by reload
-    cheb_wgmma<D>(s, omega, cc.n, sched.one_term, sched.k_bf16);
+    cheb_wgmma<D, KX>(s, omega, cc.n, sched.one_term, sched.k_bf16);
     reload();
     __syncthreads();
     regs_from_smem<D>(x, s.X);

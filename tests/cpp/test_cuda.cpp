@@ -501,9 +501,10 @@ TEST_P(CudaAccuracy, Bf16LayerLike) {
 }
 
 // Precision::mixed on awkward shapes (one token, chunk tails, initial states, both head dims): its one-term
-// leading iterations (scaled f16 on wgmma, sm_90a; tf32 on mma.sync with GKA_CUDA_WGMMA=0) are damped by the
-// accurate last ones, so x, o and the gradients land within 3e-3 of the fp64 oracle; a wrong product anywhere on either
-// path leaves the solve far from converged (errors of order 1).
+// iterations (scaled f16 on wgmma, sm_90a; tf32 on mma.sync with GKA_CUDA_WGMMA=0) are damped by accurate ones (on
+// wgmma one, whose residual the offset form keeps; on mma.sync the last ten), so x, o and the gradients land within
+// 3e-3 of the fp64 oracle; a wrong product anywhere on either path leaves the solve far from converged (errors of
+// order 1).
 // The awkward shapes of the mixed tests: two sequences of T tokens, two heads of dim D, initial states, untied gates.
 Case mixed_awkward_case(int64_t D, int64_t T, const char* dtype) {
   Case c;
@@ -544,6 +545,25 @@ TEST(CudaMixed, AwkwardShapesMatchOracle) {
       expect_close(gs.dk, gr.dk, 3e-3, (at + "saved: dk").c_str());
       expect_close(gs.dv, gr.dv, 3e-3, (at + "saved: dv").c_str());
       expect_close(gs.dh0_kk, gr.dh0_kk, 3e-3, (at + "saved: d_initial_kk").c_str());
+    }
+}
+
+// Other iteration counts move the wgmma schedule's switch to the offset form (at 2N/5: iterations 4 and 6 of 11
+// and 17; none up to 10, all on bf16 pairs): x within 3e-3 of the oracle, o within that plus its bf16 storage. A
+// wrong offset (x_lead or rho lost or misplaced) leaves x off by the whole solution or by the lead's residual (>= 1e-2
+// at 4 iterations).
+TEST(CudaMixed, IterationCountsMatchOracle) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const int64_t D : {64, 128})
+    for (const int32_t iters : {7, 11, 17}) {
+      Case c = mixed_awkward_case(D, 130, "bf16");
+      c.num_iter = iters;
+      const std::string at = "D=" + std::to_string(D) + " num_iter " + std::to_string(iters) + ": ";
+      const CaseInputs in = inputs_make(c, 50 + iters);
+      const ForwardResult got = cuda_forward(c, in, false, Precision::mixed);
+      const ForwardResult ref = forward_run(case_in_f64(c), inputs_to_f64(in), Backend::reference);
+      expect_close(got.x, ref.x, 3e-3, (at + "x").c_str());
+      expect_close(got.o, ref.o, tol_stored(DType::bf16, false, c.ridge_ratio) + 3e-3, (at + "o").c_str());
     }
 }
 
