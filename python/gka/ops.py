@@ -89,9 +89,10 @@ def chunk_gka(
         chunk_size: chunk length of the chunked forward and backward.
         backend: "auto" (cuda for device tensors, the fast CPU backend otherwise), "cpu", "cuda", or
             "reference" (the fp64 token-by-token oracle of the C++ core, for testing).
-        precision: "fp32" (every product at fp32 accuracy) or "mixed" (cuda only: one-pass products on the
-            leading solver iterations, forward and backward — scaled f16 on Hopper, tf32 elsewhere — and accurate
-            ones on the last iterations; faster, x error ~5e-5; the other backends compute as with "fp32").
+        precision: "fp32" (every product at fp32 accuracy) or "mixed" (cuda only: one-pass products on most
+            solver iterations, forward and backward — scaled f16 on Hopper, tf32 elsewhere — and accurate ones where
+            they damp the others' rounding; faster, o within ~2e-3 and x within ~3e-4 of fp64 on layer-like bf16
+            inputs; the other backends compute as with "fp32").
 
     Returns:
         ``(o [B, T, H, V] in v's dtype, final_state or None)``.

@@ -567,11 +567,11 @@ TEST(CudaMixed, IterationCountsMatchOracle) {
     }
 }
 
-// The same shapes with bf16 inputs, where Precision::mixed takes its bf16 paths: k exact in one bf16 term in the
-// accurate iterations (SolveSchedule::k_bf16) and step_d on bf16 pair tiles (step_d_bf16_kernel). Gradients only,
-// from a recomputed and from a saved forward: the 16-bit gradient bound plus mixed's 3e-3, and 3e-3 for the fp32
-// initial-state gradients (mixed's ∂H_0 sits near 5e-4 on layer-like inputs, above tol_gradient's fp32 2e-4); a wrong
-// tile, row or mask in either path is off by O(1).
+// The same shapes with bf16 inputs, where Precision::mixed takes its 16-bit paths: k exact in one term in the
+// accurate products (KX on f16 pairs, SolveSchedule::k_bf16 on bf16 pairs) and step_d on bf16 pair tiles
+// (step_d_bf16_kernel). Gradients only, from a recomputed and from a saved forward: the 16-bit gradient bound plus
+// mixed's 3e-3, and 3e-3 for the fp32 initial-state gradients (mixed's ∂H_0 sat near 5e-4 on layer-like inputs before
+// v16, above tol_gradient's fp32 2e-4); a wrong tile, row or mask in either path is off by O(1).
 TEST(CudaMixed, Bf16AwkwardShapesGradientsMatchOracle) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const int64_t D : {64, 128})
@@ -591,8 +591,8 @@ TEST(CudaMixed, Bf16AwkwardShapesGradientsMatchOracle) {
 }
 
 // Precision::mixed on inputs far from unit scale. On Hopper its one-term iterations run in f16 with power-of-two
-// scales per chunk (k, H̄) and per row (the iterate), and the accurate ones on bf16 pairs rebuilt from those f16
-// tiles. A scale not undone, or one off by a factor, gives errors of order 1; an f16 overflow, NaN. Cases:
+// scales per chunk (k, H̄) and per row (the iterate), and the accurate one on f16 pairs of the same tiles. A scale
+// not undone, or one off by a factor, gives errors of order 1; an f16 overflow, NaN. Cases:
 // - q and k scaled together (2^40 / 2^-8, 2^-30 / 2^6), q alone at 2^-80 (squared row norms would underflow) and
 //   at 2^90 (|x_0|² would overflow: the chunk falls back to accurate iterations): x within 1e-4 of the oracle, as
 //   at unit scale;
