@@ -1,9 +1,12 @@
 // Chunked forward of the CUDA backend (docs/algorithm.md, "Forward"): chunk-start states (chunk_states.cu),
 // then one CTA per (chunk, head): norms, N Chebyshev iterations, alpha-mix and readout fused, so x and q~
-// stay in fp32 registers/shared memory until the output is stored.
+// stay in fp32 registers/shared memory until the output is stored. With precision mixed on Hopper and 16-bit k,
+// fwd_wg_kernel (fwd_wg.cuh: a warpgroup per chunk, two chunks per SM) does the chunks first, and chunk_fwd_kernel
+// only those outside its f16 range.
 #include "backends.h"
 #include "cuda/chunk_states.h"
 #include "cuda/cheb_solve.cuh"
+#include "cuda/fwd_wg.cuh"
 
 namespace gka::cuda {
 
@@ -16,6 +19,7 @@ struct FwdArgs {
   float scale;
   int H;
   SolveSchedule sched;
+  const int* ok = nullptr;  // per (item, head): 1 where fwd_wg_kernel did the chunk
 };
 
 template <int D, bool KX>
@@ -24,6 +28,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
   extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
   ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
   const ChunkPos c = chunk_pos(items, a.H);
+  if (a.ok && a.ok[c.id]) return;
   const auto [it, h, n, id, tile] = c;
   const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
 
@@ -113,6 +118,41 @@ __global__ void zero_rows_kernel(DView v, int64_t b, int64_t start, int64_t len,
   }
 }
 
+// fwd_wg_kernel takes the chunks where the wgmma schedule runs with an accurate iteration (0 < lead) on 16-bit q, k,
+// v: k, v rows 16-byte aligned, q, o pairs 4-byte aligned, x pairs 8-byte aligned (one code path
+// each: its code runs once per CTA, and its size costs instruction fetch); not for the residual output (which
+// needs the chunk kernel's H̄). GKA_CUDA_WG1=0: off.
+bool fwd_wg_usable(const Problem& p, const SolveSchedule& s, const ForwardOutputs& out) {
+  const bool off = env_off("GKA_CUDA_WG1");  // read per call: the tests switch it
+  const auto aligned = [](const TensorView& v, int64_t bytes) {
+    const int64_t esz = v.dtype == DType::f32 ? 4 : 2;
+    int64_t a = static_cast<int64_t>(reinterpret_cast<uintptr_t>(v.data));
+    for (int d = 0; d + 1 < v.ndim; ++d) a |= v.strides[d] * esz;
+    return v.strides[v.ndim - 1] == 1 && a % bytes == 0;
+  };
+  const auto narrow = [](const TensorView& v) { return v.dtype == DType::bf16 || v.dtype == DType::f16; };
+  const bool k16 = narrow(p.in.q) && narrow(p.in.k) && narrow(p.in.v) && narrow(out.o) && aligned(p.in.k, 16) &&
+                   aligned(p.in.v, 16) && aligned(p.in.q, 4) && aligned(out.o, 4) &&
+                   (!out.x.defined() || (out.x.dtype == DType::f32 && aligned(out.x, 8)));
+  return !off && s.wgmma && k16 && p.num_iter > 0 && s.one_term > 0 && !out.residual.defined();
+}
+
+template <int D>
+void fwd_wg_launch(const FwdArgs& a, const StateBufs& st, int* ok, const Item* items, size_t n_items,
+                   cudaStream_t stream, const char* fn) {
+  const WgFwdArgs w{a.q,  a.k,     a.v, a.alpha,         a.g, a.gk, a.o, a.x, a.fro, st.Hs, st.Ss, a.omega, ok,
+                    a.cc, a.scale, a.H, a.sched.one_term};
+  const int smem = static_cast<int>(WgFwdSmem<D>::kBytes);
+  check(cudaFuncSetAttribute(fwd_wg_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), fn,
+        "cudaFuncSetAttribute");
+  // Two CTAs per SM need nearly all of it (2 x 113 KB at D = 128): the largest carveout.
+  check(cudaFuncSetAttribute(fwd_wg_kernel<D>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                             cudaSharedmemCarveoutMaxShared),
+        fn, "cudaFuncSetAttribute");
+  fwd_wg_kernel<D><<<dim3(static_cast<unsigned>(n_items), static_cast<unsigned>(a.H)), 128, smem, stream>>>(items, w);
+  launch_check(fn);
+}
+
 void zero_rows(const TensorView& v, const Sequence& sq, int64_t H, int64_t width, cudaStream_t stream) {
   if (!v.defined() || sq.length == 0) return;
   zero_rows_kernel<<<64, 256, 0, stream>>>(dview(v), sq.batch, sq.start, sq.length, H, width);
@@ -136,6 +176,12 @@ void forward_run(const Problem& p, const ForwardOutputs& out) {
     FwdArgs a{dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),
               dview(out.o), dview(out.x), dview(out.fro), dview(out.residual), st, cheb_const(p), omega.get(),
               static_cast<float>(p.scale), static_cast<int>(p.H), solve_schedule(p)};
+    const bool wg = fwd_wg_usable(p, a.sched, out);
+    Scratch ok(fn, wg ? plan.items.size() * p.H * sizeof(int) : 0, stream);
+    if (wg) {
+      a.ok = ok.as<int>();
+      fwd_wg_launch<D>(a, st, ok.as<int>(), items.get(), plan.items.size(), stream, fn);
+    }
     const size_t smem = solve_smem_bytes<D>();
     const auto kernel = inputs_tf32_exact(p) ? chunk_fwd_kernel<D, true> : chunk_fwd_kernel<D, false>;
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), fn,

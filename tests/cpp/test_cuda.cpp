@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -205,8 +206,7 @@ TEST_P(Cuda, ForwardMatchesOracleAndCpu) {
 // The gradients `got` of case c against the fp64 oracle's (`what` prefixes the failure messages).
 void expect_gradients_match_oracle(const Case& c, const CaseInputs& in, const BackwardSeeds& seeds,
                                    const BackwardResult& got, const std::string& what = "") {
-  BackwardSeeds seeds64{seeds.d_o.cast(DType::f64), seeds.d_final_kk.cast(DType::f64),
-                        seeds.d_final_kv.cast(DType::f64)};
+  const BackwardSeeds seeds64 = seeds_to_f64(seeds);
   const BackwardResult ref = backward_run(case_in_f64(c), inputs_to_f64(in), seeds64, Backend::reference);
   const double tol = tol_gradient(dtype_parse(c.dtype), false, c.ridge_ratio);
   expect_gradients_close(got, ref, tol, tol, tol_gradient(DType::f32, false, c.ridge_ratio), what);
@@ -487,7 +487,7 @@ TEST_P(CudaAccuracy, Bf16LayerLike) {
   }
   const BackwardSeeds seeds = seeds_make(c, 7);
   const BackwardResult g = cuda_backward(c, in, seeds, prec);
-  BackwardSeeds s64{seeds.d_o.cast(DType::f64), seeds.d_final_kk.cast(DType::f64), seeds.d_final_kv.cast(DType::f64)};
+  const BackwardSeeds s64 = seeds_to_f64(seeds);
   const BackwardResult gr = backward_run(case_in_f64(c), inputs_to_f64(in), s64, Backend::reference);
   const std::pair<const Tensor*, const Tensor*> pairs[] = {{&g.dq, &gr.dq}, {&g.dk, &gr.dk}, {&g.dv, &gr.dv},
                                                            {&g.dalpha, &gr.dalpha}, {&g.dg, &gr.dg}, {&g.dh0_kk, &gr.dh0_kk}};
@@ -532,8 +532,7 @@ TEST(CudaMixed, AwkwardShapesMatchOracle) {
       expect_close(got.o, ref.o, 3e-3, (at + "o").c_str());
       const BackwardSeeds seeds = seeds_make(c, 5);
       const BackwardResult g = cuda_backward(c, in, seeds, Precision::mixed);
-      BackwardSeeds s64{seeds.d_o.cast(DType::f64), seeds.d_final_kk.cast(DType::f64),
-                        seeds.d_final_kv.cast(DType::f64)};
+      const BackwardSeeds s64 = seeds_to_f64(seeds);
       const BackwardResult gr = backward_run(case_in_f64(c), inputs_to_f64(in), s64, Backend::reference);
       expect_close(g.dq, gr.dq, 3e-3, (at + "dq").c_str());
       expect_close(g.dk, gr.dk, 3e-3, (at + "dk").c_str());
@@ -567,6 +566,35 @@ TEST(CudaMixed, IterationCountsMatchOracle) {
     }
 }
 
+// On Hopper, mixed with 16-bit q, k, v runs in fwd_wg_kernel (a warpgroup per chunk, f16 iterates); GKA_CUDA_WG1=0
+// keeps it in chunk_fwd_kernel. Both within 3e-3 of the oracle on the awkward shapes (bf16 and f16), f within 1e-4;
+// on a Hopper device the two must differ (else the new path did not run).
+TEST(CudaMixed, OneWarpgroupForwardMatchesOracle) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  int dev = 0, major = (cudaGetDevice(&dev), 0);
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  for (const char* dtype : {"bf16", "f16"})
+    for (const int64_t D : {64, 128})
+      for (const int64_t T : {1, 65, 130}) {
+        const Case c = mixed_awkward_case(D, T, dtype);
+        const std::string at = std::string(dtype) + " D=" + std::to_string(D) + " T=" + std::to_string(T) + ": ";
+        const CaseInputs in = inputs_make(c, 61 + T);
+        const ForwardResult ref = forward_run(case_in_f64(c), inputs_to_f64(in), Backend::reference);
+        const ForwardResult got = cuda_forward(c, in, false, Precision::mixed);
+        setenv("GKA_CUDA_WG1", "0", 1);
+        const ForwardResult two = cuda_forward(c, in, false, Precision::mixed);
+        unsetenv("GKA_CUDA_WG1");
+        const double tol_o = tol_stored(c.dtype == "bf16" ? DType::bf16 : DType::f16, false, c.ridge_ratio) + 3e-3;
+        for (const ForwardResult* r : {&got, &two}) {
+          const std::string path = at + (r == &got ? "" : "GKA_CUDA_WG1=0: ");
+          expect_close(r->x, ref.x, 3e-3, path + "x");
+          expect_close(r->o, ref.o, tol_o, path + "o");
+          expect_close(r->fro, ref.fro, 1e-4, path + "f");  // fp32 gate sums: e^G to ~1e-5 at strong gates
+        }
+        EXPECT_TRUE(major != 9 || rel_err(got.x, two.x) > 0.0) << at << "GKA_CUDA_WG1=0 changed nothing";
+      }
+}
+
 // The same shapes with bf16 inputs, where Precision::mixed takes its 16-bit paths: k exact in one term in the
 // accurate products (KX on f16 pairs, SolveSchedule::k_bf16 on bf16 pairs) and step_d on bf16 pair tiles
 // (step_d_bf16_kernel). Gradients only, from a recomputed and from a saved forward: the 16-bit gradient bound plus
@@ -580,8 +608,7 @@ TEST(CudaMixed, Bf16AwkwardShapesGradientsMatchOracle) {
       const std::string at = "D=" + std::to_string(D) + " T=" + std::to_string(T) + ": ";
       const CaseInputs in = inputs_make(c, 41 + T);
       const BackwardSeeds seeds = seeds_make(c, 6);
-      BackwardSeeds s64{seeds.d_o.cast(DType::f64), seeds.d_final_kk.cast(DType::f64),
-                        seeds.d_final_kv.cast(DType::f64)};
+      const BackwardSeeds s64 = seeds_to_f64(seeds);
       const BackwardResult ref = backward_run(case_in_f64(c), inputs_to_f64(in), s64, Backend::reference);
       const double tol = tol_gradient(DType::bf16, false, c.ridge_ratio) + 3e-3;
       const ForwardResult fwd = cuda_forward(c, in, false, Precision::mixed);
@@ -641,8 +668,7 @@ TEST(CudaMixed, FarFromUnitScaleMatchesOracle) {
       if (!sc.grads) continue;
       const BackwardSeeds seeds = seeds_make(c, 5);
       const BackwardResult g = cuda_backward(c, in, seeds, Precision::mixed, &got);
-      BackwardSeeds s64{seeds.d_o.cast(DType::f64), seeds.d_final_kk.cast(DType::f64),
-                        seeds.d_final_kv.cast(DType::f64)};
+      const BackwardSeeds s64 = seeds_to_f64(seeds);
       const BackwardResult gr = backward_run(case_in_f64(c), inputs_to_f64(in), s64, Backend::reference);
       expect_close(g.dq, gr.dq, 3e-3, (at + "dq").c_str());
       expect_close(g.dk, gr.dk, 3e-3, (at + "dk").c_str());

@@ -124,6 +124,10 @@ BackwardResult backward_run(const Case& c, const CaseInputs& in, const BackwardS
 
 namespace gka::test {
 
+BackwardSeeds seeds_to_f64(const BackwardSeeds& s) {
+  return BackwardSeeds{s.d_o.cast(DType::f64), s.d_final_kk.cast(DType::f64), s.d_final_kv.cast(DType::f64)};
+}
+
 CaseInputs inputs_to_f64(const CaseInputs& in) {
   CaseInputs out = in;
   for (Tensor* t : {&out.q, &out.k, &out.v, &out.alpha, &out.g, &out.gk, &out.h0_kk, &out.h0_kv})

@@ -63,6 +63,7 @@ namespace gka::test {
 // what the oracle is run on.
 CaseInputs inputs_to_f64(const CaseInputs& in);
 Case case_in_f64(Case c);
+BackwardSeeds seeds_to_f64(const BackwardSeeds& s);
 }  // namespace gka::test
 
 namespace gka::test {

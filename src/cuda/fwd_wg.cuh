@@ -1,0 +1,488 @@
+// The mixed forward on Hopper with one warpgroup per chunk (v17): norms, all N Chebyshev iterations, alpha-mix and
+// readout of a (chunk, head) in a 128-thread CTA with 113 KB of shared memory (D = 128), so that two chunks run on each
+// SM and one's products fill the tensor pipe while the other updates (chunk_fwd_kernel splits a chunk's columns over
+// two warpgroups, which wait for each other every iteration, one CTA per SM). A chunk outside f16's range sets ok = 0
+// and leaves everything to chunk_fwd_kernel.
+//
+// The warpgroup owns all D columns of the iterate, which therefore lives in registers only as the scaled f16 words the
+// products take as A (xa; the previous iterate xp): iterates rounded to f16 cost no accuracy measurably
+// (bench/RESULTS.md, session 14: o 1.71e-3 -> 1.68e-3 when the two-warpgroup solve rounded its fp32 iterate the same
+// way), and an fp32 iterate would not fit next to the 64 + 32 accumulators. The schedule is cheb_wgmma.cuh's: one-term
+// f16 products on iterations 0 .. lead - 1, one accurate iteration (H̄ as f16 hi + lo, the scores in fp32 as f16 pairs,
+// the right-hand side as an f16 pair; x_lead is exact in f16), whose residual rho = q - (H + lambda) x_lead replaces
+// the right-hand side, then one-term iterations on z = x - x_lead; x = x_lead + z at the end.
+//
+// Per iteration: S = X Kᵀ (m64 x C), Y = X H̄ᵀ (m64 x D, 64 columns per chain), P = S ⊙ M packed into A registers
+// (the mask as f16 pairs in registers), Y = e^G Y + P K (K read MN-major), then the update from the right-hand side,
+// which waits as eta sx q (= x_0: sx q alone goes subnormal on rows of small f) in f16 words, thread-major.
+//
+// Norms (spec §B.2) on the same tiles: w from K H̄ᵀ (H̄ hi + lo), P = K Kᵀ (exact: k is 16-bit), M (P ⊙ P) with M and
+// P ⊙ P as bf16 pairs (~2^-16; in f16 the products of small keys went subnormal: f 4 % off at f ~ 1e-2).
+//
+// Readout on the tiles freed by the solve: S̄ as f16 hi + lo over H̄'s, v over the right-hand side, q~ as f16 pairs in
+// registers (per-row scale): o = s [e^Gg Q~ S̄ + ((Q~ Kᵀ) ⊙ Mg) V], every product ~2^-22.
+#pragma once
+
+#include "cuda/fwd_wg_tiles.cuh"
+
+namespace gka::cuda {
+
+// Once the scores S are back (all but the last group of products): P = S ⊙ M as the A registers of P's k-steps (n8
+// blocks 2k, 2k + 1 of the accumulator), f16 hi and lo words; M(rw, col) at this thread's rows r0 (rw 0), r1 and
+// columns col = 8 j + 2 t, + 1.
+template <class Mask>
+__device__ __forceinline__ void wg_scores_pairs(float (&S)[32], Mask&& M, int t, uint32_t (&ph)[kChunkMax / 16][4],
+                                                uint32_t (&pl)[kChunkMax / 16][4]) {
+  wgmma_wait<1>();
+  fence_regs(S);
+#pragma unroll
+  for (int k = 0; k < kChunkMax / 16; ++k)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int j = 2 * k + (i >> 1), rw = i & 1;
+      wg_pair(S[4 * j + 2 * rw] * M(rw, 8 * j + 2 * t), S[4 * j + 2 * rw + 1] * M(rw, 8 * j + 2 * t + 1), ph[k][i],
+              pl[k][i]);
+    }
+}
+
+// After the products in flight: Y = diag(e0, e1) Y + P B (rows r0, r1 of this thread), B the C x D tile at b read
+// MN-major, P in A registers (hi, and lo where PAIR). Waits for it.
+template <int NH, bool PAIR>
+__device__ __forceinline__ void wg_scale_add_pb(float (&Y)[NH][32], float e0, float e1,
+                                                const uint32_t (&ph)[kChunkMax / 16][4],
+                                                const uint32_t (&pl)[kChunkMax / 16][4], uint32_t b) {
+  wgmma_wait<0>();
+#pragma unroll
+  for (int h = 0; h < NH; ++h) {
+    fence_regs(Y[h]);
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      Y[h][4 * u] *= e0, Y[h][4 * u + 1] *= e0, Y[h][4 * u + 2] *= e1, Y[h][4 * u + 3] *= e1;
+    }
+  }
+  wgmma_fence();
+#pragma unroll
+  for (int h = 0; h < NH; ++h) {
+    const uint64_t d = sw128_desc_mn_at(b, kChunkMax, 0, 64 * h);
+#pragma unroll
+    for (int k = 0; k < kChunkMax / 16; ++k) {
+      if constexpr (PAIR) wgmma<64, true>(Y[h], pl[k], desc_plus(d, 16 * k * 128), 1);
+      wgmma<64, true>(Y[h], ph[k], desc_plus(d, 16 * k * 128), 1);
+    }
+  }
+  wgmma_commit();
+  wgmma_wait<0>();
+#pragma unroll
+  for (int h = 0; h < NH; ++h) fence_regs(Y[h]);
+}
+
+template <int D>
+__global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwdArgs a) {
+  using L = WgFwdSmem<D>;
+  constexpr int C = kChunkMax, NB = D / 8, KS = D / 16, NH = D / 64;
+  extern __shared__ __align__(1024) char sm[];
+  float* Gs = reinterpret_cast<float*>(sm + L::SMALL);
+  float* ws = Gs + C;
+  float* red = ws + C;
+  const ChunkPos c = chunk_pos(items, a.H);
+  const int n = c.n, tid = threadIdx.x, lane = tid & 31, wi = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int r0 = 16 * wi + g, r1 = r0 + 8;
+  const uint32_t base = smem_addr(sm);
+  if (base & 1023u) __trap();  // the swizzle needs 1024-byte aligned tiles
+  auto koff = [](int ks, int rows) { return static_cast<uint32_t>((ks >> 2) * (rows * 128) + (ks & 3) * 32); };
+  // Element offset in a [B, T, H, D] view of this thread's first accumulator position in row rw (r0, r1): column
+  // 2 t (add 8 j for n8 block j).
+  auto at = [&](const DView& v, int rw) { return drow(v, c.it.batch, c.it.t0 + (rw ? r1 : r0), c.h) + 2 * t; };
+  // The exact inverse of a power of two.
+  auto inv2 = [](float p) { return __int_as_float(0x7f000000 - __float_as_int(p)); };
+
+  // ---- Tiles: K scaled (exact: 16-bit k), H̄ scaled as hi + lo (read twice: the scale first, from L2 after) ----
+  const float* Hg = a.Hs + c.tile * D * D;
+  float hh = 0.f, mh = 0.f;
+  wg_state_scan<D>(Hg, mh, hh);
+  WgRows<D> kr;
+  float mk = kr.load(a.k, c);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) hh += __shfl_xor_sync(0xffffffffu, hh, o);
+  if (lane == 0) red[8 + wi] = hh;
+  mh = wg_block_max(mh, red);
+  mk = wg_block_max(mk, red + 4);
+  hh = (red[8] + red[9]) + (red[10] + red[11]);
+  bool bad = wg_gate_sums(Gs, a.gk, c);  // positive log-gates: mask entries beyond f16's reach
+  int e;
+  frexpf(mk * sqrtf(static_cast<float>(D)), &e);  // K's rows' norms < 2^e
+  const int ek = -e;
+  frexpf(mh, &e);  // |H̄| < 2^e
+  const int eh = 14 - e;
+  bad |= !isfinite(hh) || !isfinite(mh) || !isfinite(mk) || abs(ek) > 60 || abs(eh) > 100 || abs(2 * ek - eh) > 100;
+  kr.tile(sm + L::K, a.k.dt, ldexpf(1.f, ek));
+  wg_state_tiles<D>(sm + L::HI, sm + L::LO, Hg, ldexpf(1.f, eh));
+  fence_proxy_async();
+  __syncthreads();
+  const float G0 = Gs[r0], G1 = Gs[r1], eG0 = r0 < n ? expf(G0) : 0.f, eG1 = r1 < n ? expf(G1) : 0.f;
+  // The decay mask at this thread's score positions (rows r0, r1; columns 8 j + 2 t, + 1). __expf (ex2.approx, 2^-22
+  // relative near the diagonal, where entries are large): 128 entries per thread, cold code whose size costs
+  // instruction fetch.
+  auto mask = [&](int rw, int col) {
+    const int row = rw ? r1 : r0;
+    return col <= row && row < n ? __expf((rw ? G1 : G0) - Gs[col]) : 0.f;
+  };
+  const uint64_t dK = sw128_desc(base + L::K), dHI = sw128_desc(base + L::HI), dLO = sw128_desc(base + L::LO);
+
+  // ---- Norms: f_i² = e^{2 G_i} |H̄|² + 2 e^{G_i} (M w)_i + (M (P ⊙ P) Mᵀ)_ii, P = K Kᵀ, w_j = k_jᵀ H̄ k_j ----
+  float f0, f1;
+  uint32_t mh2[C / 8][2];  // the mask as f16 pairs for the one-term scores
+  {
+    float Y[NH][32], S[32];
+    wgmma_fence();
+#pragma unroll
+    for (int h = 0; h < NH; ++h)
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {
+        const uint32_t ob = 64 * h * 128 + koff(ks, D);
+        wgmma<64, true>(Y[h], desc_plus(dK, koff(ks, C)), desc_plus(dHI, ob), ks > 0);
+        wgmma<64, true>(Y[h], desc_plus(dK, koff(ks, C)), desc_plus(dLO, ob), 1);
+      }
+    wgmma_commit();
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) wgmma<64, true>(S, desc_plus(dK, koff(ks, C)), desc_plus(dK, koff(ks, C)), ks > 0);
+    wgmma_commit();
+    wgmma_wait<1>();
+#pragma unroll
+    for (int h = 0; h < NH; ++h) fence_regs(Y[h]);
+    float w0 = 0.f, w1 = 0.f;  // rows r0, r1 of (K H̄ᵀ) ⊙ K
+#pragma unroll
+    for (int j = 0; j < NB; ++j) {
+      const int col = 8 * j + 2 * t;
+      const float2 k0 = wg_f2(*reinterpret_cast<const uint32_t*>(sm + L::K + sw128_bf16(C, r0, col)));
+      const float2 k1 = wg_f2(*reinterpret_cast<const uint32_t*>(sm + L::K + sw128_bf16(C, r1, col)));
+      const float* y = &Y[j >> 3][4 * (j & 7)];
+      w0 = fmaf(y[0], k0.x, fmaf(y[1], k0.y, w0));
+      w1 = fmaf(y[2], k1.x, fmaf(y[3], k1.y, w1));
+    }
+    const float uw = ldexpf(1.f, -2 * ek - eh);
+    w0 = quad_sum(w0) * uw;
+    w1 = quad_sum(w1) * uw;
+    if (t == 0) ws[r0] = w0, ws[r1] = w1;
+    wgmma_wait<0>();
+    fence_regs(S);
+    uint32_t mhi[C / 16][4], mlo[C / 16][4];  // the mask as A pairs; P ⊙ P into the P2 tile
+#pragma unroll
+    for (int j = 0; j < C / 8; ++j)
+#pragma unroll
+      for (int rw = 0; rw < 2; ++rw) {
+        const int col = 8 * j + 2 * t, row = rw ? r1 : r0;
+        const float p0 = S[4 * j + 2 * rw], p1 = S[4 * j + 2 * rw + 1];
+        uint32_t h2, l2;
+        bf16_pair(p0 * p0, p1 * p1, h2, l2);
+        const uint32_t off = sw128_bf16(C, row, col);
+        *reinterpret_cast<uint32_t*>(sm + L::P2 + off) = h2;
+        *reinterpret_cast<uint32_t*>(sm + L::P2 + C * C * 2 + off) = l2;
+        bf16_pair(mask(rw, col), mask(rw, col + 1), mhi[j >> 1][(j & 1) * 2 + rw], mlo[j >> 1][(j & 1) * 2 + rw]);
+      }
+    fence_proxy_async();
+    __syncthreads();  // P2 and w complete
+    const uint64_t dP = sw128_desc(base + L::P2), dPlo = sw128_desc(base + L::P2 + C * C * 2);
+    wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < C / 16; ++k) {  // Z = M (P ⊙ P): B = P ⊙ P (symmetric) K-major
+      wgmma<64, false, 0>(S, mlo[k], desc_plus(dP, 32 * k), k > 0);
+      wgmma<64, false, 0>(S, mhi[k], desc_plus(dPlo, 32 * k), 1);
+      wgmma<64, false, 0>(S, mhi[k], desc_plus(dP, 32 * k), 1);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_regs(S);
+    float z0 = 0.f, z1 = 0.f, m0 = 0.f, m1 = 0.f;
+    // The mask from its pairs (~2^-17; every recomputation is cold code), and as f16 for the one-term scores.
+    auto mval = [&](int j, int rw, int u) {
+      const uint32_t h = mhi[j >> 1][(j & 1) * 2 + rw], l = mlo[j >> 1][(j & 1) * 2 + rw];
+      return __uint_as_float(u ? h & 0xffff0000u : h << 16) + __uint_as_float(u ? l & 0xffff0000u : l << 16);
+    };
+#pragma unroll
+    for (int j = 0; j < C / 8; ++j)
+#pragma unroll
+      for (int rw = 0; rw < 2; ++rw) mh2[j][rw] = wg_h2(mval(j, rw, 0), mval(j, rw, 1));
+#pragma unroll
+    for (int j = 0; j < C / 8; ++j)
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+        const int col = 8 * j + 2 * t + u;
+        const float a0 = mval(j, 0, u), a1 = mval(j, 1, u);
+        z0 = fmaf(S[4 * j + u], a0, z0);
+        z1 = fmaf(S[4 * j + 2 + u], a1, z1);
+        m0 = fmaf(a0, ws[col], m0);
+        m1 = fmaf(a1, ws[col], m1);
+      }
+    const float uz = ldexpf(1.f, -4 * ek);
+    z0 = quad_sum(z0) * uz, z1 = quad_sum(z1) * uz, m0 = quad_sum(m0), m1 = quad_sum(m1);
+    f0 = r0 < n ? sqrtf(fmaxf(0.f, eG0 * eG0 * hh + 2.f * eG0 * m0 + z0)) : 0.f;
+    f1 = r1 < n ? sqrtf(fmaxf(0.f, eG1 * eG1 * hh + 2.f * eG1 * m1 + z1)) : 0.f;
+    if (a.fro.dt && t == 0) {  // (chunk_fwd_kernel rewrites them where this kernel gives up)
+      if (r0 < n) dstore(a.fro, drow(a.fro, c.it.batch, c.it.t0 + r0, c.h), f0);
+      if (r1 < n) dstore(a.fro, drow(a.fro, c.it.batch, c.it.t0 + r1, c.h), f1);
+    }
+  }
+
+  // ---- Solve set-up: per-row constants and scales, x_0 = the right-hand side eta sx q ----
+  const float eta0 = f0 > 0.f ? a.cc.eta_f / f0 : 0.f, eta1 = f1 > 0.f ? a.cc.eta_f / f1 : 0.f;
+  const float el0 = eta0 * a.cc.r * f0, el1 = eta1 * a.cc.r * f1;
+  uint32_t xa[KS][4], xp[KS][4];
+  float sx0, sx1;
+  {
+    float q[NB][4];
+    wg_load_pairs<NB>(q, static_cast<const uint16_t*>(a.q.p) + at(a.q, 0),
+                      static_cast<const uint16_t*>(a.q.p) + at(a.q, 1), a.q.dt, r0 < n, r1 < n);
+    float qm0 = 0.f, qm1 = 0.f, qs = 0.f;
+#pragma unroll
+    for (int j = 0; j < NB; ++j) {
+      qm0 = fmaxf(qm0, fmaxf(fabsf(q[j][0]), fabsf(q[j][1])));
+      qm1 = fmaxf(qm1, fmaxf(fabsf(q[j][2]), fabsf(q[j][3])));
+      qs += (q[j][0] + q[j][1]) + (q[j][2] + q[j][3]);
+    }
+    qm0 = quad_max(qm0), qm1 = quad_max(qm1);
+    frexpf(eta0 * qm0, &e);  // |x_0| < 2^e in this row
+    const int ex0 = -7 - e;  // the row's norm under 2^-3.5 after scaling (D <= 128)
+    frexpf(eta1 * qm1, &e);
+    const int ex1 = -7 - e;
+    sx0 = ldexpf(1.f, ex0), sx1 = ldexpf(1.f, ex1);
+    // f = 0 on a row (all keys so far zero: x = 0) is left to chunk_fwd_kernel too: q~ takes q from eta sx q.
+    bad |= !isfinite(qs) || !(f0 > 0.f || r0 >= n) || !(f1 > 0.f || r1 >= n) || abs(ex0 + 2 * ek) > 120 ||
+           abs(ex1 + 2 * ek) > 120 || (qm0 * eta0 > 0.f && !(el0 >= 0x1p-12f)) ||
+           (qm1 * eta1 > 0.f && !(el1 >= 0x1p-12f));
+    if (__syncthreads_or(bad)) {  // outside f16's range: chunk_fwd_kernel does this chunk
+      if (tid == 0) a.ok[c.id] = 0;
+      return;
+    }
+    uint4* rh = reinterpret_cast<uint4*>(sm + L::RH) + tid;
+#pragma unroll
+    for (int m = 0; m < KS; ++m) {
+      uint32_t wv[4], wl[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {  // word i: n8 block 2m + (i >> 1), row r0 (i even) or r1
+        const int j = 2 * m + (i >> 1), rw = i & 1;
+        const float s = (rw ? sx1 : sx0) * (rw ? eta1 : eta0);
+        wg_pair(q[j][2 * rw] * s, q[j][2 * rw + 1] * s, wv[i], wl[i]);
+        xa[m][i] = wv[i];
+        xp[m][i] = 0u;
+      }
+      rh[128 * m] = make_uint4(wv[0], wv[1], wv[2], wv[3]);
+      rh[(L::RL - L::RH) / 16 + 128 * m] = make_uint4(wl[0], wl[1], wl[2], wl[3]);
+    }
+  }
+  // x' = a x + omega (R - eta sx H x) + (1 - omega) x_prev with R = eta sx q and Y = sx sigma_K² H x.
+  const float uy = ldexpf(1.f, 2 * ek - eh), ye0 = eG0 * uy, ye1 = eG1 * uy;
+  const float ey0 = eta0 * ldexpf(1.f, -2 * ek), ey1 = eta1 * ldexpf(1.f, -2 * ek);
+  const uint4* rh = reinterpret_cast<const uint4*>(sm + L::RH) + tid;
+  uint4* xl_s = reinterpret_cast<uint4*>(sm + L::LO) + tid;  // x_lead's words, once H̄'s lo tile is done with
+  uint4* rho_s = reinterpret_cast<uint4*>(sm + L::RHO) + tid;
+  // After the solve: alpha and 1 / (eta sx) by row (rows >= n: 0).
+  const float al0 = r0 < n ? dscalar(a.alpha, c.it.batch, c.it.t0 + r0, c.h, 1.f) : 0.f;
+  const float al1 = r1 < n ? dscalar(a.alpha, c.it.batch, c.it.t0 + r1, c.h, 1.f) : 0.f;
+  const float iq0 = eta0 > 0.f ? 1.f / (eta0 * sx0) : 0.f, iq1 = eta1 > 0.f ? 1.f / (eta1 * sx1) : 0.f;
+  const int iters = a.cc.n, lead = a.lead;
+
+  // One iteration; ACC: the accurate one (H̄ hi + lo, the scores as fp32 pairs, the right-hand side hi + lo), which
+  // switches to the offset form. Its own copy of the code: branches inside the update cost the one-term iteration
+  // registers.
+  auto step = [&]<bool ACC>(int it, const uint4* src) {
+    float Y[NH][32], S[32];
+    uint32_t b = base;
+    asm volatile("" : "+r"(b));  // descriptors an add from an opaque base: not hoisted into registers
+    const uint64_t dk = sw128_desc(b + L::K), dhi = sw128_desc(b + L::HI), dlo = sw128_desc(b + L::LO);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) wgmma<64, true, 0>(S, xa[ks], desc_plus(dk, koff(ks, C)), ks > 0);
+    wgmma_commit();
+#pragma unroll
+    for (int h = 0; h < NH; ++h)
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {
+        const uint32_t ob = 64 * h * 128 + koff(ks, D);
+        if constexpr (ACC) wgmma<64, true, 0>(Y[h], xa[ks], desc_plus(dlo, ob), ks > 0);
+        wgmma<64, true, 0>(Y[h], xa[ks], desc_plus(dhi, ob), ACC || ks > 0);
+      }
+    wgmma_commit();
+    uint32_t ph[C / 16][4], pl[C / 16][4];
+    if constexpr (ACC) {
+      wg_scores_pairs(S, mask, t, ph, pl);
+    } else {
+      wgmma_wait<1>();
+      fence_regs(S);
+#pragma unroll
+      for (int k = 0; k < C / 16; ++k)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          ph[k][i] =
+              wg_hmul2(wg_h2(S[4 * (2 * k + (i >> 1)) + 2 * (i & 1)], S[4 * (2 * k + (i >> 1)) + 2 * (i & 1) + 1]),
+                       mh2[2 * k + (i >> 1)][i & 1]);
+    }
+    wg_scale_add_pb<NH, ACC>(Y, ye0, ye1, ph, pl, b + L::K);
+    const float om = __ldg(a.omega + it), w1 = 1.f - om;
+    const float a0 = om * (1.f - el0), a1 = om * (1.f - el1);
+    if constexpr (ACC) __syncthreads();  // H̄'s lo tile read by every warp's products: x_lead, eta rho go there
+#pragma unroll
+    for (int m = 0; m < KS; ++m) {
+      const uint4 rv = src[128 * m];
+      const uint32_t rw4[4] = {rv.x, rv.y, rv.z, rv.w};
+      uint32_t rho[4], rh4[4] = {0u, 0u, 0u, 0u}, rl4[4] = {0u, 0u, 0u, 0u};
+      if constexpr (ACC) xl_s[128 * m] = make_uint4(xa[m][0], xa[m][1], xa[m][2], xa[m][3]);
+      if constexpr (ACC) {  // eta sx q as hi + lo words (~2^-22)
+        const uint4 hv = rh[128 * m], lv = rh[(L::RL - L::RH) / 16 + 128 * m];
+        rh4[0] = hv.x, rh4[1] = hv.y, rh4[2] = hv.z, rh4[3] = hv.w;
+        rl4[0] = lv.x, rl4[1] = lv.y, rl4[2] = lv.z, rl4[3] = lv.w;
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int j = 2 * m + (i >> 1), rw = i & 1;
+        const float2 xv = wg_f2(xa[m][i]), pv = wg_f2(xp[m][i]);
+        float2 rq = wg_f2(rh4[i]);
+        {
+          const float2 rl = wg_f2(rl4[i]);
+          rq.x += rl.x, rq.y += rl.y;
+        }
+        const float2 rr = ACC ? rq : wg_f2(rw4[i]);
+        const float* y = &Y[j >> 3][4 * (j & 7) + 2 * rw];
+        const float aa = rw ? a1 : a0, ey = rw ? ey1 : ey0;
+        const float s0 = fmaf(-ey, y[0], rr.x), s1 = fmaf(-ey, y[1], rr.y);  // eta (rhs - H x), scaled
+        float n0 = aa * xv.x + om * s0 + w1 * pv.x, n1 = aa * xv.y + om * s1 + w1 * pv.y;
+        if constexpr (ACC) {  // eta rho = eta (rhs - (H + lambda) x_lead); from here on z = x - x_lead
+          const float el = rw ? el1 : el0;
+          rho[i] = wg_h2(s0 - el * xv.x, s1 - el * xv.y);
+          n0 -= xv.x, n1 -= xv.y;
+          xp[m][i] = 0u;
+        } else {
+          xp[m][i] = xa[m][i];
+        }
+        xa[m][i] = wg_h2(n0, n1);
+      }
+      if constexpr (ACC) rho_s[128 * m] = make_uint4(rho[0], rho[1], rho[2], rho[3]);
+    }
+  };
+  // Not unrolled, and the last iteration like the others: code run once per CTA waits on instruction fetch (a last
+  // iteration of its own that kept x in fp32 cost 10 % of the kernel's samples; z in f16 moves x by ~2^-12 |z| ~ 1e-5
+  // |x|).
+  const uint4* src = rh;
+#pragma unroll 1
+  for (int it = 0; it < iters; ++it) {
+    if (it != lead) {
+      step.template operator()<false>(it, src);
+    } else {
+      step.template operator()<true>(it, src);
+      src = rho_s;
+    }
+  }
+  // x = (x_lead + z) / sx; q~ = q + alpha (x - q) with q from eta sx q; q~ as f16 pairs under a per-row scale (the
+  // row's largest |q~| under 2^6, so |q~ k| < 2^9.5 and P = (q~ k) Mg < 2^14.5).
+  uint32_t qh[KS][4], ql[KS][4];
+  float sq0, sq1;
+  {
+    float qt[KS][4][2];
+    float qm0 = 0.f, qm1 = 0.f;
+    float* xb[2] = {a.x.dt ? static_cast<float*>(a.x.p) + at(a.x, 0) : nullptr,
+                    a.x.dt ? static_cast<float*>(a.x.p) + at(a.x, 1) : nullptr};
+    const float is[2] = {inv2(sx0), inv2(sx1)}, iq[2] = {iq0, iq1}, al[2] = {al0, al1};
+#pragma unroll
+    for (int m = 0; m < KS; ++m) {
+      const uint4 hv = rh[128 * m], lv = rh[(L::RL - L::RH) / 16 + 128 * m];
+      const uint4 xlv = lead < iters ? xl_s[128 * m] : make_uint4(0u, 0u, 0u, 0u);
+      const uint32_t rh4[4] = {hv.x, hv.y, hv.z, hv.w}, rl4[4] = {lv.x, lv.y, lv.z, lv.w};
+      const uint32_t xl4[4] = {xlv.x, xlv.y, xlv.z, xlv.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int j = 2 * m + (i >> 1), rw = i & 1;
+        const float2 z = wg_f2(xa[m][i]), xl = wg_f2(xl4[i]), qa = wg_f2(rh4[i]), qb = wg_f2(rl4[i]);
+        const float x0 = (z.x + xl.x) * is[rw], x1 = (z.y + xl.y) * is[rw];
+        const float q0 = (qa.x + qb.x) * iq[rw], q1 = (qa.y + qb.y) * iq[rw];
+        qt[m][i][0] = q0 + al[rw] * (x0 - q0);
+        qt[m][i][1] = q1 + al[rw] * (x1 - q1);
+        const float v = fmaxf(fabsf(qt[m][i][0]), fabsf(qt[m][i][1]));
+        if (rw)
+          qm1 = fmaxf(qm1, v);
+        else
+          qm0 = fmaxf(qm0, v);
+        if (xb[rw] && (rw ? r1 : r0) < n) *reinterpret_cast<float2*>(xb[rw] + 8 * j) = make_float2(x0, x1);
+      }
+    }
+    int eq;
+    frexpf(quad_max(qm0), &eq);
+    sq0 = ldexpf(1.f, 6 - eq);
+    frexpf(quad_max(qm1), &eq);
+    sq1 = ldexpf(1.f, 6 - eq);
+#pragma unroll
+    for (int m = 0; m < KS; ++m)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float s = (i & 1) ? sq1 : sq0;
+        wg_pair(qt[m][i][0] * s, qt[m][i][1] * s, qh[m][i], ql[m][i]);
+      }
+  }
+
+  // ---- Readout: o = s [e^Gg Q~ S̄ + ((Q~ Kᵀ) ⊙ Mg) V], q~ = q + alpha (x - q) ----
+  __syncthreads();  // every warp's products are done: S̄ takes H̄'s tiles, V the right-hand side's
+  const float* Sg = a.Ss + c.tile * D * D;
+  float ms = 0.f, unused = 0.f;
+  wg_state_scan<D>(Sg, ms, unused);
+  WgRows<D> vr;
+  float mv = vr.load(a.v, c);
+  ms = wg_block_max(ms, red);
+  mv = wg_block_max(mv, red + 4);
+  const bool gpos = wg_gate_sums(ws, a.g, c);
+  const float Gg0 = ws[r0], Gg1 = ws[r1];
+  auto gmask = [&](int rw, int col) {
+    const int row = rw ? r1 : r0;
+    return col <= row && row < n ? __expf((rw ? Gg1 : Gg0) - ws[col]) : 0.f;
+  };
+  frexpf(ms, &e);
+  const int es = 14 - e;  // |S̄| < 2^14 after scaling
+  frexpf(mv, &e);
+  const int ev = 14 - e;
+  if (gpos || !isfinite(ms) || !isfinite(mv) || abs(es) > 100 || abs(ev) > 100) {  // the same in every thread
+    if (tid == 0) a.ok[c.id] = 0;  // chunk_fwd_kernel redoes the chunk (x included)
+    return;
+  }
+  wg_state_tiles<D>(sm + L::HI, sm + L::LO, Sg, ldexpf(1.f, es));
+  vr.tile(sm + L::RH, a.v.dt, ldexpf(1.f, ev));
+  fence_proxy_async();
+  __syncthreads();
+  {
+    float Y[NH][32], S[32];
+    const uint64_t dk = sw128_desc(base + L::K);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {  // Q~ Kᵀ: k exact in one term
+      wgmma<64, true, 0>(S, ql[ks], desc_plus(dk, koff(ks, C)), ks > 0);
+      wgmma<64, true, 0>(S, qh[ks], desc_plus(dk, koff(ks, C)), 1);
+    }
+    wgmma_commit();
+#pragma unroll
+    for (int h = 0; h < NH; ++h)
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {  // Q~ S̄: S̄ (rows: k) read MN-major, three terms
+        const uint64_t dsh = sw128_desc_mn_at(base + L::HI, D, 16 * ks, 64 * h);
+        const uint64_t dsl = sw128_desc_mn_at(base + L::LO, D, 16 * ks, 64 * h);
+        wgmma<64, true>(Y[h], ql[ks], dsh, ks > 0);
+        wgmma<64, true>(Y[h], qh[ks], dsl, 1);
+        wgmma<64, true>(Y[h], qh[ks], dsh, 1);
+      }
+    wgmma_commit();
+    uint32_t ph[C / 16][4], pl[C / 16][4];
+    wg_scores_pairs(S, gmask, t, ph, pl);
+    // Q~ S̄ comes out scaled by sq sigma_S, P V by sq sigma_K sigma_V: bring the first to the second's scale.
+    const float u = ldexpf(1.f, ek + ev - es), ge0 = r0 < n ? expf(Gg0) * u : 0.f, ge1 = r1 < n ? expf(Gg1) * u : 0.f;
+    wg_scale_add_pb<NH, true>(Y, ge0, ge1, ph, pl, base + L::RH);
+    const float uo = ldexpf(1.f, -ek - ev) * a.scale, os[2] = {uo * inv2(sq0), uo * inv2(sq1)};
+    uint16_t* ob[2] = {static_cast<uint16_t*>(a.o.p) + at(a.o, 0), static_cast<uint16_t*>(a.o.p) + at(a.o, 1)};
+    const bool bf = a.o.dt == 2;
+#pragma unroll
+    for (int j = 0; j < NB; ++j)
+#pragma unroll
+      for (int rw = 0; rw < 2; ++rw) {
+        const float* y = &Y[j >> 3][4 * (j & 7) + 2 * rw];
+        if ((rw ? r1 : r0) < n) wg_store16(ob[rw] + 8 * j, y[0] * os[rw], y[1] * os[rw], bf);
+      }
+  }
+  if (tid == 0) a.ok[c.id] = 1;
+}
+
+}  // namespace gka::cuda

@@ -1,0 +1,196 @@
+// Pieces of fwd_wg.cuh's kernel: its arguments and shared-memory layout, f16 words and pairs, the loads of its 16-bit
+// rows and fp32 states into swizzled tiles.
+#pragma once
+
+#include "cuda/chunk_tile.cuh"
+#include "cuda/wgmma.cuh"
+
+namespace gka::cuda {
+
+struct WgFwdArgs {
+  DView q, k, v, alpha, g, gk, o, x, fro;  // x, fro optional
+  const float *Hs, *Ss, *omega;            // chunk-start states (fp32, per slot and head), N omegas
+  int* ok;                                 // out, per (item, head): 1 where this kernel did the chunk
+  ChebConst cc;
+  float scale;
+  int H, lead;
+};
+
+template <int D>
+struct WgFwdSmem {
+  static constexpr int C = kChunkMax;
+  // f16 tiles, 128-byte swizzled: H̄ hi, H̄ lo (after the accurate iteration x_lead's words and the offset form's
+  // right-hand side eta rho, RHO, where they fit; S̄ hi, lo in the readout), K; the right-hand side eta sx q as f16 hi
+  // and lo words, thread-major (V in the readout); P ⊙ P's pairs for the norms (over the right-hand side where they
+  // fit); then G, w (Gg in the readout) and a reduction buffer.
+  static constexpr uint32_t HI = 0, LO = D * D * 2, K = 2 * D * D * 2, RH = K + C * D * 2, RL = RH + C * D * 2;
+  static constexpr uint32_t END = RL + C * D * 2;
+  static constexpr uint32_t P2 = 2 * C * D * 2 >= 2 * C * C * 2 ? RH : END;
+  static constexpr uint32_t E2 = P2 == RH ? END : END + 2 * C * C * 2;
+  static constexpr uint32_t RHO = D * D * 2 >= 2 * C * D * 2 ? LO + C * D * 2 : E2;
+  static constexpr uint32_t SMALL = RHO == E2 ? E2 + C * D * 2 : E2;
+  static constexpr uint32_t kBytes = SMALL + (2 * C + 16) * 4;
+};
+
+__device__ __forceinline__ uint32_t wg_h2(float a, float b) {
+  const __half2 h = __floats2half2_rn(a, b);
+  uint32_t w;
+  memcpy(&w, &h, 4);
+  return w;
+}
+__device__ __forceinline__ float2 wg_f2(uint32_t w) {
+  __half2 h;
+  memcpy(&h, &w, 4);
+  return __half22float2(h);
+}
+__device__ __forceinline__ uint32_t wg_hmul2(uint32_t a, uint32_t b) {
+  __half2 x, y;
+  memcpy(&x, &a, 4);
+  memcpy(&y, &b, 4);
+  const __half2 z = __hmul2(x, y);
+  uint32_t w;
+  memcpy(&w, &z, 4);
+  return w;
+}
+__device__ __forceinline__ void wg_pair(float a, float b, uint32_t& hi, uint32_t& lo) {
+  hi = wg_h2(a, b);
+  const float2 h = wg_f2(hi);
+  lo = wg_h2(a - h.x, b - h.y);
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+// A 16-bit input element (dt 2 bf16, 3 f16) from its bits.
+__device__ __forceinline__ float wg_in16(uint16_t b, int dt) {
+  const float bf = __uint_as_float(static_cast<uint32_t>(b) << 16), hf = __half2float(__ushort_as_half(b));
+  return dt == 2 ? bf : hf;  // both computed: a select, no branch
+}
+// The largest element of v over the CTA's 128 threads (red: 4 floats; every thread calls, two barriers).
+__device__ __forceinline__ float wg_block_max(float v, float* red) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  return fmaxf(fmaxf(red[0], red[1]), fmaxf(red[2], red[3]));
+}
+
+// This thread's 16-byte pieces of rows [t0, t0 + n) of head h of a 16-bit [B, T, H, D] view with 16-byte aligned rows
+// (fwd_wg_usable; rows >= n zero); returns their largest |element|.
+template <int D>
+struct WgRows {
+  static constexpr int PER = kChunkMax * D / 8 / 128;
+  uint4 r[PER];
+  __device__ float load(const DView& v, const ChunkPos& c) {
+#pragma unroll
+    for (int p = 0; p < PER; ++p) {
+      const int idx = threadIdx.x + 128 * p, row = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
+      const uint16_t* src = static_cast<const uint16_t*>(v.p) + drow(v, c.it.batch, c.it.t0 + row, c.h) + c8;
+      r[p] = row < c.n ? __ldg(reinterpret_cast<const uint4*>(src)) : make_uint4(0u, 0u, 0u, 0u);
+    }
+    // |bf16| and |f16| order like their bits without the sign: the largest by packed 16-bit integer maxima.
+    uint32_t mb = 0u;
+#pragma unroll
+    for (int p = 0; p < PER; ++p)
+      mb = __vmaxu2(__vmaxu2(mb, r[p].x & 0x7fff7fffu),
+                    __vmaxu2(r[p].y & 0x7fff7fffu, __vmaxu2(r[p].z & 0x7fff7fffu, r[p].w & 0x7fff7fffu)));
+    return fmaxf(wg_in16(static_cast<uint16_t>(mb & 0xffffu), v.dt), wg_in16(static_cast<uint16_t>(mb >> 16), v.dt));
+  }
+  // The pieces times `scale` as f16 into a C x D swizzled tile.
+  __device__ void tile(char* t, int dt, float scale) const {
+#pragma unroll
+    for (int p = 0; p < PER; ++p) {
+      const int idx = threadIdx.x + 128 * p, row = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
+      const uint16_t* e = reinterpret_cast<const uint16_t*>(&r[p]);
+      uint32_t w[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) w[u] = wg_h2(wg_in16(e[2 * u], dt) * scale, wg_in16(e[2 * u + 1], dt) * scale);
+      *reinterpret_cast<uint4*>(t + sw128_bf16(kChunkMax, row, c8)) = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+  }
+};
+
+// A D x D fp32 state: this thread's largest |element| and sum of squares (eight loads in flight).
+template <int D>
+__device__ __forceinline__ void wg_state_scan(const float* S, float& mx, float& ss) {
+  constexpr int PER = D * D / 4 / 128;
+#pragma unroll 1
+  for (int p0 = 0; p0 < PER; p0 += 8) {  // (cold code: run once per CTA, its size costs instruction fetch)
+    float4 v[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) v[u] = __ldg(reinterpret_cast<const float4*>(S) + threadIdx.x + 128 * (p0 + u));
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      ss = fmaf(v[u].x, v[u].x, fmaf(v[u].y, v[u].y, fmaf(v[u].z, v[u].z, fmaf(v[u].w, v[u].w, ss))));
+      mx = fmaxf(mx, fmaxf(fmaxf(fabsf(v[u].x), fabsf(v[u].y)), fmaxf(fabsf(v[u].z), fabsf(v[u].w))));
+    }
+  }
+}
+// The state times `scale` as f16 hi and lo swizzled tiles (rows: the state's rows).
+template <int D>
+__device__ __forceinline__ void wg_state_tiles(char* hi, char* lo, const float* S, float scale) {
+  constexpr int PER = D * D / 4 / 128;
+#pragma unroll 1
+  for (int p0 = 0; p0 < PER; p0 += 8) {
+    float4 v[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) v[u] = __ldg(reinterpret_cast<const float4*>(S) + threadIdx.x + 128 * (p0 + u));
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      const int i = 4 * (threadIdx.x + 128 * (p0 + u)), r = i / D, cc = i % D;
+      uint32_t h0, l0, h1, l1;
+      wg_pair(v[u].x * scale, v[u].y * scale, h0, l0);
+      wg_pair(v[u].z * scale, v[u].w * scale, h1, l1);
+      const uint32_t off = sw128_bf16(D, r, cc);
+      *reinterpret_cast<uint2*>(hi + off) = make_uint2(h0, h1);
+      *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
+    }
+  }
+}
+
+// The element pairs at p0 + 8 j (row r0) and p1 + 8 j (row r1) of a 16-bit view (dt; pairs 4-byte aligned:
+// fwd_wg_usable) into q[j][0, 1] and q[j][2, 3]; rows not `in` give 0.
+template <int NB>
+__device__ __forceinline__ void wg_load_pairs(float (&q)[NB][4], const uint16_t* p0, const uint16_t* p1, int dt,
+                                              bool in0, bool in1) {
+#pragma unroll
+  for (int j = 0; j < NB; ++j)
+#pragma unroll
+    for (int rw = 0; rw < 2; ++rw) {
+      const uint32_t w = (rw ? in1 : in0) ? *reinterpret_cast<const uint32_t*>((rw ? p1 : p0) + 8 * j) : 0u;
+      q[j][2 * rw] = wg_in16(static_cast<uint16_t>(w & 0xffffu), dt);
+      q[j][2 * rw + 1] = wg_in16(static_cast<uint16_t>(w >> 16), dt);
+    }
+}
+// (v0, v1) as a bf16 (bf) or f16 pair at p (both packed: a select, no branch).
+__device__ __forceinline__ void wg_store16(uint16_t* p, float v0, float v1, bool bf) {
+  const __nv_bfloat162 b = __floats2bfloat162_rn(v0, v1);
+  const __half2 h = __floats2half2_rn(v0, v1);
+  uint32_t wb, wh;
+  memcpy(&wb, &b, 4);
+  memcpy(&wh, &h, 4);
+  *reinterpret_cast<uint32_t*>(p) = bf ? wb : wh;
+}
+
+// Chunk-local inclusive sums of a [B, T, H] gate into G (fixed order, as gate_build; 0 where absent). Returns, to every
+// thread, whether a log-gate is positive or not finite (then mask entries above 1 can leave f16's range).
+__device__ __forceinline__ bool wg_gate_sums(float* G, const DView& gate, const ChunkPos& c) {
+  float g = 0.f;
+  if (threadIdx.x < kChunkMax && static_cast<int>(threadIdx.x) < c.n)
+    g = dscalar(gate, c.it.batch, c.it.t0 + threadIdx.x, c.h, 0.f);
+  if (threadIdx.x < kChunkMax) G[threadIdx.x] = g;
+  const bool bad = __syncthreads_or(!(g <= 0.f));
+  if (threadIdx.x == 0) {
+    float acc = 0.f;
+    for (int j = 0; j < kChunkMax; ++j) acc += G[j], G[j] = acc;
+  }
+  __syncthreads();
+  return bad;
+}
+
+}  // namespace gka::cuda
