@@ -120,9 +120,9 @@ __global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwd
   fence_proxy_async();
   __syncthreads();
   const float G0 = Gs[r0], G1 = Gs[r1], eG0 = r0 < n ? expf(G0) : 0.f, eG1 = r1 < n ? expf(G1) : 0.f;
-  // The decay mask at this thread's score positions (rows r0, r1; columns 8 j + 2 t, + 1). __expf (ex2.approx, 2^-22
-  // relative near the diagonal, where entries are large): 128 entries per thread, cold code whose size costs
-  // instruction fetch.
+  // The decay mask at this thread's score positions (rows r0, r1; columns 8 j + 2 t, + 1), for the norms and the
+  // accurate iteration. __expf (ex2.approx, ~2^-21 relative near the diagonal, where the entries are large): expf's
+  // longer code runs once per CTA, where every instruction waits on instruction fetch.
   auto mask = [&](int rw, int col) {
     const int row = rw ? r1 : r0;
     return col <= row && row < n ? __expf((rw ? G1 : G0) - Gs[col]) : 0.f;
