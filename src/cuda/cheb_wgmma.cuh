@@ -65,28 +65,12 @@ constexpr size_t solve_smem_bytes() {
   return WgTiles<D>::kSmem;
 }
 
-// v0, v1 as one packed f16 word (bf16 pairs: bf16_pair, common.cuh).
-__device__ __forceinline__ uint32_t f16_word(float v0, float v1) {
-  const __half2 h2 = __floats2half2_rn(v0, v1);
-  uint32_t w;
-  memcpy(&w, &h2, 4);
-  return w;
-}
 // Writes v0, v1 as hi/lo at byte offset off of a hi tile at p whose lo tile follows lo bytes later.
 __device__ __forceinline__ void put_pair_at(char* p, uint32_t off, uint32_t lo, float v0, float v1) {
   uint32_t h, l;
   bf16_pair(v0, v1, h, l);
   *reinterpret_cast<uint32_t*>(p + off) = h;
   *reinterpret_cast<uint32_t*>(p + lo + off) = l;
-}
-// v0, v1 as f16 hi and lo words (lo = f16(v - hi); for values scaled to |v| <= 2^14, where lo goes subnormal
-// its absolute error stays under 2^-24: far below the tile's or row's scale, which is what the products see).
-__device__ __forceinline__ void f16_pair(float v0, float v1, uint32_t& hi, uint32_t& lo) {
-  hi = f16_word(v0, v1);
-  __half2 h2;
-  memcpy(&h2, &hi, 4);
-  const float2 h = __half22float2(h2);
-  lo = f16_word(v0 - h.x, v1 - h.y);
 }
 // The value of an f16 hi/lo word pair: element e (0, 1).
 __device__ __forceinline__ float f16_pair_value(uint32_t hi, uint32_t lo, int e) {

@@ -59,6 +59,26 @@ __device__ __forceinline__ void bf16_pair(float v0, float v1, uint32_t& hi, uint
   memcpy(&lo, &l2, 4);
 }
 
+// v0, v1 as one packed f16 word, and back; f16 hi and lo words (lo = f16(v - hi); for values scaled to |v| <= 2^14,
+// where lo goes subnormal its absolute error stays under 2^-24: far below the tile's or row's scale, which is what the
+// products see).
+__device__ __forceinline__ uint32_t f16_word(float v0, float v1) {
+  const __half2 h2 = __floats2half2_rn(v0, v1);
+  uint32_t w;
+  memcpy(&w, &h2, 4);
+  return w;
+}
+__device__ __forceinline__ float2 f16_floats(uint32_t w) {
+  __half2 h2;
+  memcpy(&h2, &w, 4);
+  return __half22float2(h2);
+}
+__device__ __forceinline__ void f16_pair(float v0, float v1, uint32_t& hi, uint32_t& lo) {
+  hi = f16_word(v0, v1);
+  const float2 h = f16_floats(hi);
+  lo = f16_word(v0 - h.x, v1 - h.y);
+}
+
 __device__ __forceinline__ void dstore(const DView& v, int64_t off, float x) {
   if (v.dt == 1)
     static_cast<float*>(v.p)[off] = x;

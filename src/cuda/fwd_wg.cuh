@@ -40,8 +40,8 @@ __device__ __forceinline__ void wg_scores_pairs(float (&S)[32], Mask&& M, int t,
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int j = 2 * k + (i >> 1), rw = i & 1;
-      wg_pair(S[4 * j + 2 * rw] * M(rw, 8 * j + 2 * t), S[4 * j + 2 * rw + 1] * M(rw, 8 * j + 2 * t + 1), ph[k][i],
-              pl[k][i]);
+      f16_pair(S[4 * j + 2 * rw] * M(rw, 8 * j + 2 * t), S[4 * j + 2 * rw + 1] * M(rw, 8 * j + 2 * t + 1), ph[k][i],
+               pl[k][i]);
     }
 }
 
@@ -154,8 +154,8 @@ __global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwd
 #pragma unroll
     for (int j = 0; j < NB; ++j) {
       const int col = 8 * j + 2 * t;
-      const float2 k0 = wg_f2(*reinterpret_cast<const uint32_t*>(sm + L::K + sw128_bf16(C, r0, col)));
-      const float2 k1 = wg_f2(*reinterpret_cast<const uint32_t*>(sm + L::K + sw128_bf16(C, r1, col)));
+      const float2 k0 = f16_floats(*reinterpret_cast<const uint32_t*>(sm + L::K + sw128_bf16(C, r0, col)));
+      const float2 k1 = f16_floats(*reinterpret_cast<const uint32_t*>(sm + L::K + sw128_bf16(C, r1, col)));
       const float* y = &Y[j >> 3][4 * (j & 7)];
       w0 = fmaf(y[0], k0.x, fmaf(y[1], k0.y, w0));
       w1 = fmaf(y[2], k1.x, fmaf(y[3], k1.y, w1));
@@ -202,7 +202,7 @@ __global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwd
 #pragma unroll
     for (int j = 0; j < C / 8; ++j)
 #pragma unroll
-      for (int rw = 0; rw < 2; ++rw) mh2[j][rw] = wg_h2(mval(j, rw, 0), mval(j, rw, 1));
+      for (int rw = 0; rw < 2; ++rw) mh2[j][rw] = f16_word(mval(j, rw, 0), mval(j, rw, 1));
 #pragma unroll
     for (int j = 0; j < C / 8; ++j)
 #pragma unroll
@@ -262,7 +262,7 @@ __global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwd
       for (int i = 0; i < 4; ++i) {  // word i: n8 block 2m + (i >> 1), row r0 (i even) or r1
         const int j = 2 * m + (i >> 1), rw = i & 1;
         const float s = (rw ? sx1 : sx0) * (rw ? eta1 : eta0);
-        wg_pair(q[j][2 * rw] * s, q[j][2 * rw + 1] * s, wv[i], wl[i]);
+        f16_pair(q[j][2 * rw] * s, q[j][2 * rw + 1] * s, wv[i], wl[i]);
         xa[m][i] = wv[i];
         xp[m][i] = 0u;
       }
@@ -314,7 +314,7 @@ __global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwd
 #pragma unroll
         for (int i = 0; i < 4; ++i)
           ph[k][i] =
-              wg_hmul2(wg_h2(S[4 * (2 * k + (i >> 1)) + 2 * (i & 1)], S[4 * (2 * k + (i >> 1)) + 2 * (i & 1) + 1]),
+              wg_hmul2(f16_word(S[4 * (2 * k + (i >> 1)) + 2 * (i & 1)], S[4 * (2 * k + (i >> 1)) + 2 * (i & 1) + 1]),
                        mh2[2 * k + (i >> 1)][i & 1]);
     }
     wg_scale_add_pb<NH, ACC>(Y, ye0, ye1, ph, pl, b + L::K);
@@ -335,26 +335,26 @@ __global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwd
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int j = 2 * m + (i >> 1), rw = i & 1;
-        const float2 xv = wg_f2(xa[m][i]), pv = wg_f2(xp[m][i]);
-        float2 rq = wg_f2(rh4[i]);
+        const float2 xv = f16_floats(xa[m][i]), pv = f16_floats(xp[m][i]);
+        float2 rq = f16_floats(rh4[i]);
         {
-          const float2 rl = wg_f2(rl4[i]);
+          const float2 rl = f16_floats(rl4[i]);
           rq.x += rl.x, rq.y += rl.y;
         }
-        const float2 rr = ACC ? rq : wg_f2(rw4[i]);
+        const float2 rr = ACC ? rq : f16_floats(rw4[i]);
         const float* y = &Y[j >> 3][4 * (j & 7) + 2 * rw];
         const float aa = rw ? a1 : a0, ey = rw ? ey1 : ey0;
         const float s0 = fmaf(-ey, y[0], rr.x), s1 = fmaf(-ey, y[1], rr.y);  // eta (rhs - H x), scaled
         float n0 = aa * xv.x + om * s0 + w1 * pv.x, n1 = aa * xv.y + om * s1 + w1 * pv.y;
         if constexpr (ACC) {  // eta rho = eta (rhs - (H + lambda) x_lead); from here on z = x - x_lead
           const float el = rw ? el1 : el0;
-          rho[i] = wg_h2(s0 - el * xv.x, s1 - el * xv.y);
+          rho[i] = f16_word(s0 - el * xv.x, s1 - el * xv.y);
           n0 -= xv.x, n1 -= xv.y;
           xp[m][i] = 0u;
         } else {
           xp[m][i] = xa[m][i];
         }
-        xa[m][i] = wg_h2(n0, n1);
+        xa[m][i] = f16_word(n0, n1);
       }
       if constexpr (ACC) rho_s[128 * m] = make_uint4(rho[0], rho[1], rho[2], rho[3]);
     }
@@ -391,7 +391,8 @@ __global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwd
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int j = 2 * m + (i >> 1), rw = i & 1;
-        const float2 z = wg_f2(xa[m][i]), xl = wg_f2(xl4[i]), qa = wg_f2(rh4[i]), qb = wg_f2(rl4[i]);
+        const float2 z = f16_floats(xa[m][i]), xl = f16_floats(xl4[i]), qa = f16_floats(rh4[i]),
+                     qb = f16_floats(rl4[i]);
         const float x0 = (z.x + xl.x) * is[rw], x1 = (z.y + xl.y) * is[rw];
         const float q0 = (qa.x + qb.x) * iq[rw], q1 = (qa.y + qb.y) * iq[rw];
         qt[m][i][0] = q0 + al[rw] * (x0 - q0);
@@ -414,7 +415,7 @@ __global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwd
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const float s = (i & 1) ? sq1 : sq0;
-        wg_pair(qt[m][i][0] * s, qt[m][i][1] * s, qh[m][i], ql[m][i]);
+        f16_pair(qt[m][i][0] * s, qt[m][i][1] * s, qh[m][i], ql[m][i]);
       }
   }
 

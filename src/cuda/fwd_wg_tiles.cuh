@@ -32,17 +32,6 @@ struct WgFwdSmem {
   static constexpr uint32_t kBytes = SMALL + (2 * C + 16) * 4;
 };
 
-__device__ __forceinline__ uint32_t wg_h2(float a, float b) {
-  const __half2 h = __floats2half2_rn(a, b);
-  uint32_t w;
-  memcpy(&w, &h, 4);
-  return w;
-}
-__device__ __forceinline__ float2 wg_f2(uint32_t w) {
-  __half2 h;
-  memcpy(&h, &w, 4);
-  return __half22float2(h);
-}
 __device__ __forceinline__ uint32_t wg_hmul2(uint32_t a, uint32_t b) {
   __half2 x, y;
   memcpy(&x, &a, 4);
@@ -51,11 +40,6 @@ __device__ __forceinline__ uint32_t wg_hmul2(uint32_t a, uint32_t b) {
   uint32_t w;
   memcpy(&w, &z, 4);
   return w;
-}
-__device__ __forceinline__ void wg_pair(float a, float b, uint32_t& hi, uint32_t& lo) {
-  hi = wg_h2(a, b);
-  const float2 h = wg_f2(hi);
-  lo = wg_h2(a - h.x, b - h.y);
 }
 __device__ __forceinline__ float quad_sum(float v) {
   v += __shfl_xor_sync(0xffffffffu, v, 1);
@@ -109,7 +93,7 @@ struct WgRows {
       const uint16_t* e = reinterpret_cast<const uint16_t*>(&r[p]);
       uint32_t w[4];
 #pragma unroll
-      for (int u = 0; u < 4; ++u) w[u] = wg_h2(wg_in16(e[2 * u], dt) * scale, wg_in16(e[2 * u + 1], dt) * scale);
+      for (int u = 0; u < 4; ++u) w[u] = f16_word(wg_in16(e[2 * u], dt) * scale, wg_in16(e[2 * u + 1], dt) * scale);
       *reinterpret_cast<uint4*>(t + sw128_bf16(kChunkMax, row, c8)) = make_uint4(w[0], w[1], w[2], w[3]);
     }
   }
@@ -144,8 +128,8 @@ __device__ __forceinline__ void wg_state_tiles(char* hi, char* lo, const float* 
     for (int u = 0; u < 8; ++u) {
       const int i = 4 * (threadIdx.x + 128 * (p0 + u)), r = i / D, cc = i % D;
       uint32_t h0, l0, h1, l1;
-      wg_pair(v[u].x * scale, v[u].y * scale, h0, l0);
-      wg_pair(v[u].z * scale, v[u].w * scale, h1, l1);
+      f16_pair(v[u].x * scale, v[u].y * scale, h0, l0);
+      f16_pair(v[u].z * scale, v[u].w * scale, h1, l1);
       const uint32_t off = sw128_bf16(D, r, cc);
       *reinterpret_cast<uint2*>(hi + off) = make_uint2(h0, h1);
       *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
