@@ -9,6 +9,7 @@
 #include "backends.h"
 #include "cuda/cheb_solve.cuh"
 #include "cuda/chunk_bwd.cuh"
+#include "cuda/fwd_wg.cuh"
 
 namespace gka::cuda {
 
@@ -170,7 +171,9 @@ __global__ void __launch_bounds__(kThreads, 1) step_b2_kernel(const Item* items,
   __syncthreads();
   Regs<D> x, dqt, qt, dx, u;
   regs_from_global<D>(dx, a.Psi + id * DD);
-  if (solve) {
+  if (solve && a.uadj && a.ok[id]) {  // adj_wg_kernel solved it (s.K and s.H as loaded)
+    regs_from_global<D>(u, a.uadj + id * F::C * D);
+  } else if (solve) {
     cheb_solve<D, KX>(s, n, a.cc, a.omega, dx, true, u, a.sched, reload);
   } else {
 #pragma unroll
@@ -327,6 +330,16 @@ __global__ void __launch_bounds__(kThreads) step_c_kernel(const SeqInfo* seqs, B
     for (int i = 0; i < 4; ++i) dstore(dinit, drow(dinit, sq.state, h, r) + c + i, R[i]);
 }
 
+// adj_wg_kernel takes the adjoint solve where the wgmma schedule runs with an accurate iteration, on 16-bit k with
+// 16-byte aligned rows (fwd_wg.cuh). GKA_CUDA_WG1=0: off (with the forward's).
+bool adj_wg_usable(const Problem& p, const SolveSchedule& s) {
+  const TensorView& k = p.in.k;
+  int64_t al = static_cast<int64_t>(reinterpret_cast<uintptr_t>(k.data));
+  for (int d = 0; d + 1 < k.ndim; ++d) al |= k.strides[d] * 2;
+  const bool k16 = (k.dtype == DType::bf16 || k.dtype == DType::f16) && k.strides[k.ndim - 1] == 1 && al % 16 == 0;
+  return !env_off("GKA_CUDA_WG1") && s.wgmma && k16 && p.num_iter > 0 && s.one_term > 0;
+}
+
 template <int D>
 void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& gout) {
   const char* fn = "gka::chunk_backward (cuda)";
@@ -346,6 +359,8 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
   Scratch X(fn, ids * C * D * fs, stream), U(fn, ids * C * D * fs, stream), Psi(fn, ids * DD * fs, stream),
       Phi(fn, ids * DD * fs, stream), scal(fn, ids * 3 * C * fs, stream),
       dots(fn, ids * 4 * kDotParts<D> * fs, stream);
+  const bool adj = !plan.items.empty() && adj_wg_usable(p, solve_schedule(p));
+  Scratch uadj(fn, adj ? ids * C * D * fs : 0, stream), ok(fn, adj ? ids * sizeof(int) : 0, stream);
   BwdArgs a{dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),
             dview(gin.d_o), dview(gin.x), dview(gin.fro), dview(gout.dq), dview(gout.dk), dview(gout.dv),
             dview(gout.dalpha), dview(gout.dg), dview(gout.dgk), st, X.as<float>(), U.as<float>(), Psi.as<float>(),
@@ -357,12 +372,28 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
   if (!plan.items.empty()) {
     const auto step_b = kx ? step_b_kernel<D, true> : step_b_kernel<D, false>;
     const auto step_b2 = kx ? step_b2_kernel<D, true> : step_b2_kernel<D, false>;
-    for (const auto kernel : {step_b, step_b2}) {  // (B)
+    for (const auto kernel : {step_b, step_b2})
       check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), fn,
             "cudaFuncSetAttribute");
-      kernel<<<grid, kThreads, smem, stream>>>(items.get(), a);
+    step_b<<<grid, kThreads, smem, stream>>>(items.get(), a);  // (B)
+    launch_check(fn);
+    if (adj) {  // the adjoint solve, one warpgroup per chunk (fwd_wg.cuh)
+      WgFwdArgs w{};
+      w.k = a.k, w.gk = a.gk, w.Hs = st.Hs, w.omega = a.omega, w.ok = ok.as<int>(), w.cc = a.cc, w.H = a.H;
+      w.lead = a.sched.one_term, w.adj_rhs = a.Psi, w.adj_f = a.scal, w.adj_u = uadj.as<float>();
+      const int wsmem = static_cast<int>(WgFwdSmem<D>::kBytes);
+      check(cudaFuncSetAttribute(adj_wg_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, wsmem), fn,
+            "cudaFuncSetAttribute");
+      check(cudaFuncSetAttribute(adj_wg_kernel<D>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 cudaSharedmemCarveoutMaxShared),
+            fn, "cudaFuncSetAttribute");
+      adj_wg_kernel<D><<<grid, 128, wsmem, stream>>>(items.get(), w);
       launch_check(fn);
+      a.uadj = uadj.as<float>();
+      a.ok = ok.as<int>();
     }
+    step_b2<<<grid, kThreads, smem, stream>>>(items.get(), a);
+    launch_check(fn);
   }
   step_c_kernel<D><<<dim3(static_cast<unsigned>(p.num_seqs() * p.H), 2, D * D / (4 * kThreads)), kThreads, 0, stream>>>(
       seqs.get(), a, dview(gin.d_final_kk), dview(gin.d_final_kv), dview(gout.d_initial_kk),

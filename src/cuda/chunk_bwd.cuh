@@ -18,6 +18,8 @@ struct BwdArgs {
   int H;
   int lambda_grad;
   SolveSchedule sched;
+  const float* uadj = nullptr;  // adj_wg_kernel's u (C x D per id), where ok[id]; else step_b2 solves
+  const int* ok = nullptr;
 };
 
 // Partial sums per (chunk, head) of the four state dots that step_d needs, <R_{c-1}, state_c> and <R_c, state_{c+1}>

@@ -76,8 +76,10 @@ __device__ __forceinline__ void wg_scale_add_pb(float (&Y)[NH][32], float e0, fl
   for (int h = 0; h < NH; ++h) fence_regs(Y[h]);
 }
 
-template <int D>
-__global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwdArgs a) {
+// One chunk: the forward (norms, solve, alpha-mix, readout) or, where ADJ, the adjoint solve of the backward
+// ((H_t + lambda_t I)ᵀ u_t = rhs_t, the same iteration on H̄ᵀ, f and the right-hand side from step_b).
+template <int D, bool ADJ>
+__device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) {
   using L = WgFwdSmem<D>;
   constexpr int C = kChunkMax, NB = D / 8, KS = D / 16, NH = D / 64;
   extern __shared__ __align__(1024) char sm[];
@@ -116,7 +118,7 @@ __global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwd
   const int eh = 14 - e;
   bad |= !isfinite(hh) || !isfinite(mh) || !isfinite(mk) || abs(ek) > 60 || abs(eh) > 100 || abs(2 * ek - eh) > 100;
   kr.tile(sm + L::K, a.k.dt, ldexpf(1.f, ek));
-  wg_state_tiles<D>(sm + L::HI, sm + L::LO, Hg, ldexpf(1.f, eh));
+  wg_state_tiles<D, ADJ>(sm + L::HI, sm + L::LO, Hg, ldexpf(1.f, eh));
   fence_proxy_async();
   __syncthreads();
   const float G0 = Gs[r0], G1 = Gs[r1], eG0 = r0 < n ? expf(G0) : 0.f, eG1 = r1 < n ? expf(G1) : 0.f;
@@ -132,7 +134,13 @@ __global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwd
   // ---- Norms: f_i² = e^{2 G_i} |H̄|² + 2 e^{G_i} (M w)_i + (M (P ⊙ P) Mᵀ)_ii, P = K Kᵀ, w_j = k_jᵀ H̄ k_j ----
   float f0, f1;
   uint32_t mh2[C / 8][2];  // the mask as f16 pairs for the one-term scores
-  {
+  if constexpr (ADJ) {
+    f0 = a.adj_f[c.id * 3 * C + r0], f1 = a.adj_f[c.id * 3 * C + r1];
+#pragma unroll
+    for (int j = 0; j < C / 8; ++j)
+#pragma unroll
+      for (int rw = 0; rw < 2; ++rw) mh2[j][rw] = f16_word(mask(rw, 8 * j + 2 * t), mask(rw, 8 * j + 2 * t + 1));
+  } else {
     float Y[NH][32], S[32];
     wgmma_fence();
 #pragma unroll
@@ -230,9 +238,21 @@ __global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwd
   uint32_t xa[KS][4], xp[KS][4];
   float sx0, sx1;
   {
-    float q[NB][4];
-    wg_load_pairs<NB>(q, static_cast<const uint16_t*>(a.q.p) + at(a.q, 0),
-                      static_cast<const uint16_t*>(a.q.p) + at(a.q, 1), a.q.dt, r0 < n, r1 < n);
+    float q[NB][4];  // the right-hand side: q, or the adjoint's
+    if constexpr (ADJ) {
+      const float* rb = a.adj_rhs + c.id * D * D + 2 * t;
+#pragma unroll
+      for (int j = 0; j < NB; ++j)
+#pragma unroll
+        for (int rw = 0; rw < 2; ++rw) {
+          const float2 v = (rw ? r1 : r0) < n ? *reinterpret_cast<const float2*>(rb + (rw ? r1 : r0) * D + 8 * j)
+                                              : make_float2(0.f, 0.f);
+          q[j][2 * rw] = v.x, q[j][2 * rw + 1] = v.y;
+        }
+    } else {
+      wg_load_pairs<NB>(q, static_cast<const uint16_t*>(a.q.p) + at(a.q, 0),
+                        static_cast<const uint16_t*>(a.q.p) + at(a.q, 1), a.q.dt, r0 < n, r1 < n);
+    }
     float qm0 = 0.f, qm1 = 0.f, qs = 0.f;
 #pragma unroll
     for (int j = 0; j < NB; ++j) {
@@ -372,6 +392,23 @@ __global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwd
       src = rho_s;
     }
   }
+  if constexpr (ADJ) {  // u = (x_lead + z) / sx, every row (rows >= n stayed 0)
+    float* ub = a.adj_u + c.id * C * D + 2 * t;
+#pragma unroll
+    for (int m = 0; m < KS; ++m) {
+      const uint4 xlv = lead < iters ? xl_s[128 * m] : make_uint4(0u, 0u, 0u, 0u);
+      const uint32_t xl4[4] = {xlv.x, xlv.y, xlv.z, xlv.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int j = 2 * m + (i >> 1), rw = i & 1;
+        const float2 z = f16_floats(xa[m][i]), xl = f16_floats(xl4[i]);
+        const float is = inv2(rw ? sx1 : sx0);
+        *reinterpret_cast<float2*>(ub + (rw ? r1 : r0) * D + 8 * j) = make_float2((z.x + xl.x) * is, (z.y + xl.y) * is);
+      }
+    }
+    if (tid == 0) a.ok[c.id] = 1;
+    return;
+  }
   // x = (x_lead + z) / sx; q~ = q + alpha (x - q) with q from eta sx q; q~ as f16 pairs under a per-row scale (the
   // row's largest |q~| under 2^6, so |q~ k| < 2^9.5 and P = (q~ k) Mg < 2^14.5).
   uint32_t qh[KS][4], ql[KS][4];
@@ -484,6 +521,15 @@ __global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwd
       }
   }
   if (tid == 0) a.ok[c.id] = 1;
+}
+
+template <int D>
+__global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwdArgs a) {
+  wg_chunk<D, false>(items, a);
+}
+template <int D>
+__global__ void __launch_bounds__(128, 2) adj_wg_kernel(const Item* items, WgFwdArgs a) {
+  wg_chunk<D, true>(items, a);
 }
 
 }  // namespace gka::cuda
