@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine (see the device tool; carry .gpu-deps): build with CUDA, run every C++ test (test_cuda
-# included, its mixed-precision tests also on the portable mma.sync path), install the torch package and run
+# and test_cuda_mixed included, the mixed-precision tests also on the portable mma.sync path), install the torch package and run
 # the pytest suite (cuda cases included), then the CUDA bench.
 # Logs go to $OUT (default /tmp/gka-out); a short summary is printed last.
 source "$(dirname "$0")/gpu_setup.sh"
@@ -8,7 +8,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu
 gpu_build
 (cd $B && ctest -j8 --output-on-failure) >"$OUT/ctest.log" 2>&1
 echo "ctest rc=$?"; grep -E "tests passed|tests failed|\(Failed\)" "$OUT/ctest.log" | head -20
-GKA_CUDA_WGMMA=0 $B/tests/cpp/test_cuda --gtest_filter='CudaMixed*:*CudaAccuracy*' >"$OUT/test_cuda_mma.log" 2>&1
+GKA_CUDA_WGMMA=0 $B/tests/cpp/test_cuda_mixed --gtest_filter='CudaMixed*:*CudaAccuracy*' >"$OUT/test_cuda_mma.log" 2>&1
 echo "mixed-precision tests on the mma.sync path (GKA_CUDA_WGMMA=0) rc=$?"
 # The image's default $CXX (/opt/gcc/bin/g++) links libstdc++ statically: a torch extension built with it
 # carries a second libstdc++ and crashes in iostreams. Build the package with the system compiler.

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# On the GPU machine (carry .gpu-deps): build test_cuda and the CUDA bench, check against the oracle, run
+# On the GPU machine (carry .gpu-deps): build the CUDA tests and bench, check against the oracle, run
 # compute-sanitizer on the decode tests, time the bench (plus diagnostics: N = 0, plain-tf32 leading
 # iterations), and profile one launch of each kernel with Nsight Compute. Logs to $OUT; a table last.
 source "$(dirname "$0")/gpu_setup.sh"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
-gpu_build test_cuda gka_bench_cuda
-$B/tests/cpp/test_cuda >"$OUT/test_cuda.log" 2>&1; echo "test_cuda rc=$?"; grep -E "PASSED|FAILED|Bf16LayerLike|acc " "$OUT/test_cuda.log" | head -20
+gpu_build test_cuda test_cuda_mixed gka_bench_cuda
+cuda_tests >"$OUT/test_cuda.log" 2>&1; echo "CUDA tests rc=$?"; grep -E "PASSED|FAILED|Bf16LayerLike|acc " "$OUT/test_cuda.log" | head -20
 for tool in memcheck racecheck; do
   compute-sanitizer --tool $tool --error-exitcode 9 $B/tests/cpp/test_cuda --gtest_filter='*Decode*:*Recurrent*:*Pool*' >"$OUT/san_$tool.log" 2>&1
   echo "sanitizer $tool rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/san_$tool.log" | tail -1)"
