@@ -333,10 +333,7 @@ __global__ void __launch_bounds__(kThreads) step_c_kernel(const SeqInfo* seqs, B
 // adj_wg_kernel takes the adjoint solve where the wgmma schedule runs with an accurate iteration, on 16-bit k with
 // 16-byte aligned rows (fwd_wg.cuh). GKA_CUDA_WG1=0: off (with the forward's).
 bool adj_wg_usable(const Problem& p, const SolveSchedule& s) {
-  const TensorView& k = p.in.k;
-  int64_t al = static_cast<int64_t>(reinterpret_cast<uintptr_t>(k.data));
-  for (int d = 0; d + 1 < k.ndim; ++d) al |= k.strides[d] * 2;
-  const bool k16 = (k.dtype == DType::bf16 || k.dtype == DType::f16) && k.strides[k.ndim - 1] == 1 && al % 16 == 0;
+  const bool k16 = wg_16bit(p.in.k) && wg_rows_aligned(p.in.k, 16);
   return !env_off("GKA_CUDA_WG1") && s.wgmma && k16 && p.num_iter > 0 && s.one_term > 0;
 }
 

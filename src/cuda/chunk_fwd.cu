@@ -124,16 +124,10 @@ __global__ void zero_rows_kernel(DView v, int64_t b, int64_t start, int64_t len,
 // needs the chunk kernel's H̄). GKA_CUDA_WG1=0: off.
 bool fwd_wg_usable(const Problem& p, const SolveSchedule& s, const ForwardOutputs& out) {
   const bool off = env_off("GKA_CUDA_WG1");  // read per call: the tests switch it
-  const auto aligned = [](const TensorView& v, int64_t bytes) {
-    const int64_t esz = v.dtype == DType::f32 ? 4 : 2;
-    int64_t a = static_cast<int64_t>(reinterpret_cast<uintptr_t>(v.data));
-    for (int d = 0; d + 1 < v.ndim; ++d) a |= v.strides[d] * esz;
-    return v.strides[v.ndim - 1] == 1 && a % bytes == 0;
-  };
-  const auto narrow = [](const TensorView& v) { return v.dtype == DType::bf16 || v.dtype == DType::f16; };
-  const bool k16 = narrow(p.in.q) && narrow(p.in.k) && narrow(p.in.v) && narrow(out.o) && aligned(p.in.k, 16) &&
-                   aligned(p.in.v, 16) && aligned(p.in.q, 4) && aligned(out.o, 4) &&
-                   (!out.x.defined() || (out.x.dtype == DType::f32 && aligned(out.x, 8)));
+  const bool k16 = wg_16bit(p.in.q) && wg_16bit(p.in.k) && wg_16bit(p.in.v) && wg_16bit(out.o) &&
+                   wg_rows_aligned(p.in.k, 16) && wg_rows_aligned(p.in.v, 16) && wg_rows_aligned(p.in.q, 4) &&
+                   wg_rows_aligned(out.o, 4) &&
+                   (!out.x.defined() || (out.x.dtype == DType::f32 && wg_rows_aligned(out.x, 8)));
   return !off && s.wgmma && k16 && p.num_iter > 0 && s.one_term > 0 && !out.residual.defined();
 }
 

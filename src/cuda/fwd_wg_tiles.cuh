@@ -20,6 +20,15 @@ struct WgFwdArgs {
   float* adj_u = nullptr;
 };
 
+// Whether a view's rows can be read in pieces of `bytes` (last dim contiguous, base and strides aligned).
+inline bool wg_rows_aligned(const TensorView& v, int64_t bytes) {
+  const int64_t esz = v.dtype == DType::f32 ? 4 : 2;
+  int64_t a = static_cast<int64_t>(reinterpret_cast<uintptr_t>(v.data));
+  for (int d = 0; d + 1 < v.ndim; ++d) a |= v.strides[d] * esz;
+  return v.strides[v.ndim - 1] == 1 && a % bytes == 0;
+}
+inline bool wg_16bit(const TensorView& v) { return v.dtype == DType::bf16 || v.dtype == DType::f16; }
+
 template <int D>
 struct WgFwdSmem {
   static constexpr int C = kChunkMax;

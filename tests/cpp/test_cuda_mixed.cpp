@@ -53,7 +53,7 @@ TEST_P(CudaAccuracy, Bf16LayerLike) {
     EXPECT_LE(err_x, 1e-3);
   }
   const BackwardSeeds seeds = seeds_make(c, 7);
-  const BackwardResult g = cuda_backward(c, in, seeds, prec);
+  const BackwardResult g = cuda_backward(c, in, seeds, prec, &got);  // from the saved x and norms, as the torch op
   const BackwardSeeds s64 = seeds_to_f64(seeds);
   const BackwardResult gr = backward_run(case_in_f64(c), inputs_to_f64(in), s64, Backend::reference);
   const std::pair<const Tensor*, const Tensor*> pairs[] = {{&g.dq, &gr.dq}, {&g.dk, &gr.dk}, {&g.dv, &gr.dv},
@@ -157,13 +157,16 @@ TEST(CudaMixed, OneWarpgroupKernelsMatchOracle) {
           expect_close(r->fro, ref.fro, 1e-4, path + "f");  // fp32 gate sums: e^G to ~1e-5 at strong gates
         }
         EXPECT_TRUE(major != 9 || rel_err(got.x, two.x) > 0.0) << at << "GKA_CUDA_WG1=0 changed nothing";
-        // The backward's adjoint solve in adj_wg_kernel (same switch): dq reads u directly.
+        // The backward from the saved x and norms (as the torch op runs it), its adjoint solve in adj_wg_kernel (same
+        // switch): from the same saved forward, the two paths must differ.
         const BackwardSeeds seeds = seeds_make(c, 6);
-        const BackwardResult gr = backward_run(case_in_f64(c), inputs_to_f64(in), seeds_to_f64(seeds), Backend::reference);
-        const BackwardResult g1 = cuda_backward(c, in, seeds, Precision::mixed);
+        const BackwardResult gr =
+            backward_run(case_in_f64(c), inputs_to_f64(in), seeds_to_f64(seeds), Backend::reference);
+        const BackwardResult g1 = cuda_backward(c, in, seeds, Precision::mixed, &got);
         const BackwardResult g2 =
-            with_env("GKA_CUDA_WG1", "0", [&] { return cuda_backward(c, in, seeds, Precision::mixed); });
+            with_env("GKA_CUDA_WG1", "0", [&] { return cuda_backward(c, in, seeds, Precision::mixed, &got); });
         expect_gradients_close(g1, gr, tol_o, tol_o, 3e-3, at + "adjoint: ");
+        expect_gradients_close(g2, gr, tol_o, tol_o, 3e-3, at + "GKA_CUDA_WG1=0: adjoint: ");
         EXPECT_TRUE(major != 9 || rel_err(g1.dq, g2.dq) > 0.0) << at << "GKA_CUDA_WG1=0 changed no gradient";
       }
 }
