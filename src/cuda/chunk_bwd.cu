@@ -1,7 +1,8 @@
 // Chunked backward of the CUDA backend (docs/algorithm.md, "Backward", steps (A)-(D)):
 //   (A) chunk-start states (chunk_states.cu);
 //   (B) one CTA per (chunk, head), in two kernels: dq~ and dalpha (step_b), then the adjoint solve u, dq, and the
-//       chunk sums Σ e^{G}Ψ, Σ e^{Gg}Φ (step_b2);
+//       chunk sums Σ e^{G}Ψ, Σ e^{Gg}Φ (step_b2); on Hopper with Precision::mixed, adj_wg_kernel does step_b's work
+//       and the solve first (fwd_wg.cuh, adj_wg.cuh), and the two kernels do only the chunks outside its range;
 //   (C) elementwise reverse scan over each sequence's chunks: the adjoints R_c, Q_c arriving at each chunk's
 //       end state, and the initial-state gradients;
 //   (D) one CTA per (chunk, head): dk, dv, dgk, dg (chunk_bwd_d.cu).
@@ -51,6 +52,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
   ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
   const ChunkPos c = chunk_pos(items, a.H);
   const auto [it, h, n, id, tile] = c;
+  if (a.ok && a.ok[id]) return;  // adj_wg_kernel did it
   const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
   const bool solve = a.cc.n > 0;
   constexpr int64_t DD = static_cast<int64_t>(D) * D;
@@ -170,8 +172,9 @@ __global__ void __launch_bounds__(kThreads, 1) step_b2_kernel(const Item* items,
   cp_async_wait_all();
   __syncthreads();
   Regs<D> x, dqt, qt, dx, u;
-  regs_from_global<D>(dx, a.Psi + id * DD);
-  if (solve && a.uadj && a.ok[id]) {  // adj_wg_kernel solved it (s.K and s.H as loaded)
+  const bool adj = a.ok && a.ok[id];  // adj_wg_kernel solved it (s.K and s.H as loaded)
+  if (!adj) regs_from_global<D>(dx, a.Psi + id * DD);
+  if (adj) {
     regs_from_global<D>(u, a.uadj + id * F::C * D);
   } else if (solve) {
     cheb_solve<D, KX>(s, n, a.cc, a.omega, dx, true, u, a.sched, reload);
@@ -330,11 +333,15 @@ __global__ void __launch_bounds__(kThreads) step_c_kernel(const SeqInfo* seqs, B
     for (int i = 0; i < 4; ++i) dstore(dinit, drow(dinit, sq.state, h, r) + c + i, R[i]);
 }
 
-// adj_wg_kernel takes the adjoint solve where the wgmma schedule runs with an accurate iteration, on 16-bit k with
-// 16-byte aligned rows (fwd_wg.cuh). GKA_CUDA_WG1=0: off (with the forward's).
-bool adj_wg_usable(const Problem& p, const SolveSchedule& s) {
-  const bool k16 = wg_16bit(p.in.k) && wg_rows_aligned(p.in.k, 16);
-  return !env_off("GKA_CUDA_WG1") && s.wgmma && k16 && p.num_iter > 0 && s.one_term > 0;
+// adj_wg_kernel does step_b's work and the adjoint solve where the wgmma schedule runs with an accurate iteration, from
+// the forward's saved x (fp32) and norms, on 16-bit q, k, v, dO (fwd_wg.cuh, adj_wg.cuh). GKA_CUDA_WG1=0: off (with
+// the forward's).
+bool adj_wg_usable(const Problem& p, const BackwardInputs& gin, const SolveSchedule& s) {
+  const bool views = wg_16bit(p.in.q) && wg_16bit(p.in.k) && wg_16bit(p.in.v) && wg_16bit(gin.d_o) &&
+                     wg_rows_aligned(p.in.k, 16) && wg_rows_aligned(p.in.v, 16) && wg_rows_aligned(p.in.q, 4) &&
+                     wg_rows_aligned(gin.d_o, 4) && gin.x.defined() && gin.x.dtype == DType::f32 &&
+                     wg_rows_aligned(gin.x, 8) && gin.fro.defined();
+  return !env_off("GKA_CUDA_WG1") && s.wgmma && views && p.num_iter > 0 && s.one_term > 0;
 }
 
 template <int D>
@@ -356,7 +363,7 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
   Scratch X(fn, ids * C * D * fs, stream), U(fn, ids * C * D * fs, stream), Psi(fn, ids * DD * fs, stream),
       Phi(fn, ids * DD * fs, stream), scal(fn, ids * 3 * C * fs, stream),
       dots(fn, ids * 4 * kDotParts<D> * fs, stream);
-  const bool adj = !plan.items.empty() && adj_wg_usable(p, solve_schedule(p));
+  const bool adj = !plan.items.empty() && adj_wg_usable(p, gin, solve_schedule(p));
   Scratch uadj(fn, adj ? ids * C * D * fs : 0, stream), ok(fn, adj ? ids * sizeof(int) : 0, stream);
   BwdArgs a{dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),
             dview(gin.d_o), dview(gin.x), dview(gin.fro), dview(gout.dq), dview(gout.dk), dview(gout.dv),
@@ -372,12 +379,11 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
     for (const auto kernel : {step_b, step_b2})
       check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), fn,
             "cudaFuncSetAttribute");
-    step_b<<<grid, kThreads, smem, stream>>>(items.get(), a);  // (B)
-    launch_check(fn);
-    if (adj) {  // the adjoint solve, one warpgroup per chunk (fwd_wg.cuh)
-      WgFwdArgs w{};
-      w.k = a.k, w.gk = a.gk, w.Hs = st.Hs, w.omega = a.omega, w.ok = ok.as<int>(), w.cc = a.cc, w.H = a.H;
-      w.lead = a.sched.one_term, w.adj_rhs = a.Psi, w.adj_f = a.scal, w.adj_u = uadj.as<float>();
+    if (adj) {  // step_b's work and the adjoint solve, one warpgroup per chunk (fwd_wg.cuh, adj_wg.cuh)
+      WgFwdArgs w{a.q, a.k, a.v, a.alpha, a.g, a.gk, DView{}, a.x_in, a.fro_in, st.Hs, st.Ss, a.omega, ok.as<int>(),
+                  a.cc, a.scale, a.H, a.sched.one_term};
+      w.d_o = a.d_o, w.dalpha = a.dalpha, w.adj_x = a.X, w.adj_dqt = a.U, w.adj_u = uadj.as<float>();
+      w.adj_qt = a.Phi, w.adj_scal = a.scal;
       const int wsmem = static_cast<int>(WgFwdSmem<D>::kBytes);
       check(cudaFuncSetAttribute(adj_wg_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, wsmem), fn,
             "cudaFuncSetAttribute");
@@ -389,6 +395,8 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
       a.uadj = uadj.as<float>();
       a.ok = ok.as<int>();
     }
+    step_b<<<grid, kThreads, smem, stream>>>(items.get(), a);  // (B) where adj_wg_kernel did not
+    launch_check(fn);
     step_b2<<<grid, kThreads, smem, stream>>>(items.get(), a);
     launch_check(fn);
   }

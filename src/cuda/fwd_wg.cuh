@@ -21,63 +21,18 @@
 //
 // Readout on the tiles freed by the solve: S̄ as f16 hi + lo over H̄'s, v over the right-hand side, q~ as f16 pairs in
 // registers (per-row scale): o = s [e^Gg Q~ S̄ + ((Q~ Kᵀ) ⊙ Mg) V], every product ~2^-22.
+//
+// The backward's adj_wg_kernel (v18) runs the same body with ADJ: step_b's dq~ and per-row work first (adj_wg.cuh),
+// then the solve on H̄ᵀ with dx = alpha dq~ as the right-hand side and the forward's norms; u goes to a scratch that
+// step_b2 reads.
 #pragma once
 
-#include "cuda/fwd_wg_tiles.cuh"
+#include "cuda/adj_wg.cuh"
 
 namespace gka::cuda {
 
-// Once the scores S are back (all but the last group of products): P = S ⊙ M as the A registers of P's k-steps (n8
-// blocks 2k, 2k + 1 of the accumulator), f16 hi and lo words; M(rw, col) at this thread's rows r0 (rw 0), r1 and
-// columns col = 8 j + 2 t, + 1.
-template <class Mask>
-__device__ __forceinline__ void wg_scores_pairs(float (&S)[32], Mask&& M, int t, uint32_t (&ph)[kChunkMax / 16][4],
-                                                uint32_t (&pl)[kChunkMax / 16][4]) {
-  wgmma_wait<1>();
-  fence_regs(S);
-#pragma unroll
-  for (int k = 0; k < kChunkMax / 16; ++k)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int j = 2 * k + (i >> 1), rw = i & 1;
-      f16_pair(S[4 * j + 2 * rw] * M(rw, 8 * j + 2 * t), S[4 * j + 2 * rw + 1] * M(rw, 8 * j + 2 * t + 1), ph[k][i],
-               pl[k][i]);
-    }
-}
-
-// After the products in flight: Y = diag(e0, e1) Y + P B (rows r0, r1 of this thread), B the C x D tile at b read
-// MN-major, P in A registers (hi, and lo where PAIR). Waits for it.
-template <int NH, bool PAIR>
-__device__ __forceinline__ void wg_scale_add_pb(float (&Y)[NH][32], float e0, float e1,
-                                                const uint32_t (&ph)[kChunkMax / 16][4],
-                                                const uint32_t (&pl)[kChunkMax / 16][4], uint32_t b) {
-  wgmma_wait<0>();
-#pragma unroll
-  for (int h = 0; h < NH; ++h) {
-    fence_regs(Y[h]);
-#pragma unroll
-    for (int u = 0; u < 8; ++u) {
-      Y[h][4 * u] *= e0, Y[h][4 * u + 1] *= e0, Y[h][4 * u + 2] *= e1, Y[h][4 * u + 3] *= e1;
-    }
-  }
-  wgmma_fence();
-#pragma unroll
-  for (int h = 0; h < NH; ++h) {
-    const uint64_t d = sw128_desc_mn_at(b, kChunkMax, 0, 64 * h);
-#pragma unroll
-    for (int k = 0; k < kChunkMax / 16; ++k) {
-      if constexpr (PAIR) wgmma<64, true>(Y[h], pl[k], desc_plus(d, 16 * k * 128), 1);
-      wgmma<64, true>(Y[h], ph[k], desc_plus(d, 16 * k * 128), 1);
-    }
-  }
-  wgmma_commit();
-  wgmma_wait<0>();
-#pragma unroll
-  for (int h = 0; h < NH; ++h) fence_regs(Y[h]);
-}
-
-// One chunk: the forward (norms, solve, alpha-mix, readout) or, where ADJ, the adjoint solve of the backward
-// ((H_t + lambda_t I)ᵀ u_t = rhs_t, the same iteration on H̄ᵀ, f and the right-hand side from step_b).
+// One chunk: the forward (norms, solve, alpha-mix, readout) or, where ADJ, the backward's dq~ and adjoint solve
+// ((H_t + lambda_t I)ᵀ u_t = alpha_t dq~_t, the same iteration on H̄ᵀ).
 template <int D, bool ADJ>
 __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) {
   using L = WgFwdSmem<D>;
@@ -118,6 +73,11 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
   const int eh = 14 - e;
   bad |= !isfinite(hh) || !isfinite(mh) || !isfinite(mk) || abs(ek) > 60 || abs(eh) > 100 || abs(2 * ek - eh) > 100;
   kr.tile(sm + L::K, a.k.dt, ldexpf(1.f, ek));
+  float rhs[NB][4];  // the solve's right-hand side at this thread's positions: q, or the adjoint's dx = alpha dq~
+  float f0 = 0.f, f1 = 0.f;
+  if constexpr (ADJ) {
+    if (!wg_adj_dqt<D>(a, c, sm, ek, bad, rhs, f0, f1)) return;
+  }
   wg_state_tiles<D, ADJ>(sm + L::HI, sm + L::LO, Hg, ldexpf(1.f, eh));
   fence_proxy_async();
   __syncthreads();
@@ -132,14 +92,19 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
   const uint64_t dK = sw128_desc(base + L::K), dHI = sw128_desc(base + L::HI), dLO = sw128_desc(base + L::LO);
 
   // ---- Norms: f_i² = e^{2 G_i} |H̄|² + 2 e^{G_i} (M w)_i + (M (P ⊙ P) Mᵀ)_ii, P = K Kᵀ, w_j = k_jᵀ H̄ k_j ----
-  float f0, f1;
   uint32_t mh2[C / 8][2];  // the mask as f16 pairs for the one-term scores
-  if constexpr (ADJ) {
-    f0 = a.adj_f[c.id * 3 * C + r0], f1 = a.adj_f[c.id * 3 * C + r1];
+  if constexpr (ADJ) {  // a rolled loop through the right-hand side's free lo tile, thread-major: unrolled, the 64
+                        // masks were 1200 instructions of code run once (each waits on instruction fetch)
+    uint32_t* mw = reinterpret_cast<uint32_t*>(sm + L::RL) + tid;
+#pragma unroll 1
+    for (int k = 0; k < C / 4; ++k) {
+      const int col = 8 * (k >> 1) + 2 * t, rw = k & 1;
+      mw[128 * k] = f16_word(mask(rw, col), mask(rw, col + 1));
+    }
 #pragma unroll
     for (int j = 0; j < C / 8; ++j)
 #pragma unroll
-      for (int rw = 0; rw < 2; ++rw) mh2[j][rw] = f16_word(mask(rw, 8 * j + 2 * t), mask(rw, 8 * j + 2 * t + 1));
+      for (int rw = 0; rw < 2; ++rw) mh2[j][rw] = mw[128 * (2 * j + rw)];
   } else {
     float Y[NH][32], S[32];
     wgmma_fence();
@@ -238,21 +203,10 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
   uint32_t xa[KS][4], xp[KS][4];
   float sx0, sx1;
   {
-    float q[NB][4];  // the right-hand side: q, or the adjoint's
-    if constexpr (ADJ) {
-      const float* rb = a.adj_rhs + c.id * D * D + 2 * t;
-#pragma unroll
-      for (int j = 0; j < NB; ++j)
-#pragma unroll
-        for (int rw = 0; rw < 2; ++rw) {
-          const float2 v = (rw ? r1 : r0) < n ? *reinterpret_cast<const float2*>(rb + (rw ? r1 : r0) * D + 8 * j)
-                                              : make_float2(0.f, 0.f);
-          q[j][2 * rw] = v.x, q[j][2 * rw + 1] = v.y;
-        }
-    } else {
+    float(&q)[NB][4] = rhs;
+    if constexpr (!ADJ)
       wg_load_pairs<NB>(q, static_cast<const uint16_t*>(a.q.p) + at(a.q, 0),
                         static_cast<const uint16_t*>(a.q.p) + at(a.q, 1), a.q.dt, r0 < n, r1 < n);
-    }
     float qm0 = 0.f, qm1 = 0.f, qs = 0.f;
 #pragma unroll
     for (int j = 0; j < NB; ++j) {

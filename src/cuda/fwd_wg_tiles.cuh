@@ -14,10 +14,11 @@ struct WgFwdArgs {
   ChebConst cc;
   float scale;
   int H, lead;
-  // The adjoint solve (adj_wg_kernel): per (item, head) id the right-hand side at adj_rhs + id D², f at
-  // adj_f + 3 C id (step_b's scratch), u out at adj_u + C D id (C x D, row-major).
-  const float *adj_rhs = nullptr, *adj_f = nullptr;
-  float* adj_u = nullptr;
+  // The backward (adj_wg_kernel; x and fro are the forward's, saved): dq~ and dalpha from d_o, the adjoint solve, and
+  // step_b's scratch for step_b2 per (item, head) id: x, dq~ and u as C x D rows at + C D id, q~ at + D² id, the
+  // norms and q~ . dq~ in scal (+ 3 C id, at 0 and 2 C).
+  DView d_o, dalpha;
+  float *adj_x = nullptr, *adj_dqt = nullptr, *adj_u = nullptr, *adj_qt = nullptr, *adj_scal = nullptr;
 };
 
 // Whether a view's rows can be read in pieces of `bytes` (last dim contiguous, base and strides aligned).
@@ -35,7 +36,8 @@ struct WgFwdSmem {
   // f16 tiles, 128-byte swizzled: H̄ hi, H̄ lo (after the accurate iteration x_lead's words and the offset form's
   // right-hand side eta rho, RHO, where they fit; S̄ hi, lo in the readout), K; the right-hand side eta sx q as f16 hi
   // and lo words, thread-major (V in the readout); P ⊙ P's pairs for the norms (over the right-hand side where they
-  // fit); then G, w (Gg in the readout) and a reduction buffer.
+  // fit); then G, w (Gg in the readout) and a reduction buffer. adj_wg_kernel: S̄'s tiles and V first (dq~'s fp32
+  // rows over S̄'s after its products), the decay mask's words over RL before the right-hand side.
   static constexpr uint32_t HI = 0, LO = D * D * 2, K = 2 * D * D * 2, RH = K + C * D * 2, RL = RH + C * D * 2;
   static constexpr uint32_t END = RL + C * D * 2;
   static constexpr uint32_t P2 = 2 * C * D * 2 >= 2 * C * C * 2 ? RH : END;
@@ -200,6 +202,55 @@ __device__ __forceinline__ bool wg_gate_sums(float* G, const DView& gate, const 
   }
   __syncthreads();
   return bad;
+}
+
+// Once the scores S are back (all but the last group of products): P = S ⊙ M as the A registers of P's k-steps (n8
+// blocks 2k, 2k + 1 of the accumulator), f16 hi and lo words; M(rw, col) at this thread's rows r0 (rw 0), r1 and
+// columns col = 8 j + 2 t, + 1.
+template <class Mask>
+__device__ __forceinline__ void wg_scores_pairs(float (&S)[32], Mask&& M, int t, uint32_t (&ph)[kChunkMax / 16][4],
+                                                uint32_t (&pl)[kChunkMax / 16][4]) {
+  wgmma_wait<1>();
+  fence_regs(S);
+#pragma unroll
+  for (int k = 0; k < kChunkMax / 16; ++k)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int j = 2 * k + (i >> 1), rw = i & 1;
+      f16_pair(S[4 * j + 2 * rw] * M(rw, 8 * j + 2 * t), S[4 * j + 2 * rw + 1] * M(rw, 8 * j + 2 * t + 1), ph[k][i],
+               pl[k][i]);
+    }
+}
+
+// After the products in flight: Y = diag(e0, e1) Y + P B (rows r0, r1 of this thread), B the C x D tile at b read
+// MN-major, P in A registers (hi, and lo where PAIR). Waits for it.
+template <int NH, bool PAIR>
+__device__ __forceinline__ void wg_scale_add_pb(float (&Y)[NH][32], float e0, float e1,
+                                                const uint32_t (&ph)[kChunkMax / 16][4],
+                                                const uint32_t (&pl)[kChunkMax / 16][4], uint32_t b) {
+  wgmma_wait<0>();
+#pragma unroll
+  for (int h = 0; h < NH; ++h) {
+    fence_regs(Y[h]);
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      Y[h][4 * u] *= e0, Y[h][4 * u + 1] *= e0, Y[h][4 * u + 2] *= e1, Y[h][4 * u + 3] *= e1;
+    }
+  }
+  wgmma_fence();
+#pragma unroll
+  for (int h = 0; h < NH; ++h) {
+    const uint64_t d = sw128_desc_mn_at(b, kChunkMax, 0, 64 * h);
+#pragma unroll
+    for (int k = 0; k < kChunkMax / 16; ++k) {
+      if constexpr (PAIR) wgmma<64, true>(Y[h], pl[k], desc_plus(d, 16 * k * 128), 1);
+      wgmma<64, true>(Y[h], ph[k], desc_plus(d, 16 * k * 128), 1);
+    }
+  }
+  wgmma_commit();
+  wgmma_wait<0>();
+#pragma unroll
+  for (int h = 0; h < NH; ++h) fence_regs(Y[h]);
 }
 
 }  // namespace gka::cuda

@@ -157,8 +157,8 @@ TEST(CudaMixed, OneWarpgroupKernelsMatchOracle) {
           expect_close(r->fro, ref.fro, 1e-4, path + "f");  // fp32 gate sums: e^G to ~1e-5 at strong gates
         }
         EXPECT_TRUE(major != 9 || rel_err(got.x, two.x) > 0.0) << at << "GKA_CUDA_WG1=0 changed nothing";
-        // The backward from the saved x and norms (as the torch op runs it), its adjoint solve in adj_wg_kernel (same
-        // switch): from the same saved forward, the two paths must differ.
+        // The backward from the saved x and norms (as the torch op runs it): dq~ and the adjoint solve in
+        // adj_wg_kernel (same switch). From the same saved forward, the two paths must differ.
         const BackwardSeeds seeds = seeds_make(c, 6);
         const BackwardResult gr =
             backward_run(case_in_f64(c), inputs_to_f64(in), seeds_to_f64(seeds), Backend::reference);
