@@ -84,6 +84,27 @@ def test_mixed_precision(device):
         assert rel_rms(a, b) < 1e-2, name
 
 
+def test_mixed_precision_bf16(device):
+    """bf16 q, k, v with precision="mixed" (on Hopper the one-warpgroup kernels of the forward and of the backward,
+    which reads the x and norms the op saves): o, the final states and every gradient within the issue's bounds
+    of the fp32 run; the cpu computes exactly as with fp32."""
+    inp = make_inputs(1, 200, 2, 64, 64, dtype=torch.bfloat16, device=device, state=True, seed=4)
+    leaves = ("q", "k", "v", "g", "gk", "alpha")
+    for name in leaves:
+        inp[name] = inp[name].detach().requires_grad_(True)
+
+    def run(precision):
+        o, (kk, kv) = gka.chunk_gka(**inp, output_final_state=True, precision=precision)
+        grads = torch.autograd.grad(o.float().square().sum() + kk.sum(), [inp[n] for n in leaves])
+        return [o, kk, kv, *grads]
+
+    full, mixed = run("fp32"), run("mixed")
+    if device == "cuda":
+        assert not torch.equal(full[3], mixed[3]), "mixed precision had no effect on cuda"
+    for a, b, name in zip(mixed, full, ("o", "final_kk", "final_kv") + leaves):
+        assert rel_rms(a.float(), b.float()) <= (0 if device == "cpu" else 1e-2), name
+
+
 def test_deterministic(device):
     inp = make_inputs(2, 70, 2, 16, 16, device=device, state=True)
     for t in (inp["q"], inp["k"], inp["v"]):
