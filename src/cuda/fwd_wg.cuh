@@ -429,7 +429,8 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
   const int es = 14 - e;  // |S̄| < 2^14 after scaling
   frexpf(mv, &e);
   const int ev = 14 - e;
-  if (gpos || !isfinite(ms) || !isfinite(mv) || abs(es) > 100 || abs(ev) > 100) {  // the same in every thread
+  // The same in every thread; |ek + ev - es| bounds the factor that brings Q~ S̄ to P V's scale (below).
+  if (gpos || !isfinite(ms) || !isfinite(mv) || abs(es) > 100 || abs(ev) > 100 || abs(ek + ev - es) > 120) {
     if (tid == 0) a.ok[c.id] = 0;  // chunk_fwd_kernel redoes the chunk (x included)
     return;
   }

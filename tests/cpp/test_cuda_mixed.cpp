@@ -202,7 +202,9 @@ TEST(CudaMixed, Bf16AwkwardShapesGradientsMatchOracle) {
 // - the initial states alone scaled by 2^-10 against k² (H̄ far below K² takes its own f16 scale): the first
 //   chunk's rank-deficient H_t puts its spectrum at the ends of the Chebyshev interval, where mixed precision
 //   (either path) ends ~2e-4 from the oracle, so forward only, at the 3e-3 of the awkward shapes;
-// - positive log-gates (mask entries up to e^6: the chunk falls back; mma.sync's tf32 lead ends ~2e-4 off): 3e-3.
+// - positive log-gates (mask entries up to e^6: the chunk falls back; mma.sync's tf32 lead ends ~2e-4 off): 3e-3;
+// - v at 2^-70 and the value state's initial state at 2^70 (the readout's S̄ term 2^140 above its v term: beyond what
+//   the one-warpgroup forward brings to one scale: the chunks fall back), forward only.
 TEST(CudaMixed, FarFromUnitScaleMatchesOracle) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   struct Scaling {
@@ -210,9 +212,11 @@ TEST(CudaMixed, FarFromUnitScaleMatchesOracle) {
     double gate;   // > 0: every log-gate set to it
     double tol_x;
     bool grads;
+    int v = 0;  // log2 of v's factor; the value state's initial state takes the inverse (S̄ far above v k)
   };
-  const Scaling scalings[] = {{40, -8, 0, 0, 1e-4, true}, {-30, 6, 0, 0, 1e-4, true}, {-80, 0, 0, 0, 1e-4, true},
-                              {90, 0, 0, 0, 1e-4, true},  {0, 0, -10, 0, 3e-3, false}, {0, 0, 0, 0.1, 3e-3, true}};
+  const Scaling scalings[] = {{40, -8, 0, 0, 1e-4, true},  {-30, 6, 0, 0, 1e-4, true},  {-80, 0, 0, 0, 1e-4, true},
+                              {90, 0, 0, 0, 1e-4, true},   {0, 0, -10, 0, 3e-3, false}, {0, 0, 0, 0.1, 3e-3, true},
+                              {0, 0, 0, 0, 1e-4, false, -70}};
   for (const int64_t D : {64, 128})
     for (const Scaling& sc : scalings) {
       Case c;
@@ -231,12 +235,14 @@ TEST(CudaMixed, FarFromUnitScaleMatchesOracle) {
       scale(in.q, sc.q);
       scale(in.k, sc.k);
       scale(in.h0_kk, 2 * sc.k + sc.h0);
+      scale(in.v, sc.v);
+      scale(in.h0_kv, -sc.v);
       if (sc.gate > 0)
         for (Tensor* g : {&in.g, &in.gk})
           for (int64_t i = 0; i < g->numel(); ++i) g->set_f64(i, sc.gate);
       const std::string at = "D=" + std::to_string(D) + " q*2^" + std::to_string(sc.q) + " k*2^" +
                              std::to_string(sc.k) + " h0*2^" + std::to_string(sc.h0) + " gate " +
-                             std::to_string(sc.gate) + ": ";
+                             std::to_string(sc.gate) + " v*2^" + std::to_string(sc.v) + ": ";
       const ForwardResult got = cuda_forward(c, in, false, Precision::mixed);
       const ForwardResult ref = forward_run(case_in_f64(c), inputs_to_f64(in), Backend::reference);
       expect_close(got.x, ref.x, sc.tol_x, (at + "x").c_str());
