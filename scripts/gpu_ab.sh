@@ -5,7 +5,8 @@
 # timing of wrong code), then alternates bench runs old / new (/ new with $GKA_AB_ENV, e.g.
 # GKA_AB_ENV="GKA_STATES_RB16=1") on the same instance, where the bench's noise is about ±3 %.
 # Usage: bash scripts/gpu_ab.sh [ROUNDS]   (default 2; GKA_BENCH_* variables pass through, e.g.
-# GKA_BENCH_PRECISION=mixed GKA_BENCH_PARTS=chunk; GKA_AB_TESTS is a gtest filter for the test run, default all).
+# GKA_BENCH_PRECISION=mixed GKA_BENCH_PARTS=chunk; GKA_AB_TESTS is a gtest filter for the test run, default all;
+# GKA_AB_KERNELS=1 adds each build's per-kernel times, scripts/gpu_kernel_times.sh).
 # Logs in $OUT; the bench rows last.
 source "$(dirname "$0")/gpu_setup.sh"
 rounds=${1:-2}
@@ -27,3 +28,9 @@ for r in $(seq "$rounds"); do
   if [ -n "${GKA_AB_ENV:-}" ]; then echo "== round $r: new with $GKA_AB_ENV"; env $GKA_AB_ENV timeout 120 $B/bench/gka_bench_cuda; fi
 done >"$OUT/ab.log" 2>&1
 grep -E "^==|fwd|bwd|decode" "$OUT/ab.log"
+if [ -n "${GKA_AB_KERNELS:-}" ]; then  # per-kernel times of one 8x2048 fwd+bwd in both builds (ncu)
+  for v in old new; do
+    echo "== kernels: $v"
+    BENCH=$([ $v = old ] && echo build-old || echo $B)/bench/gka_bench_cuda TAG=_$v bash "$(dirname "$0")/gpu_kernel_times.sh"
+  done
+fi
