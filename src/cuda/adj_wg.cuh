@@ -25,9 +25,7 @@ __device__ __forceinline__ bool wg_adj_dqt(const WgFwdArgs& a, const ChunkPos& c
   const int n = c.n, tid = threadIdx.x, lane = tid & 31, wi = tid >> 5, t = lane & 3;
   const int r0 = 16 * wi + (lane >> 2), r1 = r0 + 8;
   const uint32_t base = smem_addr(sm);
-  auto koff = [](int ks, int rows) { return static_cast<uint32_t>((ks >> 2) * (rows * 128) + (ks & 3) * 32); };
   auto at = [&](const DView& v, int rw) { return drow(v, c.it.batch, c.it.t0 + (rw ? r1 : r0), c.h) + 2 * t; };
-  auto inv2 = [](float p) { return __int_as_float(0x7f000000 - __float_as_int(p)); };
 
   const float* Sg = a.Ss + c.tile * D * D;
   float ms = 0.f, unused = 0.f;
@@ -86,15 +84,15 @@ __device__ __forceinline__ bool wg_adj_dqt(const WgFwdArgs& a, const ChunkPos& c
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < KS; ++ks) {  // dO Vᵀ: v exact in one term
-      wgmma<64, true, 0>(S, dl[ks], desc_plus(dv, koff(ks, C)), ks > 0);
-      wgmma<64, true, 0>(S, dh[ks], desc_plus(dv, koff(ks, C)), 1);
+      wgmma<64, true, 0>(S, dl[ks], desc_plus(dv, sw128_kstep(C, ks)), ks > 0);
+      wgmma<64, true, 0>(S, dh[ks], desc_plus(dv, sw128_kstep(C, ks)), 1);
     }
     wgmma_commit();
 #pragma unroll
     for (int h = 0; h < NH; ++h)
 #pragma unroll
       for (int ks = 0; ks < KS; ++ks) {  // dO S̄ᵀ: S̄ (rows: k) read K-major, three terms
-        const uint32_t ob = 64 * h * 128 + koff(ks, D);
+        const uint32_t ob = 64 * h * 128 + sw128_kstep(D, ks);
         wgmma<64, true, 0>(Y[h], dl[ks], desc_plus(dhi, ob), ks > 0);
         wgmma<64, true, 0>(Y[h], dh[ks], desc_plus(dlo, ob), 1);
         wgmma<64, true, 0>(Y[h], dh[ks], desc_plus(dhi, ob), 1);
@@ -114,7 +112,7 @@ __device__ __forceinline__ bool wg_adj_dqt(const WgFwdArgs& a, const ChunkPos& c
 
   // dq~ through shared memory, over S̄'s tiles (C x D fp32 rows), so that the per-row work runs as a short loop over
   // whole rows: code run once per CTA waits on instruction fetch, and evicts the solve's loop from the cache.
-  const float uo = ldexpf(1.f, -ek - ev) * a.scale, os[2] = {uo * inv2(sd[0]), uo * inv2(sd[1])};
+  const float uo = ldexpf(1.f, -ek - ev) * a.scale, os[2] = {uo * inv_pow2(sd[0]), uo * inv_pow2(sd[1])};
   static_assert(C * D * 4 <= L::K, "dq~'s rows fit over S̄'s two tiles");
   float* dq_s = reinterpret_cast<float*>(sm + L::HI);
   __syncthreads();  // every warp's products are done

@@ -435,8 +435,8 @@ __device__ __forceinline__ void cheb_wgmma(ChunkSmem<D>& s, const float* omega, 
     const uint32_t off = xm_tile + (xo0 ^ (j << 4)) + 1024 * r;
     const uint32_t hi = *reinterpret_cast<const uint32_t*>(sb + off);
     const uint32_t lo = *reinterpret_cast<const uint32_t*>(sb + off + C * D * 2);
-    const float sx = s.rowp[SL::SX + (r ? w.r1 : w.r0)];  // a power of 2: its inverse by the exponent's bits
-    return f16_pair_value(hi, lo, e & 1) * __int_as_float(0x7f000000 - __float_as_int(sx));
+    const float sx = s.rowp[SL::SX + (r ? w.r1 : w.r0)];  // a power of 2
+    return f16_pair_value(hi, lo, e & 1) * inv_pow2(sx);
   };
 
   // The warpgroup through a shuffle: the compiler then keeps the descriptors built from it on the uniform datapath.

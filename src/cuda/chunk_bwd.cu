@@ -384,14 +384,7 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
                   a.cc, a.scale, a.H, a.sched.one_term};
       w.d_o = a.d_o, w.dalpha = a.dalpha, w.adj_x = a.X, w.adj_dqt = a.U, w.adj_u = uadj.as<float>();
       w.adj_qt = a.Phi, w.adj_scal = a.scal;
-      const int wsmem = static_cast<int>(WgFwdSmem<D>::kBytes);
-      check(cudaFuncSetAttribute(adj_wg_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, wsmem), fn,
-            "cudaFuncSetAttribute");
-      check(cudaFuncSetAttribute(adj_wg_kernel<D>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                 cudaSharedmemCarveoutMaxShared),
-            fn, "cudaFuncSetAttribute");
-      adj_wg_kernel<D><<<grid, 128, wsmem, stream>>>(items.get(), w);
-      launch_check(fn);
+      wg_launch<D>(adj_wg_kernel<D>, grid, items.get(), w, stream, fn);
       a.uadj = uadj.as<float>();
       a.ok = ok.as<int>();
     }

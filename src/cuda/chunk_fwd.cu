@@ -136,15 +136,8 @@ void fwd_wg_launch(const FwdArgs& a, const StateBufs& st, int* ok, const Item* i
                    cudaStream_t stream, const char* fn) {
   const WgFwdArgs w{a.q,  a.k,     a.v, a.alpha,         a.g, a.gk, a.o, a.x, a.fro, st.Hs, st.Ss, a.omega, ok,
                     a.cc, a.scale, a.H, a.sched.one_term};
-  const int smem = static_cast<int>(WgFwdSmem<D>::kBytes);
-  check(cudaFuncSetAttribute(fwd_wg_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), fn,
-        "cudaFuncSetAttribute");
-  // Two CTAs per SM need nearly all of it (2 x 113 KB at D = 128): the largest carveout.
-  check(cudaFuncSetAttribute(fwd_wg_kernel<D>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                             cudaSharedmemCarveoutMaxShared),
-        fn, "cudaFuncSetAttribute");
-  fwd_wg_kernel<D><<<dim3(static_cast<unsigned>(n_items), static_cast<unsigned>(a.H)), 128, smem, stream>>>(items, w);
-  launch_check(fn);
+  wg_launch<D>(fwd_wg_kernel<D>, dim3(static_cast<unsigned>(n_items), static_cast<unsigned>(a.H)), items, w, stream,
+               fn);
 }
 
 void zero_rows(const TensorView& v, const Sequence& sq, int64_t H, int64_t width, cudaStream_t stream) {

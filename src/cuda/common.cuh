@@ -118,6 +118,9 @@ struct ChebConst {
 
 [[noreturn]] inline void fail(const char* fn, const std::string& msg) { throw Error(std::string(fn) + ": " + msg); }
 
+// The exact inverse of a power of two p, by its exponent's bits.
+__device__ __forceinline__ float inv_pow2(float p) { return __int_as_float(0x7f000000 - __float_as_int(p)); }
+
 inline void check(cudaError_t e, const char* fn, const char* what) {
   if (e != cudaSuccess) fail(fn, std::string(what) + " failed: " + cudaGetErrorString(e));
 }

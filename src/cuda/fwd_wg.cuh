@@ -46,12 +46,9 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
   const int r0 = 16 * wi + g, r1 = r0 + 8;
   const uint32_t base = smem_addr(sm);
   if (base & 1023u) __trap();  // the swizzle needs 1024-byte aligned tiles
-  auto koff = [](int ks, int rows) { return static_cast<uint32_t>((ks >> 2) * (rows * 128) + (ks & 3) * 32); };
   // Element offset in a [B, T, H, D] view of this thread's first accumulator position in row rw (r0, r1): column
   // 2 t (add 8 j for n8 block j).
   auto at = [&](const DView& v, int rw) { return drow(v, c.it.batch, c.it.t0 + (rw ? r1 : r0), c.h) + 2 * t; };
-  // The exact inverse of a power of two.
-  auto inv2 = [](float p) { return __int_as_float(0x7f000000 - __float_as_int(p)); };
 
   // ---- Tiles: K scaled (exact: 16-bit k), H̄ scaled as hi + lo (read twice: the scale first, from L2 after) ----
   const float* Hg = a.Hs + c.tile * D * D;
@@ -112,13 +109,16 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
     for (int h = 0; h < NH; ++h)
 #pragma unroll
       for (int ks = 0; ks < KS; ++ks) {
-        const uint32_t ob = 64 * h * 128 + koff(ks, D);
-        wgmma<64, true>(Y[h], desc_plus(dK, koff(ks, C)), desc_plus(dHI, ob), ks > 0);
-        wgmma<64, true>(Y[h], desc_plus(dK, koff(ks, C)), desc_plus(dLO, ob), 1);
+        const uint32_t ob = 64 * h * 128 + sw128_kstep(D, ks);
+        wgmma<64, true>(Y[h], desc_plus(dK, sw128_kstep(C, ks)), desc_plus(dHI, ob), ks > 0);
+        wgmma<64, true>(Y[h], desc_plus(dK, sw128_kstep(C, ks)), desc_plus(dLO, ob), 1);
       }
     wgmma_commit();
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks) wgmma<64, true>(S, desc_plus(dK, koff(ks, C)), desc_plus(dK, koff(ks, C)), ks > 0);
+    for (int ks = 0; ks < KS; ++ks) {
+      const uint64_t dk = desc_plus(dK, sw128_kstep(C, ks));
+      wgmma<64, true>(S, dk, dk, ks > 0);
+    }
     wgmma_commit();
     wgmma_wait<1>();
 #pragma unroll
@@ -266,13 +266,13 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
     const uint64_t dk = sw128_desc(b + L::K), dhi = sw128_desc(b + L::HI), dlo = sw128_desc(b + L::LO);
     wgmma_fence();
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks) wgmma<64, true, 0>(S, xa[ks], desc_plus(dk, koff(ks, C)), ks > 0);
+    for (int ks = 0; ks < KS; ++ks) wgmma<64, true, 0>(S, xa[ks], desc_plus(dk, sw128_kstep(C, ks)), ks > 0);
     wgmma_commit();
 #pragma unroll
     for (int h = 0; h < NH; ++h)
 #pragma unroll
       for (int ks = 0; ks < KS; ++ks) {
-        const uint32_t ob = 64 * h * 128 + koff(ks, D);
+        const uint32_t ob = 64 * h * 128 + sw128_kstep(D, ks);
         if constexpr (ACC) wgmma<64, true, 0>(Y[h], xa[ks], desc_plus(dlo, ob), ks > 0);
         wgmma<64, true, 0>(Y[h], xa[ks], desc_plus(dhi, ob), ACC || ks > 0);
       }
@@ -356,7 +356,7 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
       for (int i = 0; i < 4; ++i) {
         const int j = 2 * m + (i >> 1), rw = i & 1;
         const float2 z = f16_floats(xa[m][i]), xl = f16_floats(xl4[i]);
-        const float is = inv2(rw ? sx1 : sx0);
+        const float is = inv_pow2(rw ? sx1 : sx0);
         *reinterpret_cast<float2*>(ub + (rw ? r1 : r0) * D + 8 * j) = make_float2((z.x + xl.x) * is, (z.y + xl.y) * is);
       }
     }
@@ -372,7 +372,7 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
     float qm0 = 0.f, qm1 = 0.f;
     float* xb[2] = {a.x.dt ? static_cast<float*>(a.x.p) + at(a.x, 0) : nullptr,
                     a.x.dt ? static_cast<float*>(a.x.p) + at(a.x, 1) : nullptr};
-    const float is[2] = {inv2(sx0), inv2(sx1)}, iq[2] = {iq0, iq1}, al[2] = {al0, al1};
+    const float is[2] = {inv_pow2(sx0), inv_pow2(sx1)}, iq[2] = {iq0, iq1}, al[2] = {al0, al1};
 #pragma unroll
     for (int m = 0; m < KS; ++m) {
       const uint4 hv = rh[128 * m], lv = rh[(L::RL - L::RH) / 16 + 128 * m];
@@ -444,8 +444,8 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < KS; ++ks) {  // Q~ Kᵀ: k exact in one term
-      wgmma<64, true, 0>(S, ql[ks], desc_plus(dk, koff(ks, C)), ks > 0);
-      wgmma<64, true, 0>(S, qh[ks], desc_plus(dk, koff(ks, C)), 1);
+      wgmma<64, true, 0>(S, ql[ks], desc_plus(dk, sw128_kstep(C, ks)), ks > 0);
+      wgmma<64, true, 0>(S, qh[ks], desc_plus(dk, sw128_kstep(C, ks)), 1);
     }
     wgmma_commit();
 #pragma unroll
@@ -464,7 +464,7 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
     // Q~ S̄ comes out scaled by sq sigma_S, P V by sq sigma_K sigma_V: bring the first to the second's scale.
     const float u = ldexpf(1.f, ek + ev - es), ge0 = r0 < n ? expf(Gg0) * u : 0.f, ge1 = r1 < n ? expf(Gg1) * u : 0.f;
     wg_scale_add_pb<NH, true>(Y, ge0, ge1, ph, pl, base + L::RH);
-    const float uo = ldexpf(1.f, -ek - ev) * a.scale, os[2] = {uo * inv2(sq0), uo * inv2(sq1)};
+    const float uo = ldexpf(1.f, -ek - ev) * a.scale, os[2] = {uo * inv_pow2(sq0), uo * inv_pow2(sq1)};
     uint16_t* ob[2] = {static_cast<uint16_t*>(a.o.p) + at(a.o, 0), static_cast<uint16_t*>(a.o.p) + at(a.o, 1)};
     const bool bf = a.o.dt == 2;
 #pragma unroll
@@ -485,6 +485,19 @@ __global__ void __launch_bounds__(128, 2) fwd_wg_kernel(const Item* items, WgFwd
 template <int D>
 __global__ void __launch_bounds__(128, 2) adj_wg_kernel(const Item* items, WgFwdArgs a) {
   wg_chunk<D, true>(items, a);
+}
+
+// Launches fwd_wg_kernel or adj_wg_kernel over `grid` (items, H) with its shared memory: two CTAs per SM need nearly
+// all of it (2 x 113 KB at D = 128), so the largest carveout.
+template <int D>
+inline void wg_launch(void (*kernel)(const Item*, WgFwdArgs), dim3 grid, const Item* items, const WgFwdArgs& w,
+                      cudaStream_t stream, const char* fn) {
+  const int smem = static_cast<int>(WgFwdSmem<D>::kBytes);
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), fn, "cudaFuncSetAttribute");
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
+        fn, "cudaFuncSetAttribute");
+  kernel<<<grid, 128, smem, stream>>>(items, w);
+  launch_check(fn);
 }
 
 }  // namespace gka::cuda

@@ -22,6 +22,9 @@ __device__ __forceinline__ uint32_t sw128_bf16(int R, int r, int k) {
   return static_cast<uint32_t>((k >> 6) * (R * 128) + r * 128 + ((((k >> 3) & 7) ^ (r & 7)) << 4) + ((k & 7) << 1));
 }
 
+// Byte offset of k-step ks (columns [16 ks, 16 ks + 16)) in such a tile of R rows: what a descriptor moves by.
+__device__ __forceinline__ uint32_t sw128_kstep(int R, int ks) { return sw128_bf16(R, 0, 16 * ks); }
+
 // Descriptor of the 8 x 8-row core groups at `p` (byte address in shared memory): 128-byte swizzle,
 // groups of 8 rows 1024 bytes apart (the leading offset is unused by swizzled K-major layouts).
 __device__ __forceinline__ uint64_t sw128_desc(uint32_t p) {
