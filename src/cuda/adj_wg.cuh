@@ -59,8 +59,9 @@ __device__ __forceinline__ bool wg_adj_dqt(const WgFwdArgs& a, const ChunkPos& c
   const int es = 14 - e;  // |S̄| < 2^14 after scaling
   frexpf(mv * sqrtf(static_cast<float>(D)), &e);  // v's rows' norms < 2^e: scaled under 1, as K's (|P| < 2^9.5)
   const int ev = -e;
-  // |ek + ev - es| bounds the factor that brings dO S̄ᵀ to P K's scale (below).
-  bad |= !isfinite(ms) || !isfinite(mv) || abs(es) > 100 || abs(ev) > 60 || abs(ek + ev - es) > 120;
+  // dO S̄ᵀ (|.| < 2^6 2^14 D <= 2^27) is brought to P K's scale by 2^(ek + ev - es) (below): at most 2^90 keeps it
+  // under 2^117.
+  bad |= !isfinite(ms) || !isfinite(mv) || abs(es) > 100 || abs(ev) > 60 || abs(ek + ev - es) > 90;
   if (__syncthreads_or(bad)) {
     if (tid == 0) a.ok[c.id] = 0;
     return false;

@@ -429,8 +429,9 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
   const int es = 14 - e;  // |S̄| < 2^14 after scaling
   frexpf(mv, &e);
   const int ev = 14 - e;
-  // The same in every thread; |ek + ev - es| bounds the factor that brings Q~ S̄ to P V's scale (below).
-  if (gpos || !isfinite(ms) || !isfinite(mv) || abs(es) > 100 || abs(ev) > 100 || abs(ek + ev - es) > 120) {
+  // The same in every thread. Q~ S̄ (|.| < 2^6 2^14 D <= 2^27) is brought to P V's scale by 2^(ek + ev - es)
+  // (below): at most 2^90 keeps it under 2^117.
+  if (gpos || !isfinite(ms) || !isfinite(mv) || abs(es) > 100 || abs(ev) > 100 || abs(ek + ev - es) > 90) {
     if (tid == 0) a.ok[c.id] = 0;  // chunk_fwd_kernel redoes the chunk (x included)
     return;
   }

@@ -216,7 +216,7 @@ TEST(CudaMixed, FarFromUnitScaleMatchesOracle) {
   };
   const Scaling scalings[] = {{40, -8, 0, 0, 1e-4, true},  {-30, 6, 0, 0, 1e-4, true},  {-80, 0, 0, 0, 1e-4, true},
                               {90, 0, 0, 0, 1e-4, true},   {0, 0, -10, 0, 3e-3, false}, {0, 0, 0, 0.1, 3e-3, true},
-                              {0, 0, 0, 0, 1e-4, false, -70}};
+                              {0, 0, 0, 0, 1e-4, true, -70}};
   for (const int64_t D : {64, 128})
     for (const Scaling& sc : scalings) {
       Case c;
