@@ -148,6 +148,69 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
   if (threadIdx.x < F::C) a.scal[id * 3 * F::C + threadIdx.x] = threadIdx.x < n ? s.f[threadIdx.x] : 0.f;
 }
 
+// The chunk sums of (B)'s second half, from x in s.X, u in s.V, w in s.w and K in s.K (either kernel's layout):
+// Σ e^{G_s} Ψ_s = -Uᵀ diag(e^G) X - γ H̄ - Kᵀ diag(ρ) K and Σ e^{Gg_s} Φ_s = s Q~ᵀ diag(e^Gg) dO, into Ψ's and Φ's
+// slots. Overwrites s.X and s.V.
+template <int D, bool KX, class S>
+__device__ __forceinline__ void step_b2_sums(S& s, const BwdArgs& a, const ChunkPos& c, bool solve) {
+  using F = Cfg<D>;
+  const auto [it, h, n, id, tile] = c;
+  constexpr int64_t DD = static_cast<int64_t>(D) * D;
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) s.X[(idx / D) * F::LD + idx % D] *= -s.eG[idx / D];
+  if (threadIdx.x == 0) {  // ρ_j = Σ_{s>=j} c_s e^{G_s - G_j}, c_s = e^{G_s} w_s;  γ = Σ c_s e^{G_s}
+    float gamma = 0.f, rho = 0.f;
+    for (int j = n - 1; j >= 0; --j) {
+      const float cs = s.eG[j] * s.w[j];
+      gamma += cs * s.eG[j];
+      rho = cs + (j + 1 < n ? expf(s.G[j + 1] - s.G[j]) * rho : 0.f);  // the decay mask's entry, as gate_mask
+      s.t0[j] = rho;
+    }
+    s.t1[0] = gamma;
+  }
+  __syncthreads();
+  const int n8 = (n + 7) & ~7;
+  {
+    FragG<D> acc;  // chunk sums on tensor cores (3xTF32)
+    frag_zero(acc);
+    gram_gemm<D>(acc, s.V, F::LD, s.X, F::LD, n8);
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) {
+      const int r = idx / D, col = idx % D;
+      s.X[r * F::LD + col] = r < n ? -s.t0[r] * s.K[r * F::LD + col] : 0.f;
+    }
+    __syncthreads();
+    gram_gemm<D, false, KX>(acc, s.K, F::LD, s.X, F::LD, n8);
+    const float gamma = s.t1[0];
+    float* psi = a.Psi + id * DD;
+    const float* Hg = a.st.Hs + tile * DD;
+    gram_each<D>(acc, [&](int r, int col, float v0, float v1) {
+      const float2 hr = *reinterpret_cast<const float2*>(Hg + r * D + col);
+      *reinterpret_cast<float2*>(psi + r * D + col) =
+          solve ? make_float2(v0 - gamma * hr.x, v1 - gamma * hr.y) : make_float2(0.f, 0.f);
+    });
+  }
+  __syncthreads();
+  {
+    Regs<D> qt;
+    regs_from_global<D>(qt, a.Phi + id * DD);
+    regs_to_smem<D>(qt, s.X);
+  }
+  rows_load<D>(s.V, a.d_o, it, h, a.scale);
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) s.V[(idx / D) * F::LD + idx % D] *= s.eGg[idx / D];
+  __syncthreads();
+  {
+    FragG<D> acc;
+    frag_zero(acc);
+    gram_gemm<D>(acc, s.X, F::LD, s.V, F::LD, n8);
+    float* phi = a.Phi + id * DD;
+    gram_each<D>(acc, [&](int r, int col, float v0, float v1) {
+      *reinterpret_cast<float2*>(phi + r * D + col) = make_float2(v0, v1);
+    });
+  }
+}
+
 // (B), second half: the adjoint solve Hᵀ u = dx, w, dq = (1 - alpha) dq~ + u, and the chunk sums. A kernel of its
 // own: inlined after the first half, the solve's loop compiled to 1806 instructions (464 R2UR: its descriptors
 // left the uniform datapath) against 1667 here, like chunk_fwd's (scripts/sass_loops.sh).
@@ -158,6 +221,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b2_kernel(const Item* items,
   ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
   const ChunkPos c = chunk_pos(items, a.H);
   const auto [it, h, n, id, tile] = c;
+  if (a.ok && a.ok[id]) return;  // adj_wg_kernel solved it: step_b2_lean_kernel's
   const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
   const bool solve = a.cc.n > 0;
   constexpr int64_t DD = static_cast<int64_t>(D) * D;
@@ -171,12 +235,9 @@ __global__ void __launch_bounds__(kThreads, 1) step_b2_kernel(const Item* items,
   gate_build<D>(a.gk, it, h, s.G, s.eG, s.M, &a.g, s.Gg, s.eGg);
   cp_async_wait_all();
   __syncthreads();
-  Regs<D> x, dqt, qt, dx, u;
-  const bool adj = a.ok && a.ok[id];  // adj_wg_kernel solved it (s.K and s.H as loaded)
-  if (!adj) regs_from_global<D>(dx, a.Psi + id * DD);
-  if (adj) {
-    regs_from_global<D>(u, a.uadj + id * F::C * D);
-  } else if (solve) {
+  Regs<D> x, dqt, dx, u;
+  regs_from_global<D>(dx, a.Psi + id * DD);
+  if (solve) {
     cheb_solve<D, KX>(s, n, a.cc, a.omega, dx, true, u, a.sched, reload);
   } else {
 #pragma unroll
@@ -205,67 +266,65 @@ __global__ void __launch_bounds__(kThreads, 1) step_b2_kernel(const Item* items,
   }
   if (a.dq.dt) regs_store<D>(dqt, a.dq, it, h);
   regs_to_global<D>(u, a.U + id * F::C * D);
+  __syncthreads();
+  regs_to_smem<D>(x, s.X);
+  regs_to_smem<D>(u, s.V);
+  step_b2_sums<D, KX>(s, a, c, solve);
+}
 
-  // Σ e^{G_s} Ψ_s = -Uᵀ diag(e^G) X - γ H̄ - Kᵀ diag(ρ) K.
-  __syncthreads();
-  {
-    Regs<D> t;
-#pragma unroll
-    for (int i = 0; i < F::TM; ++i)
-#pragma unroll
-      for (int j = 0; j < F::TN; ++j) t[i][j] = -s.eG[tr + 16 * i] * x[i][j];
-    regs_to_smem<D>(t, s.X);
-    regs_to_smem<D>(u, s.V);
-  }
-  if (threadIdx.x == 0) {  // ρ_j = Σ_{s>=j} c_s e^{G_s - G_j}, c_s = e^{G_s} w_s;  γ = Σ c_s e^{G_s}
-    float gamma = 0.f, rho = 0.f;
-    for (int j = n - 1; j >= 0; --j) {
-      const float cs = s.eG[j] * s.w[j];
-      gamma += cs * s.eG[j];
-      rho = cs + (j + 1 < n ? s.M[(j + 1) * F::LC + j] * rho : 0.f);
-      s.t0[j] = rho;
-    }
-    s.t1[0] = gamma;
-  }
-  __syncthreads();
-  const int n8 = (n + 7) & ~7;
-  {
-    FragG<D> acc;  // chunk sums on tensor cores (3xTF32)
-    frag_zero(acc);
-    gram_gemm<D>(acc, s.V, F::LD, s.X, F::LD, n8);
-    __syncthreads();
-    for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) {
-      const int r = idx / D, c = idx % D;
-      s.X[r * F::LD + c] = r < n ? -s.t0[r] * s.K[r * F::LD + c] : 0.f;
-    }
-    __syncthreads();
-    gram_gemm<D, false, KX>(acc, s.K, F::LD, s.X, F::LD, n8);
-    const float gamma = s.t1[0];
-    float* psi = a.Psi + id * DD;
-    gram_each<D>(acc, [&](int r, int c, float v0, float v1) {
-      const float* hr = s.H + r * F::LD + c;
-      *reinterpret_cast<float2*>(psi + r * D + c) =
-          solve ? make_float2(v0 - gamma * hr[0], v1 - gamma * hr[1]) : make_float2(0.f, 0.f);
-    });
-  }
+// step_b2 where adj_wg_kernel solved the chunk (ok[id]): u from its scratch, then the same. With no solve it keeps no
+// H̄, scores or mask in shared memory, ~104 KB at D = 128: two CTAs per SM (step_b2: one).
+template <int D>
+struct LeanSmem {
+  using F = Cfg<D>;
+  float K[F::C * F::LD];
+  float X[F::C * F::LD];
+  float V[F::C * F::LD];
+  float G[F::C], eG[F::C], Gg[F::C], eGg[F::C], alpha[F::C], w[F::C], t0[F::C], t1[F::C];
+};
 
-  // Σ e^{Gg_s} Φ_s = s Q~ᵀ diag(e^Gg) dO.
+template <int D, bool KX>
+__global__ void __launch_bounds__(kThreads, 2) step_b2_lean_kernel(const Item* items, BwdArgs a) {
+  using F = Cfg<D>;
+  extern __shared__ __align__(1024) float4 smem_raw[];
+  LeanSmem<D>& s = *reinterpret_cast<LeanSmem<D>*>(smem_raw);
+  const ChunkPos c = chunk_pos(items, a.H);
+  const auto [it, h, n, id, tile] = c;
+  if (!a.ok[id]) return;  // step_b2_kernel's
+  const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
+  rows_load<D>(s.K, a.k, it, h);
+  if (threadIdx.x < F::C)
+    s.alpha[threadIdx.x] = threadIdx.x < n ? dscalar(a.alpha, it.batch, it.t0 + threadIdx.x, h, 1.f) : 0.f;
+  gate_build<D>(a.gk, it, h, s.G, s.eG, nullptr, &a.g, s.Gg, s.eGg);
+  Regs<D> dqt, r;
+  regs_from_global<D>(dqt, a.U + id * F::C * D);
+  regs_from_global<D>(r, a.uadj + id * F::C * D);
+  regs_to_smem<D>(r, s.V);
+  regs_to_global<D>(r, a.U + id * F::C * D);  // u over dq~ (this thread's own elements, read above)
+  regs_from_global<D>(r, a.X + id * F::C * D);
+  regs_to_smem<D>(r, s.X);
+  cp_async_wait_all();
   __syncthreads();
-  regs_from_global<D>(qt, a.Phi + id * DD);
-  regs_to_smem<D>(qt, s.X);
-  rows_load<D>(s.V, a.d_o, it, h, a.scale);
-  __syncthreads();
-  for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) s.V[(idx / D) * F::LD + idx % D] *= s.eGg[idx / D];
-  __syncthreads();
-  {
-    FragG<D> acc;
-    frag_zero(acc);
-    gram_gemm<D>(acc, s.X, F::LD, s.V, F::LD, n8);
-    float* phi = a.Phi + id * DD;
-    gram_each<D>(acc, [&](int r, int c, float v0, float v1) {
-      *reinterpret_cast<float2*>(phi + r * D + c) = make_float2(v0, v1);
-    });
+#pragma unroll
+  for (int i = 0; i < F::TM; ++i) {
+    const int row = tr + 16 * i;
+    float ux = 0.f;
+#pragma unroll
+    for (int j = 0; j < F::TN; ++j) {
+      const float u = s.V[row * F::LD + tc + 16 * j];
+      ux = fmaf(u, s.X[row * F::LD + tc + 16 * j], ux);
+      dqt[i][j] = (1.f - s.alpha[row]) * dqt[i][j] + u;
+    }
+    ux = row_sum16(ux);
+    if (tc == 0) {  // the norms are in scal already (adj_wg_kernel)
+      const float f = a.scal[id * 3 * F::C + row];
+      const float w = (a.lambda_grad && row < n && f > 0.f) ? a.cc.r * ux / f : 0.f;
+      s.w[row] = w;
+      a.scal[id * 3 * F::C + F::C + row] = w;
+    }
   }
+  if (a.dq.dt) regs_store<D>(dqt, a.dq, it, h);
+  step_b2_sums<D, KX>(s, a, c, true);
 }
 
 // (C) grid (seqs * H, 2, D*D / 1024), four elements per thread: R_{c-1} = e^{G_last} R_c + Σ_c; leaves R_c in the
@@ -392,6 +451,15 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
     launch_check(fn);
     step_b2<<<grid, kThreads, smem, stream>>>(items.get(), a);
     launch_check(fn);
+    if (adj) {  // the chunks adj_wg_kernel solved, two CTAs per SM
+      const auto lean = kx ? step_b2_lean_kernel<D, true> : step_b2_lean_kernel<D, false>;
+      const int lsmem = static_cast<int>(sizeof(LeanSmem<D>));
+      check(cudaFuncSetAttribute(lean, cudaFuncAttributeMaxDynamicSharedMemorySize, lsmem), fn, "cudaFuncSetAttribute");
+      check(cudaFuncSetAttribute(lean, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
+            fn, "cudaFuncSetAttribute");
+      lean<<<grid, kThreads, lsmem, stream>>>(items.get(), a);
+      launch_check(fn);
+    }
   }
   step_c_kernel<D><<<dim3(static_cast<unsigned>(p.num_seqs() * p.H), 2, D * D / (4 * kThreads)), kThreads, 0, stream>>>(
       seqs.get(), a, dview(gin.d_final_kk), dview(gin.d_final_kv), dview(gout.d_initial_kk),
