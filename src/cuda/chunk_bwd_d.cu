@@ -43,8 +43,11 @@ __device__ __forceinline__ void step_d_finish(ChunkSmem<D>& s, const BwdArgs& a,
   for (int j = 0; j < D / 16; ++j)
 #pragma unroll
     for (int e = 0; e < 4; ++e) dks[0][j][e] += dkr[0][j][e];
-  if (a.dk.dt) frag_store<D>(dks, w, a.dk, it, h, 1.f);
-  if (a.dv.dt) frag_store<D>(dv, w, a.dv, it, h, 1.f);
+  // Every tile is dead by now (the barriers above): the stores go through two bf16 tiles over s.H and s.K.
+  __nv_bfloat16* stage = reinterpret_cast<__nv_bfloat16*>(s.H);
+  static_assert(2 * kTileBytes<kChunkMax, D, false> <= offsetof(ChunkSmem<D>, X), "two staging tiles fit over H, K");
+  if (a.dk.dt) frag_store_rows<D>(dks, w, a.dk, it, h, stage);
+  if (a.dv.dt) frag_store_rows<D>(dv, w, a.dv, it, h, stage + kChunkMax * (D + 8));
 }
 
 // (D) with 3xTF32 products on fp32 tiles (KX: k, v and dO are 16-bit, exact in tf32); step_d_bf16_kernel below
@@ -227,23 +230,20 @@ struct StepDTiles {
   static constexpr uint32_t RAW = kTileBytes<C, D, false>, PCD = kTileBytes<C, D, true>, PDD = kTileBytes<D, D, true>;
   static constexpr uint32_t K = 0, R = RAW, X = RAW, U = X + PCD, P = U + PCD, H = P + kTileBytes<C, C, true>;
   static constexpr uint32_t V = RAW, DO = 2 * RAW, QT = 3 * RAW, QC = H;
-  static_assert(QT + PCD == P && R + PDD <= offsetof(ChunkSmem<D>, M) && H + PDD <= offsetof(ChunkSmem<D>, M),
-                "step_d_bf16's tiles overflow ChunkSmem");
+  static_assert(QT + PCD == P && R + PDD <= offsetof(ChunkSmem<D>, M) && H + PDD <= offsetof(ChunkSmem<D>, M) &&
+                    RAW <= kTileBytes<C, C, true>,
+                "step_d_bf16's tiles overflow ChunkSmem (or raw q does not fit over P)");
 };
 
+// Q~ = q + alpha (x - q) into a pair tile, q from a raw tile (rows >= n zero), x from global memory.
 template <int D>
-__device__ __forceinline__ void qtilde_pairs(const BTile& t, const DView& q, const float* Xg, const float* alpha,
-                                             const Item& it, int h) {
+__device__ __forceinline__ void qtilde_pairs(const BTile& t, const BTile& q, const float* Xg, const float* alpha) {
   tile_ldg_each<kChunkMax, D>(Xg, [&](int r, int c, float4 x) {
-    float qv[4] = {0.f, 0.f, 0.f, 0.f};
-    if (r < it.n) {
-      const int64_t base = drow(q, it.batch, it.t0 + r, h) + c;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) qv[e] = dload(q, base + e);
-    }
+    const auto* qr = reinterpret_cast<const __nv_bfloat162*>(q.hi + r * q.ld + c);
+    const float2 q01 = __bfloat1622float2(qr[0]), q23 = __bfloat1622float2(qr[1]);
     const float al = alpha[r];
-    pair_put(t, r, c, qv[0] + al * (x.x - qv[0]), qv[1] + al * (x.y - qv[1]));
-    pair_put(t, r, c + 2, qv[2] + al * (x.z - qv[2]), qv[3] + al * (x.w - qv[3]));
+    pair_put(t, r, c, q01.x + al * (x.x - q01.x), q01.y + al * (x.y - q01.y));
+    pair_put(t, r, c + 2, q23.x + al * (x.z - q23.x), q23.y + al * (x.w - q23.y));
   });
 }
 
@@ -368,12 +368,15 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_bf16_kernel(const Item* it
   __syncthreads();
   const BTile V = btile_at<C, D, false>(&s, L::V), dO = btile_at<C, D, false>(&s, L::DO);
   const BTile Qt = btile_at<C, D, true>(&s, L::QT), Qc = btile_at<D, D, true>(&s, L::QC);
+  const BTile Qr = btile_at<C, D, false>(&s, L::P);  // q, raw, over P until Q~ is formed (scalar loads: 7 % slower)
   rows_copy_bf16<D>(dO, a.d_o, it, h);
   rows_copy_bf16<D>(V, a.v, it, h);
-  qtilde_pairs<D>(Qt, a.q, Xg, s.alpha, it, h);
+  rows_copy_bf16<D>(Qr, a.q, it, h);  // q has k's dtype (validate.cpp)
   pairs_from_global<D, D>(Qc, a.Phi + id * DD);
   gate_mask<D>(s.Gg, n, s.M);
   cp_async_wait_all();
+  __syncthreads();
+  qtilde_pairs<D>(Qt, Qr, Xg, s.alpha);
   __syncthreads();
   const float GgL = s.Gg[n - 1];
   FragC<D> dkr, dv;

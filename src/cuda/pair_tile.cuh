@@ -73,6 +73,32 @@ __device__ __forceinline__ void rows_copy_bf16(const BTile& t, const DView& v, c
   }
 }
 
+// Rows < n of a C x D frag tile into a [B,T,H,D] view, through `stage` (a raw C x D tile's room in shared memory,
+// free): bf16 pairs in, 16-byte row pieces out (the fragments' own 2-byte stores were ~8 % of step_d's stall
+// samples). Views that are not 16-byte aligned bf16: frag_store. Syncs once; the caller syncs before reusing stage.
+template <int D>
+__device__ __forceinline__ void frag_store_rows(const FragC<D>& a, const SolveWarp& w, const DView& v, const Item& it,
+                                                int h, __nv_bfloat16* stage) {
+  if (v.dt != 2 || !rows_fast(v)) {
+    frag_store<D>(a, w, v, it, h, 1.f);
+    return;
+  }
+  constexpr int LDS = D + 8, VPR = D / 8;
+  const int r0 = 16 * w.rb + w.g, cb = w.ch * (D / 2) + 2 * w.t;
+#pragma unroll
+  for (int j = 0; j < D / 16; ++j)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf)
+      *reinterpret_cast<__nv_bfloat162*>(stage + (r0 + 8 * hf) * LDS + cb + 8 * j) =
+          __floats2bfloat162_rn(a[0][j][2 * hf], a[0][j][2 * hf + 1]);
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < it.n * VPR; idx += kThreads) {
+    const int r = idx / VPR, c8 = (idx % VPR) * 8;
+    *reinterpret_cast<uint4*>(static_cast<__nv_bfloat16*>(v.p) + drow(v, it.batch, it.t0 + r, h) + c8) =
+        *reinterpret_cast<const uint4*>(stage + r * LDS + c8);
+  }
+}
+
 // acc += A B for this warp's part (SolveWarp layout) of a C x N product over k < K (K a multiple of 16): A the
 // C x K tile a, row-major; B(k, n) = b[k][n] (k-major), or b[n][k] where BN. ALO / BLO: a / b is a pair tile.
 template <int N, bool BN, bool ALO, bool BLO>
