@@ -27,6 +27,9 @@ prof = {int(r[col['Address']], 16) - base: r for r in data}
 
 chain, block, ins = [], [], {}  # chain: the frames of the next instruction, innermost first
 inside = False
+sections = [l for l in open(disasm) if l.startswith('//-----') and kern in l]
+if len(sections) != 1:  # e.g. both instantiations of a template: name one (step_d_bf16_kernelILi128)
+    sys.exit(f'{len(sections)} kernels match {kern!r}: {[l.split()[1] for l in sections]}')
 for line in open(disasm):
     if line.startswith('//-----'):
         inside = kern in line
