@@ -128,49 +128,67 @@ __device__ __forceinline__ bool wg_adj_dqt(const WgFwdArgs& a, const ChunkPos& c
   __syncthreads();
   // Per row (LPR lanes, four columns each): q~ = q + alpha (x - q), dalpha, q~ . dq~, and dx = alpha dq~ over dq~;
   // x, dq~, q~ to step_b2's scratch (rows >= n: zeros), the norms and q~ . dq~ to scal.
-  constexpr int LPR = D / 4, RPP = 128 / LPR;
+  // Each batch's loads go out before its stores, which the compiler may not move them past (they could alias).
+  constexpr int LPR = D / 4, RPP = 128 / LPR, PB = 4;
+  static_assert(C / RPP % PB == 0, "whole batches of rows");
   const int c4 = 4 * (tid % LPR);
-#pragma unroll 4
-  for (int p = 0; p < C / RPP; ++p) {
-    const int row = tid / LPR + RPP * p;
-    const bool in = row < n;
-    const int64_t tok = c.it.t0 + row;
-    float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
-    uint2 qw = make_uint2(0u, 0u);
-    float al = 0.f;
-    if (in) {
-      x = *reinterpret_cast<const float4*>(static_cast<const float*>(a.x.p) + drow(a.x, c.it.batch, tok, c.h) + c4);
-      qw = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(a.q.p) + drow(a.q, c.it.batch, tok, c.h) + c4);
-      al = dscalar(a.alpha, c.it.batch, tok, c.h, 1.f);
-    }
-    float* gp = dq_s + row * D + c4;
-    const float4 g = *reinterpret_cast<const float4*>(gp);
-    const float q[4] = {wg_in16(static_cast<uint16_t>(qw.x & 0xffffu), a.q.dt),
-                        wg_in16(static_cast<uint16_t>(qw.x >> 16), a.q.dt),
-                        wg_in16(static_cast<uint16_t>(qw.y & 0xffffu), a.q.dt),
-                        wg_in16(static_cast<uint16_t>(qw.y >> 16), a.q.dt)};
-    const float xv[4] = {x.x, x.y, x.z, x.w}, gv[4] = {g.x, g.y, g.z, g.w};
-    float qt[4], da = 0.f, qd = 0.f;
+#pragma unroll 1
+  for (int p0 = 0; p0 < C / RPP; p0 += PB) {
+    float4 xb[PB];
+    uint2 qb[PB];
+    float ab[PB], fb[PB];
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      qt[u] = q[u] + al * (xv[u] - q[u]);
-      da = fmaf(gv[u], xv[u] - q[u], da);
-      qd = fmaf(qt[u], gv[u], qd);
+    for (int b = 0; b < PB; ++b) {
+      const int row = tid / LPR + RPP * (p0 + b);
+      const int64_t tok = c.it.t0 + row;
+      xb[b] = make_float4(0.f, 0.f, 0.f, 0.f);
+      qb[b] = make_uint2(0u, 0u);
+      ab[b] = fb[b] = 0.f;
+      if (row < n) {
+        xb[b] =
+            *reinterpret_cast<const float4*>(static_cast<const float*>(a.x.p) + drow(a.x, c.it.batch, tok, c.h) + c4);
+        qb[b] =
+            *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(a.q.p) + drow(a.q, c.it.batch, tok, c.h) + c4);
+        ab[b] = dscalar(a.alpha, c.it.batch, tok, c.h, 1.f);
+        fb[b] = dload(a.fro, drow(a.fro, c.it.batch, tok, c.h));
+      }
     }
-    const int64_t off = c.id * C * D + row * D + c4;
-    *reinterpret_cast<float4*>(a.adj_x + off) = x;
-    *reinterpret_cast<float4*>(a.adj_dqt + off) = g;
-    *reinterpret_cast<float4*>(a.adj_qt + c.id * D * D + row * D + c4) = make_float4(qt[0], qt[1], qt[2], qt[3]);
-    *reinterpret_cast<float4*>(gp) = make_float4(al * g.x, al * g.y, al * g.z, al * g.w);
 #pragma unroll
-    for (int o = LPR / 2; o > 0; o >>= 1) {
-      da += __shfl_xor_sync(0xffffffffu, da, o);
-      qd += __shfl_xor_sync(0xffffffffu, qd, o);
-    }
-    if (c4 == 0) {
-      if (a.dalpha.dt && in) dstore(a.dalpha, drow(a.dalpha, c.it.batch, tok, c.h), da);
-      a.adj_scal[c.id * 3 * C + row] = in ? dload(a.fro, drow(a.fro, c.it.batch, tok, c.h)) : 0.f;
-      a.adj_scal[c.id * 3 * C + 2 * C + row] = qd;
+    for (int b = 0; b < PB; ++b) {
+      const int row = tid / LPR + RPP * (p0 + b);
+      const bool in = row < n;
+      const int64_t tok = c.it.t0 + row;
+      const float4 x = xb[b];
+      const uint2 qw = qb[b];
+      const float al = ab[b];
+      float* gp = dq_s + row * D + c4;
+      const float4 g = *reinterpret_cast<const float4*>(gp);
+      const float q[4] = {
+          wg_in16(static_cast<uint16_t>(qw.x & 0xffffu), a.q.dt), wg_in16(static_cast<uint16_t>(qw.x >> 16), a.q.dt),
+          wg_in16(static_cast<uint16_t>(qw.y & 0xffffu), a.q.dt), wg_in16(static_cast<uint16_t>(qw.y >> 16), a.q.dt)};
+      const float xv[4] = {x.x, x.y, x.z, x.w}, gv[4] = {g.x, g.y, g.z, g.w};
+      float qt[4], da = 0.f, qd = 0.f;
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        qt[u] = q[u] + al * (xv[u] - q[u]);
+        da = fmaf(gv[u], xv[u] - q[u], da);
+        qd = fmaf(qt[u], gv[u], qd);
+      }
+      const int64_t off = c.id * C * D + row * D + c4;
+      *reinterpret_cast<float4*>(a.adj_x + off) = x;
+      *reinterpret_cast<float4*>(a.adj_dqt + off) = g;
+      *reinterpret_cast<float4*>(a.adj_qt + c.id * D * D + row * D + c4) = make_float4(qt[0], qt[1], qt[2], qt[3]);
+      *reinterpret_cast<float4*>(gp) = make_float4(al * g.x, al * g.y, al * g.z, al * g.w);
+#pragma unroll
+      for (int o = LPR / 2; o > 0; o >>= 1) {
+        da += __shfl_xor_sync(0xffffffffu, da, o);
+        qd += __shfl_xor_sync(0xffffffffu, qd, o);
+      }
+      if (c4 == 0) {
+        if (a.dalpha.dt && in) dstore(a.dalpha, drow(a.dalpha, c.it.batch, tok, c.h), da);
+        a.adj_scal[c.id * 3 * C + row] = fb[b];
+        a.adj_scal[c.id * 3 * C + 2 * C + row] = qd;
+      }
     }
   }
   __syncthreads();

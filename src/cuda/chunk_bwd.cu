@@ -150,7 +150,8 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
 
 // The chunk sums of (B)'s second half, from x in s.X, u in s.V, w in s.w and K in s.K (either kernel's layout):
 // Σ e^{G_s} Ψ_s = -Uᵀ diag(e^G) X - γ H̄ - Kᵀ diag(ρ) K and Σ e^{Gg_s} Φ_s = s Q~ᵀ diag(e^Gg) dO, into Ψ's and Φ's
-// slots. Overwrites s.X and s.V.
+// slots, all but γ H̄, which step_c subtracts (it streams H̄ anyway; here its scattered loads took a fifth of
+// step_b2_lean's stall samples): γ into gamma[id]. Overwrites s.X and s.V.
 template <int D, bool KX, class S>
 __device__ __forceinline__ void step_b2_sums(S& s, const BwdArgs& a, const ChunkPos& c, bool solve) {
   using F = Cfg<D>;
@@ -166,7 +167,7 @@ __device__ __forceinline__ void step_b2_sums(S& s, const BwdArgs& a, const Chunk
       rho = cs + (j + 1 < n ? expf(s.G[j + 1] - s.G[j]) * rho : 0.f);  // the decay mask's entry, as gate_mask
       s.t0[j] = rho;
     }
-    s.t1[0] = gamma;
+    a.gamma[id] = solve ? gamma : 0.f;
   }
   __syncthreads();
   const int n8 = (n + 7) & ~7;
@@ -181,13 +182,9 @@ __device__ __forceinline__ void step_b2_sums(S& s, const BwdArgs& a, const Chunk
     }
     __syncthreads();
     gram_gemm<D, false, KX>(acc, s.K, F::LD, s.X, F::LD, n8);
-    const float gamma = s.t1[0];
     float* psi = a.Psi + id * DD;
-    const float* Hg = a.st.Hs + tile * DD;
     gram_each<D>(acc, [&](int r, int col, float v0, float v1) {
-      const float2 hr = *reinterpret_cast<const float2*>(Hg + r * D + col);
-      *reinterpret_cast<float2*>(psi + r * D + col) =
-          solve ? make_float2(v0 - gamma * hr.x, v1 - gamma * hr.y) : make_float2(0.f, 0.f);
+      *reinterpret_cast<float2*>(psi + r * D + col) = solve ? make_float2(v0, v1) : make_float2(0.f, 0.f);
     });
   }
   __syncthreads();
@@ -327,8 +324,9 @@ __global__ void __launch_bounds__(kThreads, 2) step_b2_lean_kernel(const Item* i
   step_b2_sums<D, KX>(s, a, c, true);
 }
 
-// (C) grid (seqs * H, 2, D*D / 1024), four elements per thread: R_{c-1} = e^{G_last} R_c + Σ_c; leaves R_c in the
-// chunk-sum buffers, and the partial sums of the state dots (kDotParts), which spares step_d four D x D tile pairs.
+// (C) grid (seqs * H, 2, D*D / 1024), four elements per thread: R_{c-1} = e^{G_last} R_c + Σ_c (Ψ's Σ_c completed
+// here by its - γ H̄_c term, step_b2_sums); leaves R_c in the chunk-sum buffers, and the partial sums of the state dots
+// (kDotParts), which spares step_d four D x D tile pairs.
 template <int D>
 __global__ void __launch_bounds__(kThreads) step_c_kernel(const SeqInfo* seqs, BwdArgs a, DView dfin_kk, DView dfin_kv,
                                                           DView dinit_kk, DView dinit_kv) {
@@ -352,13 +350,14 @@ __global__ void __launch_bounds__(kThreads) step_c_kernel(const SeqInfo* seqs, B
   float4 next = at(states, (slot0 + sq.count) * H + h);  // the state at the end of chunk k
   for (int k0 = sq.count - 1; k0 >= 0; k0 -= AHEAD) {
     float4 sum[AHEAD], start[AHEAD];
-    float dec[AHEAD];
+    float dec[AHEAD], gam[AHEAD];
 #pragma unroll
     for (int u = 0; u < AHEAD; ++u)
       if (k0 - u >= 0) {
         const int64_t id = static_cast<int64_t>(sq.first + k0 - u) * H + h;
         sum[u] = at(sums, id);
         dec[u] = a.st.decay[id * 2 + which];
+        gam[u] = which == 0 ? a.gamma[id] : 0.f;
         start[u] = at(states, (slot0 + k0 - u) * H + h);
       }
 #pragma unroll
@@ -372,7 +371,7 @@ __global__ void __launch_bounds__(kThreads) step_c_kernel(const SeqInfo* seqs, B
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           pe = fmaf(R[i], nx[i], pe);
-          R[i] = fmaf(dec[u], R[i], sm[i]);
+          R[i] = fmaf(dec[u], R[i], fmaf(-gam[u], st[i], sm[i]));  // Σ_c: step_b2's sum - γ H̄_c
           ps = fmaf(R[i], st[i], ps);
         }
         next = start[u];
@@ -421,7 +420,7 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
   states_compute(p, items.get(), seqs.get(), st, TensorView{}, TensorView{}, fn);  // (A)
   Scratch X(fn, ids * C * D * fs, stream), U(fn, ids * C * D * fs, stream), Psi(fn, ids * DD * fs, stream),
       Phi(fn, ids * DD * fs, stream), scal(fn, ids * 3 * C * fs, stream),
-      dots(fn, ids * 4 * kDotParts<D> * fs, stream);
+      dots(fn, ids * 4 * kDotParts<D> * fs, stream), gamma(fn, ids * fs, stream);
   const bool adj = !plan.items.empty() && adj_wg_usable(p, gin, solve_schedule(p));
   Scratch uadj(fn, adj ? ids * C * D * fs : 0, stream), ok(fn, adj ? ids * sizeof(int) : 0, stream);
   BwdArgs a{dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),
@@ -429,6 +428,7 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
             dview(gout.dalpha), dview(gout.dg), dview(gout.dgk), st, X.as<float>(), U.as<float>(), Psi.as<float>(),
             Phi.as<float>(), scal.as<float>(), dots.as<float>(), cheb_const(p), omega.get(),
             static_cast<float>(p.scale), static_cast<int>(p.H), p.lambda_grad ? 1 : 0, solve_schedule(p)};
+  a.gamma = gamma.as<float>();
   const size_t smem = solve_smem_bytes<D>();  // step_b and step_b2 (step_d sets its own)
   const dim3 grid(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H));
   const bool kx = inputs_tf32_exact(p, &gin.d_o);

@@ -20,6 +20,7 @@ struct BwdArgs {
   SolveSchedule sched;
   const float* uadj = nullptr;  // adj_wg_kernel's u (C x D per id), where ok[id]; else step_b2 solves
   const int* ok = nullptr;
+  float* gamma = nullptr;  // per id: γ of Ψ's chunk sum (step_b2_sums), applied by step_c
 };
 
 // Partial sums per (chunk, head) of the four state dots that step_d needs, <R_{c-1}, state_c> and <R_c, state_{c+1}>
