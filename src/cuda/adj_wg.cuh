@@ -28,14 +28,13 @@ __device__ __forceinline__ bool wg_adj_dqt(const WgFwdArgs& a, const ChunkPos& c
   auto at = [&](const DView& v, int rw) { return drow(v, c.it.batch, c.it.t0 + (rw ? r1 : r0), c.h) + 2 * t; };
 
   const float* Sg = a.Ss + c.tile * D * D;
-  float ms = 0.f, unused = 0.f;
-  wg_state_scan<D>(Sg, ms, unused);
+  float ms, unused;
+  wg_state_stat(a.stat + state_stat_index(c.tile, 1), ms, unused);
   WgRows<D> vr;
   float mv = vr.load(a.v, c);
   float dq[NB][4];
   wg_load_pairs<NB>(dq, static_cast<const uint16_t*>(a.d_o.p) + at(a.d_o, 0),
                     static_cast<const uint16_t*>(a.d_o.p) + at(a.d_o, 1), a.d_o.dt, r0 < n, r1 < n);
-  ms = wg_block_max(ms, red);
   mv = wg_block_max(mv, red + 4);
   bad |= wg_gate_sums(ws, a.g, c);
   float sd[2];  // dO's per-row scales: the row's largest |element| under 2^6 (as q~ in the forward's readout)

@@ -415,8 +415,8 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
   const size_t DD = static_cast<size_t>(D) * D, ids = std::max<size_t>(1, plan.items.size() * p.H);
   const size_t fs = sizeof(float);
   Scratch hs(fn, plan.slots * p.H * DD * fs, stream), ss(fn, plan.slots * p.H * DD * fs, stream),
-      dec(fn, ids * 2 * fs, stream);
-  const StateBufs st{hs.as<float>(), ss.as<float>(), dec.as<float>()};
+      dec(fn, ids * 2 * fs, stream), stat(fn, plan.slots * p.H * 2 * kStateParts * sizeof(float2), stream);
+  const StateBufs st{hs.as<float>(), ss.as<float>(), dec.as<float>(), stat.as<float2>()};
   states_compute(p, items.get(), seqs.get(), st, TensorView{}, TensorView{}, fn);  // (A)
   Scratch X(fn, ids * C * D * fs, stream), U(fn, ids * C * D * fs, stream), Psi(fn, ids * DD * fs, stream),
       Phi(fn, ids * DD * fs, stream), scal(fn, ids * 3 * C * fs, stream),
@@ -442,7 +442,7 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
       WgFwdArgs w{a.q, a.k, a.v, a.alpha, a.g, a.gk, DView{}, a.x_in, a.fro_in, st.Hs, st.Ss, a.omega, ok.as<int>(),
                   a.cc, a.scale, a.H, a.sched.one_term};
       w.d_o = a.d_o, w.dalpha = a.dalpha, w.adj_x = a.X, w.adj_dqt = a.U, w.adj_u = uadj.as<float>();
-      w.adj_qt = a.Phi, w.adj_scal = a.scal;
+      w.adj_qt = a.Phi, w.adj_scal = a.scal, w.stat = st.stat;
       wg_launch<D>(adj_wg_kernel<D>, grid, items.get(), w, stream, fn);
       a.uadj = uadj.as<float>();
       a.ok = ok.as<int>();

@@ -134,8 +134,9 @@ bool fwd_wg_usable(const Problem& p, const SolveSchedule& s, const ForwardOutput
 template <int D>
 void fwd_wg_launch(const FwdArgs& a, const StateBufs& st, int* ok, const Item* items, size_t n_items,
                    cudaStream_t stream, const char* fn) {
-  const WgFwdArgs w{a.q,  a.k,     a.v, a.alpha,         a.g, a.gk, a.o, a.x, a.fro, st.Hs, st.Ss, a.omega, ok,
-                    a.cc, a.scale, a.H, a.sched.one_term};
+  WgFwdArgs w{a.q,  a.k,     a.v, a.alpha,         a.g, a.gk, a.o, a.x, a.fro, st.Hs, st.Ss, a.omega, ok,
+              a.cc, a.scale, a.H, a.sched.one_term};
+  w.stat = st.stat;
   wg_launch<D>(fwd_wg_kernel<D>, dim3(static_cast<unsigned>(n_items), static_cast<unsigned>(a.H)), items, w, stream,
                fn);
 }
@@ -157,7 +158,8 @@ void forward_run(const Problem& p, const ForwardOutputs& out) {
   const size_t tile = static_cast<size_t>(D) * D;
   Scratch hs(fn, plan.slots * p.H * tile * sizeof(float), stream), ss(fn, plan.slots * p.H * tile * sizeof(float), stream);
   Scratch dec(fn, std::max<size_t>(1, plan.items.size() * p.H * 2) * sizeof(float), stream);
-  const StateBufs st{hs.as<float>(), ss.as<float>(), dec.as<float>()};
+  Scratch stat(fn, plan.slots * p.H * 2 * kStateParts * sizeof(float2), stream);
+  const StateBufs st{hs.as<float>(), ss.as<float>(), dec.as<float>(), stat.as<float2>()};
   states_compute(p, items.get(), seqs.get(), st, out.final_kk, out.final_kv, fn);
   if (!plan.items.empty()) {
     FwdArgs a{dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),

@@ -70,6 +70,19 @@ __device__ __forceinline__ void gate_weights(float g0, float g1, int n, float* w
   if (lane == 0) w[kChunkMax] = expf(p);
 }
 
+// This warp's partial of a state's (max |x|, Σ x²) over the values its lanes hold (mx, ss), into stat
+// (kStateParts per state: row block `block`, warp `warp`).
+__device__ __forceinline__ void stat_store(float mx, float ss, const StateBufs& st, int64_t tile, int which, int block) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  }
+  static_assert(kStateParts == 4 * kThreads / 32, "four row blocks of kThreads per state");
+  if ((threadIdx.x & 31) == 0 && st.stat)
+    st.stat[state_stat_index(tile, which) + block * (kThreads / 32) + (threadIdx.x >> 5)] = make_float2(mx, ss);
+}
+
 // grid: state_cta (which = 0 H̄ with gk, 1 S̄ with g; D / RB row blocks each). W = 1 where k and v
 // are 16-bit: two CTAs per SM; fp32 rows need twice the prefetch registers, which would spill at two.
 template <int D, int W>
@@ -92,9 +105,13 @@ __global__ void __launch_bounds__(kThreads, 3 - W) states_kernel(const Item* ite
   const int m0 = a0 + 16 * (warp / S::WC), n0 = (warp % S::WC) * (D / S::WC);
   auto slot_store = [&](StateFrag<D>& x, int64_t slot) {
     float* dst = buf + (slot * H + h) * D * D;
+    float mx = 0.f, ss = 0.f;
     state_each<D>(x, a0, [&](int r, int c, float& x0, float& x1) {
       *reinterpret_cast<float2*>(dst + r * D + c) = make_float2(x0, x1);
+      mx = fmaxf(mx, fmaxf(fabsf(x0), fabsf(x1)));
+      ss = fmaf(x0, x0, fmaf(x1, x1, ss));
     });
+    stat_store(mx, ss, st, slot * H + h, which, b.block);
   };
 
   StateFrag<D> x;
@@ -287,13 +304,20 @@ __global__ void __launch_bounds__(kThreads, 2)
   auto slot_store = [&](int64_t slot) {  // 16-byte stores: lanes 2u, 2u + 1 swap halves (rows g and g + 8)
     const bool odd = tq & 1;
     float* dst = buf + (slot * H + h) * D * D + (a0 + m0 + gq + 8 * odd) * D + n0 + 4 * (tq >> 1);
+    float mx = 0.f, ss = 0.f;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
       const float s0 = __shfl_xor_sync(0xffffffffu, odd ? x[nt][0] : x[nt][2], 1);
       const float s1 = __shfl_xor_sync(0xffffffffu, odd ? x[nt][1] : x[nt][3], 1);
       *reinterpret_cast<float4*>(dst + 8 * nt) =
           odd ? make_float4(s0, s1, x[nt][2], x[nt][3]) : make_float4(x[nt][0], x[nt][1], s0, s1);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        mx = fmaxf(mx, fabsf(x[nt][e]));
+        ss = fmaf(x[nt][e], x[nt][e], ss);
+      }
     }
+    stat_store(mx, ss, st, slot * H + h, which, b.block);
   };
   auto product = [&](int c) {  // X <- e^{G_last} X + (lo + mid + hi) B; k-steps past the chunk's rows are zeros
     float acc[NT][4] = {};

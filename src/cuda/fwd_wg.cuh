@@ -50,18 +50,13 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
   // 2 t (add 8 j for n8 block j).
   auto at = [&](const DView& v, int rw) { return drow(v, c.it.batch, c.it.t0 + (rw ? r1 : r0), c.h) + 2 * t; };
 
-  // ---- Tiles: K scaled (exact: 16-bit k), H̄ scaled as hi + lo (read twice: the scale first, from L2 after) ----
+  // ---- Tiles: K scaled (exact: 16-bit k), H̄ scaled as hi + lo (its scale and norm from the states kernel) ----
   const float* Hg = a.Hs + c.tile * D * D;
-  float hh = 0.f, mh = 0.f;
-  wg_state_scan<D>(Hg, mh, hh);
+  float hh, mh;
+  wg_state_stat(a.stat + state_stat_index(c.tile, 0), mh, hh);
   WgRows<D> kr;
   float mk = kr.load(a.k, c);
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) hh += __shfl_xor_sync(0xffffffffu, hh, o);
-  if (lane == 0) red[8 + wi] = hh;
-  mh = wg_block_max(mh, red);
   mk = wg_block_max(mk, red + 4);
-  hh = (red[8] + red[9]) + (red[10] + red[11]);
   bool bad = wg_gate_sums(Gs, a.gk, c);  // positive log-gates: mask entries beyond f16's reach
   int e;
   frexpf(mk * sqrtf(static_cast<float>(D)), &e);  // K's rows' norms < 2^e
@@ -413,11 +408,10 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
   // ---- Readout: o = s [e^Gg Q~ S̄ + ((Q~ Kᵀ) ⊙ Mg) V], q~ = q + alpha (x - q) ----
   __syncthreads();  // every warp's products are done: S̄ takes H̄'s tiles, V the right-hand side's
   const float* Sg = a.Ss + c.tile * D * D;
-  float ms = 0.f, unused = 0.f;
-  wg_state_scan<D>(Sg, ms, unused);
+  float ms, unused;
+  wg_state_stat(a.stat + state_stat_index(c.tile, 1), ms, unused);
   WgRows<D> vr;
   float mv = vr.load(a.v, c);
-  ms = wg_block_max(ms, red);
   mv = wg_block_max(mv, red + 4);
   const bool gpos = wg_gate_sums(ws, a.g, c);
   const float Gg0 = ws[r0], Gg1 = ws[r1];

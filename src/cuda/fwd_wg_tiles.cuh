@@ -1,7 +1,8 @@
 // Pieces of fwd_wg.cuh's kernel: its arguments and shared-memory layout, f16 words and pairs, the loads of its 16-bit
-// rows and fp32 states into swizzled tiles.
+// rows and fp32 states into swizzled tiles, the states' scales.
 #pragma once
 
+#include "cuda/chunk_states.h"
 #include "cuda/chunk_tile.cuh"
 #include "cuda/wgmma.cuh"
 
@@ -19,6 +20,7 @@ struct WgFwdArgs {
   // norms and q~ . dq~ in scal (+ 3 C id, at 0 and 2 C).
   DView d_o, dalpha;
   float *adj_x = nullptr, *adj_dqt = nullptr, *adj_u = nullptr, *adj_qt = nullptr, *adj_scal = nullptr;
+  const float2* stat = nullptr;  // the states' (max |x|, Σ x²) partials (StateBufs::stat), required
 };
 
 // Whether a view's rows can be read in pieces of `bytes` (last dim contiguous, base and strides aligned).
@@ -114,20 +116,17 @@ struct WgRows {
   }
 };
 
-// A D x D fp32 state: this thread's largest |element| and sum of squares (eight loads in flight).
-template <int D>
-__device__ __forceinline__ void wg_state_scan(const float* S, float& mx, float& ss) {
-  constexpr int PER = D * D / 4 / 128;
-#pragma unroll 1
-  for (int p0 = 0; p0 < PER; p0 += 8) {  // (cold code: run once per CTA, its size costs instruction fetch)
-    float4 v[8];
+// A state's largest |element| and squared Frobenius norm from the states kernel's partials (chunk_states.h), the
+// same in every lane (xor butterflies: a + b and b + a agree); the state itself is read once, for its tiles.
+__device__ __forceinline__ void wg_state_stat(const float2* stat, float& mx, float& ss) {
+  static_assert(kStateParts == 32, "one partial per lane");
+  const float2 p = stat[threadIdx.x & 31];
+  mx = p.x;
+  ss = p.y;
 #pragma unroll
-    for (int u = 0; u < 8; ++u) v[u] = __ldg(reinterpret_cast<const float4*>(S) + threadIdx.x + 128 * (p0 + u));
-#pragma unroll
-    for (int u = 0; u < 8; ++u) {
-      ss = fmaf(v[u].x, v[u].x, fmaf(v[u].y, v[u].y, fmaf(v[u].z, v[u].z, fmaf(v[u].w, v[u].w, ss))));
-      mx = fmaxf(mx, fmaxf(fmaxf(fabsf(v[u].x), fabsf(v[u].y)), fmaxf(fabsf(v[u].z), fabsf(v[u].w))));
-    }
+  for (int o = 16; o > 0; o >>= 1) {
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    ss += __shfl_xor_sync(0xffffffffu, ss, o);
   }
 }
 // The state times `scale` as f16 hi and lo swizzled tiles (rows: the state's rows; its columns where T, the adjoint's
