@@ -159,15 +159,14 @@ __device__ __forceinline__ void step_b2_sums(S& s, const BwdArgs& a, const Chunk
   constexpr int64_t DD = static_cast<int64_t>(D) * D;
   __syncthreads();
   for (int idx = threadIdx.x; idx < F::C * D; idx += blockDim.x) s.X[(idx / D) * F::LD + idx % D] *= -s.eG[idx / D];
-  if (threadIdx.x == 0) {  // ρ_j = Σ_{s>=j} c_s e^{G_s - G_j}, c_s = e^{G_s} w_s;  γ = Σ c_s e^{G_s}
-    float gamma = 0.f, rho = 0.f;
-    for (int j = n - 1; j >= 0; --j) {
-      const float cs = s.eG[j] * s.w[j];
-      gamma += cs * s.eG[j];
-      rho = cs + (j + 1 < n ? expf(s.G[j + 1] - s.G[j]) * rho : 0.f);  // the decay mask's entry, as gate_mask
-      s.t0[j] = rho;
-    }
-    a.gamma[id] = solve ? gamma : 0.f;
+  if (threadIdx.x < 32) {  // ρ_j = Σ_{s>=j} c_s e^{G_s - G_j}, c_s = e^{G_s} w_s (a suffix scan);  γ = Σ c_s e^{G_s}
+    const int j = 2 * threadIdx.x;
+    auto cs = [&](int i) { return i < n ? s.eG[i] * s.w[i] : 0.f; };
+    auto dec = [&](int i) { return i + 1 < n ? expf(s.G[i + 1] - s.G[i]) : 0.f; };  // the decay mask's entry
+    warp_suffix_affine(dec(j), cs(j), dec(j + 1), cs(j + 1), s.t0[j], s.t0[j + 1]);
+    float gamma = (j < n ? cs(j) * s.eG[j] : 0.f) + (j + 1 < n ? cs(j + 1) * s.eG[j + 1] : 0.f);
+    for (int o = 16; o > 0; o >>= 1) gamma += __shfl_xor_sync(0xffffffffu, gamma, o);
+    if (threadIdx.x == 0) a.gamma[id] = solve ? gamma : 0.f;
   }
   __syncthreads();
   const int n8 = (n + 7) & ~7;

@@ -72,7 +72,8 @@ __device__ __forceinline__ void gate_weights(float g0, float g1, int n, float* w
 
 // This warp's partial of a state's (max |x|, Σ x²) over the values its lanes hold (mx, ss), into stat
 // (kStateParts per state: row block `block`, warp `warp`).
-__device__ __forceinline__ void stat_store(float mx, float ss, const StateBufs& st, int64_t tile, int which, int block) {
+__device__ __forceinline__ void stat_store(float mx, float ss, const StateBufs& st, int64_t tile, int which,
+                                           int block) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
