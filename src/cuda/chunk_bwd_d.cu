@@ -6,19 +6,6 @@
 
 namespace gka::cuda {
 
-// Ŵ_m = w_m + e^{2 gk_{m+1}} Ŵ_{m+1} into s.t0 (zero from row n on), by warp 0; the caller syncs.
-template <int D>
-__device__ __forceinline__ void w_hat(ChunkSmem<D>& s, int n) {
-  if (threadIdx.x >= 32) return;
-  const int m = 2 * threadIdx.x;
-  auto a = [&](int i) {
-    const float e = i + 1 < n ? s.M[(i + 1) * Cfg<D>::LC + i] : 0.f;
-    return e * e;
-  };
-  auto b = [&](int i) { return i < n ? s.w[i] : 0.f; };
-  warp_suffix_affine(a(m), b(m), a(m + 1), b(m + 1), s.t0[m], s.t0[m + 1]);
-}
-
 // The end of (D), after the products: dg from the row dots k0, k1 of dkr with K (this thread's partials), the
 // gates' suffix sums with step_c's state dots, and the stores of dgk, dg, dk = dks + dkr and dv.
 template <int D>
@@ -34,19 +21,17 @@ __device__ __forceinline__ void step_d_finish(ChunkSmem<D>& s, const BwdArgs& a,
   for (int i = threadIdx.x; i < kDotParts<D>; i += blockDim.x)
 #pragma unroll
     for (int d = 0; d < 4; ++d) dot[d] += a.dots[(id * 4 + d) * kDotParts<D> + i];
-  block_sum4(dot, s.red);  // its barriers also publish dGg
-  if (threadIdx.x < 32) {  // suffix sums over rows 1 .. n-1 (warp 0), the state dots at both ends
-    const int j = 2 * threadIdx.x;
-    auto term = [n](const float* v, int i, float end) {
-      return i >= 1 && i < n ? v[i] + (i == n - 1 ? end : 0.f) : 0.f;
-    };
-    float g0, g1, q0, q1;
-    warp_suffix_affine(1.f, term(dG, j, dot[1]), 1.f, term(dG, j + 1, dot[1]), g0, g1);
-    warp_suffix_affine(1.f, term(dGg, j, dot[3]), 1.f, term(dGg, j + 1, dot[3]), q0, q1);
-    dG[j] = j == 0 ? dot[0] : g0;
-    dG[j + 1] = g1;
-    dGg[j] = j == 0 ? dot[2] : q0;
-    dGg[j + 1] = q1;
+  const float rd0 = block_sum(dot[0], s.red), rh = block_sum(dot[1], s.red);
+  const float qd0 = block_sum(dot[2], s.red), qs = block_sum(dot[3], s.red);
+  if (threadIdx.x == 0) {
+    dG[n - 1] += rh;
+    dGg[n - 1] += qs;
+    for (int i = n - 2; i >= 1; --i) {
+      dG[i] += dG[i + 1];
+      dGg[i] += dGg[i + 1];
+    }
+    dG[0] = rd0;
+    dGg[0] = qd0;
   }
   __syncthreads();
   if (threadIdx.x < n) {
@@ -143,7 +128,14 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_kernel(const Item* items, 
       __syncthreads();
     }
     if (a.lambda_grad) {
-      w_hat<D>(s, n);
+      if (threadIdx.x == 0) {  // Ŵ_m = w_m + e^{2 gk_{m+1}} Ŵ_{m+1}
+        float wh = 0.f;
+        for (int m = n - 1; m >= 0; --m) {
+          const float e = m + 1 < n ? s.M[(m + 1) * F::LC + m] : 0.f;
+          wh = s.w[m] + e * e * wh;
+          s.t0[m] = wh;
+        }
+      }
       __syncthreads();
       FragC<C> sc;
       frag_zero(sc);
@@ -319,7 +311,14 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_bf16_kernel(const Item* it
     }
     pairs_from_global<D, D>(Hb, a.st.Hs + tile * DD);
     if (a.lambda_grad) {
-      w_hat<D>(s, n);
+      if (threadIdx.x == 0) {  // Ŵ_m = w_m + e^{2 gk_{m+1}} Ŵ_{m+1}
+        float wh = 0.f;
+        for (int m = n - 1; m >= 0; --m) {
+          const float e = m + 1 < n ? s.M[(m + 1) * LC + m] : 0.f;
+          wh = s.w[m] + e * e * wh;
+          s.t0[m] = wh;
+        }
+      }
       __syncthreads();
       FragC<C> sc;
       frag_zero(sc);

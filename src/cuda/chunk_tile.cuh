@@ -69,28 +69,9 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
   return s;
 }
 
-// Four block_sums at once, with one set of barriers (the same sums, bit for bit; red: 4 per warp, <= 8 warps).
-__device__ __forceinline__ void block_sum4(float (&v)[4], float* red) {
-#pragma unroll
-  for (int d = 0; d < 4; ++d)
-    for (int o = 16; o > 0; o >>= 1) v[d] += __shfl_xor_sync(0xffffffffu, v[d], o);
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0)
-#pragma unroll
-    for (int d = 0; d < 4; ++d) red[4 * (threadIdx.x >> 5) + d] = v[d];
-  __syncthreads();
-#pragma unroll
-  for (int d = 0; d < 4; ++d) {
-    float s = 0.f;
-    for (int w = 0; w < static_cast<int>(blockDim.x >> 5); ++w) s += red[4 * w + d];
-    v[d] = s;
-  }
-  __syncthreads();
-}
-
 // The backward recurrence x_j = b_j + a_j x_{j+1} over j < 64 (x_64 = 0) in one warp, lane l holding j = 2 l, 2 l + 1
 // (a0, b0 and a1, b1; x0, x1 out): a suffix scan of the affine maps, log2(32) shuffle steps where thread 0 took 64
-// dependent steps while the CTA waited (~4 % of step_d's stall samples).
+// dependent steps while the CTA waited.
 __device__ __forceinline__ void warp_suffix_affine(float a0, float b0, float a1, float b1, float& x0, float& x1) {
   const int lane = threadIdx.x & 31;
   float A = a0 * a1, B = fmaf(a0, b1, b0);  // x_{2l} = B + A x_{2l+2}

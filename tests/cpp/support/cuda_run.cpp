@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <stdexcept>
+#include <string>
 
 namespace gka::test {
 
@@ -13,6 +14,11 @@ int cuda_major() {
   if (!have_gpu() || cudaGetDevice(&dev) != cudaSuccess) return 0;
   cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
   return major;
+}
+
+bool hopper_paths_on() {
+  const char* e = std::getenv("GKA_CUDA_WGMMA");
+  return cuda_major() == 9 && !(e && std::string(e) == "0");
 }
 
 DevTensor::DevTensor(Tensor& host) : host_(&host) {

@@ -11,6 +11,7 @@ namespace gka::test {
 
 bool have_gpu();
 int cuda_major();  // the current device's compute capability major (0 without a device)
+bool hopper_paths_on();  // an sm_90 device, and GKA_CUDA_WGMMA is not "0": the Hopper kernels run
 
 // A device copy of a host test tensor (none for an undefined one); download() copies it back into the host tensor.
 class DevTensor {
