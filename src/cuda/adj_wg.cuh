@@ -27,9 +27,8 @@ __device__ __forceinline__ bool wg_adj_dqt(const WgFwdArgs& a, const ChunkPos& c
   const uint32_t base = smem_addr(sm);
   auto at = [&](const DView& v, int rw) { return drow(v, c.it.batch, c.it.t0 + (rw ? r1 : r0), c.h) + 2 * t; };
 
-  const float* Sg = a.Ss + c.tile * D * D;
   float ms, unused;
-  wg_state_stat(a.stat + state_stat_index(c.tile, 1), ms, unused);
+  const float* Sg = wg_state<D>(a, c, 1, ms, unused);
   WgRows<D> vr;
   float mv = vr.load(a.v, c);
   float dq[NB][4];

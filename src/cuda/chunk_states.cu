@@ -80,7 +80,7 @@ __device__ __forceinline__ void stat_store(float mx, float ss, const StateBufs& 
     ss += __shfl_xor_sync(0xffffffffu, ss, o);
   }
   static_assert(kStateParts == 4 * kThreads / 32, "four row blocks of kThreads per state");
-  if ((threadIdx.x & 31) == 0 && st.stat)
+  if ((threadIdx.x & 31) == 0)
     st.stat[state_stat_index(tile, which) + block * (kThreads / 32) + (threadIdx.x >> 5)] = make_float2(mx, ss);
 }
 

@@ -12,7 +12,7 @@ struct StateBufs {
   float* Hs;
   float* Ss;
   float* decay;
-  float2* stat;  // per state, kStateParts partials (max |x|, Σ x²): state_stat_index; null: not written
+  float2* stat;  // per state, kStateParts partials (max |x|, Σ x²): state_stat_index
 };
 
 // Partials per state of its largest |element| and squared Frobenius norm, one per warp of the states kernels (D / RB

@@ -51,9 +51,8 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
   auto at = [&](const DView& v, int rw) { return drow(v, c.it.batch, c.it.t0 + (rw ? r1 : r0), c.h) + 2 * t; };
 
   // ---- Tiles: K scaled (exact: 16-bit k), H̄ scaled as hi + lo (its scale and norm from the states kernel) ----
-  const float* Hg = a.Hs + c.tile * D * D;
   float hh, mh;
-  wg_state_stat(a.stat + state_stat_index(c.tile, 0), mh, hh);
+  const float* Hg = wg_state<D>(a, c, 0, mh, hh);
   WgRows<D> kr;
   float mk = kr.load(a.k, c);
   mk = wg_block_max(mk, red + 4);
@@ -407,9 +406,8 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
 
   // ---- Readout: o = s [e^Gg Q~ S̄ + ((Q~ Kᵀ) ⊙ Mg) V], q~ = q + alpha (x - q) ----
   __syncthreads();  // every warp's products are done: S̄ takes H̄'s tiles, V the right-hand side's
-  const float* Sg = a.Ss + c.tile * D * D;
   float ms, unused;
-  wg_state_stat(a.stat + state_stat_index(c.tile, 1), ms, unused);
+  const float* Sg = wg_state<D>(a, c, 1, ms, unused);
   WgRows<D> vr;
   float mv = vr.load(a.v, c);
   mv = wg_block_max(mv, red + 4);

@@ -116,11 +116,15 @@ struct WgRows {
   }
 };
 
-// A state's largest |element| and squared Frobenius norm from the states kernel's partials (chunk_states.h), the
-// same in every lane (xor butterflies: a + b and b + a agree); the state itself is read once, for its tiles.
-__device__ __forceinline__ void wg_state_stat(const float2* stat, float& mx, float& ss) {
+// The chunk-start state `which` (0: H̄, 1: S̄) of chunk c: returns its D x D tile, and its largest |element| and
+// squared Frobenius norm from the states kernel's partials (chunk_states.h), the same in every lane (xor butterflies:
+// a + b and b + a agree); the state itself is read once, for its tiles.
+template <int D>
+__device__ __forceinline__ const float* wg_state(const WgFwdArgs& a, const ChunkPos& c, int which, float& mx,
+                                                 float& ss) {
   static_assert(kStateParts == 32, "one partial per lane");
-  const float2 p = stat[threadIdx.x & 31];
+  const float* state = (which ? a.Ss : a.Hs) + c.tile * D * D;
+  const float2 p = a.stat[state_stat_index(c.tile, which) + (threadIdx.x & 31)];
   mx = p.x;
   ss = p.y;
 #pragma unroll
@@ -128,6 +132,7 @@ __device__ __forceinline__ void wg_state_stat(const float2* stat, float& mx, flo
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     ss += __shfl_xor_sync(0xffffffffu, ss, o);
   }
+  return state;
 }
 // The state times `scale` as f16 hi and lo swizzled tiles (rows: the state's rows; its columns where T, the adjoint's
 // H̄ᵀ: element by element, once per CTA).
