@@ -9,7 +9,7 @@
 source "$(dirname "$0")/gpu_setup.sh"
 bench=${BENCH:-$B/bench/gka_bench_cuda}
 [ -x "$bench" ] || gpu_build gka_bench_cuda
-re='states_|chunk_fwd|fwd_wg|adj_wg|step_'
+re='states_|chunk_fwd|fwd_wg|out_wg|adj_wg|step_'
 GKA_BENCH_PARTS=chunk GKA_BENCH_PRECISION=mixed ncu --metrics gpu__time_duration.sum -k "regex:$re" -c 40 \
   "$bench" 1 >"$OUT/ncu_times${TAG:-}.txt" 2>&1
 # The launches in order: name and microseconds.

@@ -1,12 +1,13 @@
 // Chunked forward of the CUDA backend (docs/algorithm.md, "Forward"): chunk-start states (chunk_states.cu),
 // then one CTA per (chunk, head): norms, N Chebyshev iterations, alpha-mix and readout fused, so x and q~
 // stay in fp32 registers/shared memory until the output is stored. With precision mixed on Hopper and 16-bit k,
-// fwd_wg_kernel (fwd_wg.cuh: a warpgroup per chunk, two chunks per SM) does the chunks first, and chunk_fwd_kernel
-// only those outside its f16 range.
+// fwd_wg_kernel (fwd_wg.cuh: a warpgroup per chunk, two chunks per SM) solves the chunks first, out_wg_kernel
+// (out_wg.cuh) reads them out, and chunk_fwd_kernel does only those outside their f16 range.
 #include "backends.h"
 #include "cuda/chunk_states.h"
 #include "cuda/cheb_solve.cuh"
 #include "cuda/fwd_wg.cuh"
+#include "cuda/out_wg.cuh"
 
 namespace gka::cuda {
 
@@ -131,14 +132,17 @@ bool fwd_wg_usable(const Problem& p, const SolveSchedule& s, const ForwardOutput
   return !off && s.wgmma && k16 && p.num_iter > 0 && s.one_term > 0 && !out.residual.defined();
 }
 
+// fwd_wg_kernel, then out_wg_kernel (the readout) on the chunks it solved; x: the saved x's view, or a scratch's.
 template <int D>
-void fwd_wg_launch(const FwdArgs& a, const StateBufs& st, int* ok, const Item* items, size_t n_items,
-                   cudaStream_t stream, const char* fn) {
-  WgFwdArgs w{a.q,  a.k,     a.v, a.alpha,         a.g, a.gk, a.o, a.x, a.fro, st.Hs, st.Ss, a.omega, ok,
+void fwd_wg_launch(const FwdArgs& a, const DView& x, int* ok, const Item* items, size_t n_items, cudaStream_t stream,
+                   const char* fn) {
+  const StateBufs& st = a.st;
+  WgFwdArgs w{a.q,  a.k,     a.v, a.alpha,         a.g, a.gk, a.o, x, a.fro, st.Hs, st.Ss, a.omega, ok,
               a.cc, a.scale, a.H, a.sched.one_term};
   w.stat = st.stat;
-  wg_launch<D>(fwd_wg_kernel<D>, dim3(static_cast<unsigned>(n_items), static_cast<unsigned>(a.H)), items, w, stream,
-               fn);
+  const dim3 grid(static_cast<unsigned>(n_items), static_cast<unsigned>(a.H));
+  wg_launch<D>(fwd_wg_kernel<D>, grid, items, w, stream, fn, WgFwdSmem<D>::kBytes);
+  wg_launch<D>(out_wg_kernel<D>, grid, items, w, stream, fn, WgOutSmem<D>::kBytes);
 }
 
 void zero_rows(const TensorView& v, const Sequence& sq, int64_t H, int64_t width, cudaStream_t stream) {
@@ -167,9 +171,15 @@ void forward_run(const Problem& p, const ForwardOutputs& out) {
               static_cast<float>(p.scale), static_cast<int>(p.H), solve_schedule(p)};
     const bool wg = fwd_wg_usable(p, a.sched, out);
     Scratch ok(fn, wg ? plan.items.size() * p.H * sizeof(int) : 0, stream);
+    // The readout takes q~ from fwd_wg_kernel's x: a scratch of the same layout where the caller saves none.
+    Scratch xs(fn, wg && !out.x.defined() ? p.B * p.T * p.H * p.D * sizeof(float) : 0, stream);
     if (wg) {
       a.ok = ok.as<int>();
-      fwd_wg_launch<D>(a, st, ok.as<int>(), items.get(), plan.items.size(), stream, fn);
+      const DView x = out.x.defined()
+                          ? a.x
+                          : dview(TensorView::contiguous(xs.as<float>(), DType::f32, {p.B, p.T, p.H, p.D}, Device::cuda,
+                                                         p.in.q.device_index));
+      fwd_wg_launch<D>(a, x, ok.as<int>(), items.get(), plan.items.size(), stream, fn);
     }
     const size_t smem = solve_smem_bytes<D>();
     const auto kernel = inputs_tf32_exact(p) ? chunk_fwd_kernel<D, true> : chunk_fwd_kernel<D, false>;

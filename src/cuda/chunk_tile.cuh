@@ -227,18 +227,23 @@ __device__ __forceinline__ void rows_put(float* dst, const RowsFetch<D, W>& f, c
 }
 
 // Calls f(r, c, v) for each of this thread's float4s v (columns c .. c + 3 of row r) of a contiguous ROWS x COLS
-// fp32 tile in global memory (ld COLS, 16-byte aligned), all of its loads issued before the first call.
-template <int ROWS, int COLS, class Fn>
+// fp32 tile in global memory (ld COLS, 16-byte aligned), in rolled batches of BATCH float4s, each batch's loads
+// issued before its first call (a smaller BATCH: less straight-line code, which costs instruction fetch).
+template <int ROWS, int COLS, int BATCH = ROWS * COLS / 4 / kThreads, class Fn>
 __device__ __forceinline__ void tile_ldg_each(const float* src, Fn&& f) {
   constexpr int PER = ROWS * COLS / 4 / kThreads;
-  static_assert(PER * 4 * kThreads == ROWS * COLS, "whole float4s per thread");
-  float4 v[PER];
+  static_assert(PER * 4 * kThreads == ROWS * COLS && PER % BATCH == 0, "whole float4s per thread, whole batches");
+#pragma unroll 1
+  for (int b = 0; b < PER; b += BATCH) {
+    float4 v[BATCH];
 #pragma unroll
-  for (int p = 0; p < PER; ++p) v[p] = __ldg(reinterpret_cast<const float4*>(src) + threadIdx.x + p * kThreads);
+    for (int p = 0; p < BATCH; ++p)
+      v[p] = __ldg(reinterpret_cast<const float4*>(src) + threadIdx.x + (b + p) * kThreads);
 #pragma unroll
-  for (int p = 0; p < PER; ++p) {
-    const int idx = 4 * (threadIdx.x + p * kThreads);
-    f(idx / COLS, idx % COLS, v[p]);
+    for (int p = 0; p < BATCH; ++p) {
+      const int idx = 4 * (threadIdx.x + (b + p) * kThreads);
+      f(idx / COLS, idx % COLS, v[p]);
+    }
   }
 }
 

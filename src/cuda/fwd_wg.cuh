@@ -1,8 +1,9 @@
-// The mixed forward on Hopper with one warpgroup per chunk (v17): norms, all N Chebyshev iterations, alpha-mix and
-// readout of a (chunk, head) in a 128-thread CTA with 113 KB of shared memory (D = 128), so that two chunks run on each
-// SM and one's products fill the tensor pipe while the other updates (chunk_fwd_kernel splits a chunk's columns over
-// two warpgroups, which wait for each other every iteration, one CTA per SM). A chunk outside f16's range sets ok = 0
-// and leaves everything to chunk_fwd_kernel.
+// The mixed forward on Hopper with one warpgroup per chunk (v17): norms and all N Chebyshev iterations of a (chunk,
+// head) in a 128-thread CTA with 113 KB of shared memory (D = 128), so that two chunks run on each SM and one's
+// products fill the tensor pipe while the other updates (chunk_fwd_kernel splits a chunk's columns over two
+// warpgroups, which wait for each other every iteration, one CTA per SM). It stores x in fp32; the alpha-mix and readout are
+// out_wg_kernel's (out_wg.cuh, v20: together the code overflowed the SM's instruction cache). A chunk outside f16's
+// range sets ok = 0 and leaves everything to chunk_fwd_kernel.
 //
 // The warpgroup owns all D columns of the iterate, which therefore lives in registers only as the scaled f16 words the
 // products take as A (xa; the previous iterate xp): iterates rounded to f16 cost no accuracy measurably
@@ -19,9 +20,6 @@
 // Norms (spec §B.2) on the same tiles: w from K H̄ᵀ (H̄ hi + lo), P = K Kᵀ (exact: k is 16-bit), M (P ⊙ P) with M and
 // P ⊙ P as bf16 pairs (~2^-16; in f16 the products of small keys went subnormal: f 4 % off at f ~ 1e-2).
 //
-// Readout on the tiles freed by the solve: S̄ as f16 hi + lo over H̄'s, v over the right-hand side, q~ as f16 pairs in
-// registers (per-row scale): o = s [e^Gg Q~ S̄ + ((Q~ Kᵀ) ⊙ Mg) V], every product ~2^-22.
-//
 // The backward's adj_wg_kernel (v18) runs the same body with ADJ: step_b's dq~ and per-row work first (adj_wg.cuh),
 // then the solve on H̄ᵀ with dx = alpha dq~ as the right-hand side and the forward's norms; u goes to a scratch that
 // step_b2 reads.
@@ -31,7 +29,7 @@
 
 namespace gka::cuda {
 
-// One chunk: the forward (norms, solve, alpha-mix, readout) or, where ADJ, the backward's dq~ and adjoint solve
+// One chunk: the forward's norms and solve (x to a.x) or, where ADJ, the backward's dq~ and adjoint solve
 // ((H_t + lambda_t I)ᵀ u_t = alpha_t dq~_t, the same iteration on H̄ᵀ).
 template <int D, bool ADJ>
 __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) {
@@ -244,10 +242,6 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
   const uint4* rh = reinterpret_cast<const uint4*>(sm + L::RH) + tid;
   uint4* xl_s = reinterpret_cast<uint4*>(sm + L::LO) + tid;  // x_lead's words, once H̄'s lo tile is done with
   uint4* rho_s = reinterpret_cast<uint4*>(sm + L::RHO) + tid;
-  // After the solve: alpha and 1 / (eta sx) by row (rows >= n: 0).
-  const float al0 = r0 < n ? dscalar(a.alpha, c.it.batch, c.it.t0 + r0, c.h, 1.f) : 0.f;
-  const float al1 = r1 < n ? dscalar(a.alpha, c.it.batch, c.it.t0 + r1, c.h, 1.f) : 0.f;
-  const float iq0 = eta0 > 0.f ? 1.f / (eta0 * sx0) : 0.f, iq1 = eta1 > 0.f ? 1.f / (eta1 * sx1) : 0.f;
   const int iters = a.cc.n, lead = a.lead;
 
   // One iteration; ACC: the accurate one (H̄ hi + lo, the scores as fp32 pairs, the right-hand side hi + lo), which
@@ -340,133 +334,24 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
       src = rho_s;
     }
   }
-  if constexpr (ADJ) {  // u = (x_lead + z) / sx, every row (rows >= n stayed 0)
-    float* ub = a.adj_u + c.id * C * D + 2 * t;
+  // x = (x_lead + z) / sx in fp32: the forward's to its view (out_wg_kernel's q~ and the backward read it), the
+  // adjoint's u to step_b2's scratch, every row (rows >= n stayed 0).
+  float* xr[2];
 #pragma unroll
-    for (int m = 0; m < KS; ++m) {
-      const uint4 xlv = lead < iters ? xl_s[128 * m] : make_uint4(0u, 0u, 0u, 0u);
-      const uint32_t xl4[4] = {xlv.x, xlv.y, xlv.z, xlv.w};
+  for (int rw = 0; rw < 2; ++rw)
+    xr[rw] = ADJ ? a.adj_u + c.id * C * D + (rw ? r1 : r0) * D + 2 * t : static_cast<float*>(a.x.p) + at(a.x, rw);
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int j = 2 * m + (i >> 1), rw = i & 1;
-        const float2 z = f16_floats(xa[m][i]), xl = f16_floats(xl4[i]);
-        const float is = inv_pow2(rw ? sx1 : sx0);
-        *reinterpret_cast<float2*>(ub + (rw ? r1 : r0) * D + 8 * j) = make_float2((z.x + xl.x) * is, (z.y + xl.y) * is);
-      }
+  for (int m = 0; m < KS; ++m) {
+    const uint4 xlv = lead < iters ? xl_s[128 * m] : make_uint4(0u, 0u, 0u, 0u);
+    const uint32_t xl4[4] = {xlv.x, xlv.y, xlv.z, xlv.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int j = 2 * m + (i >> 1), rw = i & 1;
+      const float2 z = f16_floats(xa[m][i]), xl = f16_floats(xl4[i]);
+      const float is = inv_pow2(rw ? sx1 : sx0);
+      if (ADJ || (rw ? r1 : r0) < n)
+        *reinterpret_cast<float2*>(xr[rw] + 8 * j) = make_float2((z.x + xl.x) * is, (z.y + xl.y) * is);
     }
-    if (tid == 0) a.ok[c.id] = 1;
-    return;
-  }
-  // x = (x_lead + z) / sx; q~ = q + alpha (x - q) with q from eta sx q; q~ as f16 pairs under a per-row scale (the
-  // row's largest |q~| under 2^6, so |q~ k| < 2^9.5 and P = (q~ k) Mg < 2^14.5).
-  uint32_t qh[KS][4], ql[KS][4];
-  float sq0, sq1;
-  {
-    float qt[KS][4][2];
-    float qm0 = 0.f, qm1 = 0.f;
-    float* xb[2] = {a.x.dt ? static_cast<float*>(a.x.p) + at(a.x, 0) : nullptr,
-                    a.x.dt ? static_cast<float*>(a.x.p) + at(a.x, 1) : nullptr};
-    const float is[2] = {inv_pow2(sx0), inv_pow2(sx1)}, iq[2] = {iq0, iq1}, al[2] = {al0, al1};
-#pragma unroll
-    for (int m = 0; m < KS; ++m) {
-      const uint4 hv = rh[128 * m], lv = rh[(L::RL - L::RH) / 16 + 128 * m];
-      const uint4 xlv = lead < iters ? xl_s[128 * m] : make_uint4(0u, 0u, 0u, 0u);
-      const uint32_t rh4[4] = {hv.x, hv.y, hv.z, hv.w}, rl4[4] = {lv.x, lv.y, lv.z, lv.w};
-      const uint32_t xl4[4] = {xlv.x, xlv.y, xlv.z, xlv.w};
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int j = 2 * m + (i >> 1), rw = i & 1;
-        const float2 z = f16_floats(xa[m][i]), xl = f16_floats(xl4[i]), qa = f16_floats(rh4[i]),
-                     qb = f16_floats(rl4[i]);
-        const float x0 = (z.x + xl.x) * is[rw], x1 = (z.y + xl.y) * is[rw];
-        const float q0 = (qa.x + qb.x) * iq[rw], q1 = (qa.y + qb.y) * iq[rw];
-        qt[m][i][0] = q0 + al[rw] * (x0 - q0);
-        qt[m][i][1] = q1 + al[rw] * (x1 - q1);
-        const float v = fmaxf(fabsf(qt[m][i][0]), fabsf(qt[m][i][1]));
-        if (rw)
-          qm1 = fmaxf(qm1, v);
-        else
-          qm0 = fmaxf(qm0, v);
-        if (xb[rw] && (rw ? r1 : r0) < n) *reinterpret_cast<float2*>(xb[rw] + 8 * j) = make_float2(x0, x1);
-      }
-    }
-    int eq;
-    frexpf(quad_max(qm0), &eq);
-    sq0 = ldexpf(1.f, 6 - eq);
-    frexpf(quad_max(qm1), &eq);
-    sq1 = ldexpf(1.f, 6 - eq);
-#pragma unroll
-    for (int m = 0; m < KS; ++m)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const float s = (i & 1) ? sq1 : sq0;
-        f16_pair(qt[m][i][0] * s, qt[m][i][1] * s, qh[m][i], ql[m][i]);
-      }
-  }
-
-  // ---- Readout: o = s [e^Gg Q~ S̄ + ((Q~ Kᵀ) ⊙ Mg) V], q~ = q + alpha (x - q) ----
-  __syncthreads();  // every warp's products are done: S̄ takes H̄'s tiles, V the right-hand side's
-  float ms, unused;
-  const float* Sg = wg_state<D>(a, c, 1, ms, unused);
-  WgRows<D> vr;
-  float mv = vr.load(a.v, c);
-  mv = wg_block_max(mv, red + 4);
-  const bool gpos = wg_gate_sums(ws, a.g, c);
-  const float Gg0 = ws[r0], Gg1 = ws[r1];
-  auto gmask = [&](int rw, int col) {
-    const int row = rw ? r1 : r0;
-    return col <= row && row < n ? __expf((rw ? Gg1 : Gg0) - ws[col]) : 0.f;
-  };
-  frexpf(ms, &e);
-  const int es = 14 - e;  // |S̄| < 2^14 after scaling
-  frexpf(mv, &e);
-  const int ev = 14 - e;
-  // The same in every thread. Q~ S̄ (|.| < 2^6 2^14 D <= 2^27) is brought to P V's scale by 2^(ek + ev - es)
-  // (below): at most 2^90 keeps it under 2^117.
-  if (gpos || !isfinite(ms) || !isfinite(mv) || abs(es) > 100 || abs(ev) > 100 || abs(ek + ev - es) > 90) {
-    if (tid == 0) a.ok[c.id] = 0;  // chunk_fwd_kernel redoes the chunk (x included)
-    return;
-  }
-  wg_state_tiles<D>(sm + L::HI, sm + L::LO, Sg, ldexpf(1.f, es));
-  vr.tile(sm + L::RH, a.v.dt, ldexpf(1.f, ev));
-  fence_proxy_async();
-  __syncthreads();
-  {
-    float Y[NH][32], S[32];
-    const uint64_t dk = sw128_desc(base + L::K);
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < KS; ++ks) {  // Q~ Kᵀ: k exact in one term
-      wgmma<64, true, 0>(S, ql[ks], desc_plus(dk, sw128_kstep(C, ks)), ks > 0);
-      wgmma<64, true, 0>(S, qh[ks], desc_plus(dk, sw128_kstep(C, ks)), 1);
-    }
-    wgmma_commit();
-#pragma unroll
-    for (int h = 0; h < NH; ++h)
-#pragma unroll
-      for (int ks = 0; ks < KS; ++ks) {  // Q~ S̄: S̄ (rows: k) read MN-major, three terms
-        const uint64_t dsh = sw128_desc_mn_at(base + L::HI, D, 16 * ks, 64 * h);
-        const uint64_t dsl = sw128_desc_mn_at(base + L::LO, D, 16 * ks, 64 * h);
-        wgmma<64, true>(Y[h], ql[ks], dsh, ks > 0);
-        wgmma<64, true>(Y[h], qh[ks], dsl, 1);
-        wgmma<64, true>(Y[h], qh[ks], dsh, 1);
-      }
-    wgmma_commit();
-    uint32_t ph[C / 16][4], pl[C / 16][4];
-    wg_scores_pairs(S, gmask, t, ph, pl);
-    // Q~ S̄ comes out scaled by sq sigma_S, P V by sq sigma_K sigma_V: bring the first to the second's scale.
-    const float u = ldexpf(1.f, ek + ev - es), ge0 = r0 < n ? expf(Gg0) * u : 0.f, ge1 = r1 < n ? expf(Gg1) * u : 0.f;
-    wg_scale_add_pb<NH, true>(Y, ge0, ge1, ph, pl, base + L::RH);
-    const float uo = ldexpf(1.f, -ek - ev) * a.scale, os[2] = {uo * inv_pow2(sq0), uo * inv_pow2(sq1)};
-    uint16_t* ob[2] = {static_cast<uint16_t*>(a.o.p) + at(a.o, 0), static_cast<uint16_t*>(a.o.p) + at(a.o, 1)};
-    const bool bf = a.o.dt == 2;
-#pragma unroll
-    for (int j = 0; j < NB; ++j)
-#pragma unroll
-      for (int rw = 0; rw < 2; ++rw) {
-        const float* y = &Y[j >> 3][4 * (j & 7) + 2 * rw];
-        if ((rw ? r1 : r0) < n) wg_store16(ob[rw] + 8 * j, y[0] * os[rw], y[1] * os[rw], bf);
-      }
   }
   if (tid == 0) a.ok[c.id] = 1;
 }
@@ -484,8 +369,8 @@ __global__ void __launch_bounds__(128, 2) adj_wg_kernel(const Item* items, WgFwd
 // all of it (2 x 113 KB at D = 128), so the largest carveout.
 template <int D>
 inline void wg_launch(void (*kernel)(const Item*, WgFwdArgs), dim3 grid, const Item* items, const WgFwdArgs& w,
-                      cudaStream_t stream, const char* fn) {
-  const int smem = static_cast<int>(WgFwdSmem<D>::kBytes);
+                      cudaStream_t stream, const char* fn, uint32_t bytes = WgFwdSmem<D>::kBytes) {
+  const int smem = static_cast<int>(bytes);
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), fn, "cudaFuncSetAttribute");
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
         fn, "cudaFuncSetAttribute");

@@ -9,7 +9,7 @@
 namespace gka::cuda {
 
 struct WgFwdArgs {
-  DView q, k, v, alpha, g, gk, o, x, fro;  // x, fro optional
+  DView q, k, v, alpha, g, gk, o, x, fro;  // fro optional; x: fwd_wg_kernel's output, out_wg_kernel's input
   const float *Hs, *Ss, *omega;            // chunk-start states (fp32, per slot and head), N omegas
   int* ok;                                 // out, per (item, head): 1 where this kernel did the chunk
   ChebConst cc;
@@ -36,10 +36,10 @@ template <int D>
 struct WgFwdSmem {
   static constexpr int C = kChunkMax;
   // f16 tiles, 128-byte swizzled: H̄ hi, H̄ lo (after the accurate iteration x_lead's words and the offset form's
-  // right-hand side eta rho, RHO, where they fit; S̄ hi, lo in the readout), K; the right-hand side eta sx q as f16 hi
-  // and lo words, thread-major (V in the readout); P ⊙ P's pairs for the norms (over the right-hand side where they
-  // fit); then G, w (Gg in the readout) and a reduction buffer. adj_wg_kernel: S̄'s tiles and V first (dq~'s fp32
-  // rows over S̄'s after its products), the decay mask's words over RL before the right-hand side.
+  // right-hand side eta rho, RHO, where they fit), K; the right-hand side eta sx q as f16 hi and lo words,
+  // thread-major; P ⊙ P's pairs for the norms (over the right-hand side where they fit); then G, w and a reduction
+  // buffer. adj_wg_kernel: S̄'s tiles and V first (dq~'s fp32 rows over S̄'s after its products), the decay mask's
+  // words over RL before the right-hand side.
   static constexpr uint32_t HI = 0, LO = D * D * 2, K = 2 * D * D * 2, RH = K + C * D * 2, RL = RH + C * D * 2;
   static constexpr uint32_t END = RL + C * D * 2;
   static constexpr uint32_t P2 = 2 * C * D * 2 >= 2 * C * C * 2 ? RH : END;

@@ -44,10 +44,12 @@ __device__ __forceinline__ float btile_at_rc(const BTile& t, int r, int c) {
 }
 
 // A contiguous ROWS x COLS fp32 tile (global, ld COLS, 16-byte aligned) into a pair tile; all of a thread's loads
-// are issued before its first store. Callers sync before use.
+// are issued before its first store, in rolled batches of at most 8 (a D x D tile unrolled to ~400 SASS
+// instructions). Callers sync before use.
 template <int ROWS, int COLS>
 __device__ __forceinline__ void pairs_from_global(const BTile& t, const float* src) {
-  tile_ldg_each<ROWS, COLS>(src, [&](int r, int c, float4 v) {
+  constexpr int PER = ROWS * COLS / 4 / kThreads;
+  tile_ldg_each<ROWS, COLS, (PER < 8 ? PER : 8)>(src, [&](int r, int c, float4 v) {
     pair_put(t, r, c, v.x, v.y);
     pair_put(t, r, c + 2, v.z, v.w);
   });
