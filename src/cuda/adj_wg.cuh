@@ -2,9 +2,9 @@
 // step_b does for a chunk, on the forward readout's tiles with the roles of the operands swapped,
 //   dq~ = s [diag(e^Gg) dO S̄ᵀ + ((dO Vᵀ) ⊙ Mg) K],
 // then per row dalpha = dq~ . (x - q), q~ . dq~ and the adjoint's right-hand side dx = alpha dq~ (x, f: the forward's,
-// saved). S̄ as f16 hi + lo read K-major (as the solve reads H̄), V over the right-hand side's tile under K's kind of
-// scale (the scores dO Vᵀ stay in f16's range), K where the solve finds it, dO as f16 pairs under a per-row scale:
-// every product ~2^-22.
+// saved). S̄ as f16 hi + lo read K-major (as the forward's solve reads H̄), V over the right-hand side's tile under K's
+// kind of scale (the scores dO Vᵀ stay in f16's range), K where the solve finds it, dO as f16 pairs under a per-row
+// scale: every product ~2^-22.
 #pragma once
 
 #include "cuda/fwd_wg_tiles.cuh"

@@ -1,9 +1,9 @@
 // The mixed forward on Hopper with one warpgroup per chunk (v17): norms and all N Chebyshev iterations of a (chunk,
 // head) in a 128-thread CTA with 113 KB of shared memory (D = 128), so that two chunks run on each SM and one's
 // products fill the tensor pipe while the other updates (chunk_fwd_kernel splits a chunk's columns over two
-// warpgroups, which wait for each other every iteration, one CTA per SM). It stores x in fp32; the alpha-mix and readout are
-// out_wg_kernel's (out_wg.cuh, v20: together the code overflowed the SM's instruction cache). A chunk outside f16's
-// range sets ok = 0 and leaves everything to chunk_fwd_kernel.
+// warpgroups, which wait for each other every iteration, one CTA per SM). It stores x in fp32; the alpha-mix and
+// readout are out_wg_kernel's (out_wg.cuh, v20: together the code overflowed the SM's instruction cache). A chunk
+// outside f16's range sets ok = 0 and leaves everything to chunk_fwd_kernel.
 //
 // The warpgroup owns all D columns of the iterate, which therefore lives in registers only as the scaled f16 words the
 // products take as A (xa; the previous iterate xp): iterates rounded to f16 cost no accuracy measurably
@@ -21,7 +21,8 @@
 // P ⊙ P as bf16 pairs (~2^-16; in f16 the products of small keys went subnormal: f 4 % off at f ~ 1e-2).
 //
 // The backward's adj_wg_kernel (v18) runs the same body with ADJ: step_b's dq~ and per-row work first (adj_wg.cuh),
-// then the solve on H̄ᵀ with dx = alpha dq~ as the right-hand side and the forward's norms; u goes to a scratch that
+// then the solve on H̄ᵀ (H̄'s tiles read MN-major, v20; they were transposed element by element before, 12 % of the
+// kernel's stall samples) with dx = alpha dq~ as the right-hand side and the forward's norms; u goes to a scratch that
 // step_b2 reads.
 #pragma once
 
@@ -67,7 +68,7 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
   if constexpr (ADJ) {
     if (!wg_adj_dqt<D>(a, c, sm, ek, bad, rhs, f0, f1)) return;
   }
-  wg_state_tiles<D, ADJ>(sm + L::HI, sm + L::LO, Hg, ldexpf(1.f, eh));
+  wg_state_tiles<D>(sm + L::HI, sm + L::LO, Hg, ldexpf(1.f, eh));
   fence_proxy_async();
   __syncthreads();
   const float G0 = Gs[r0], G1 = Gs[r1], eG0 = r0 < n ? expf(G0) : 0.f, eG1 = r1 < n ? expf(G1) : 0.f;
@@ -251,7 +252,10 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
     float Y[NH][32], S[32];
     uint32_t b = base;
     asm volatile("" : "+r"(b));  // descriptors an add from an opaque base: not hoisted into registers
-    const uint64_t dk = sw128_desc(b + L::K), dhi = sw128_desc(b + L::HI), dlo = sw128_desc(b + L::LO);
+    // Y = X H̄ᵀ reads H̄ K-major; the adjoint's X H̄ reads the same tiles MN-major.
+    const uint64_t dk = sw128_desc(b + L::K);
+    const uint64_t dhi = ADJ ? sw128_desc_mn_at(b + L::HI, D, 0, 0) : sw128_desc(b + L::HI);
+    const uint64_t dlo = ADJ ? sw128_desc_mn_at(b + L::LO, D, 0, 0) : sw128_desc(b + L::LO);
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < KS; ++ks) wgmma<64, true, 0>(S, xa[ks], desc_plus(dk, sw128_kstep(C, ks)), ks > 0);
@@ -260,9 +264,9 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
     for (int h = 0; h < NH; ++h)
 #pragma unroll
       for (int ks = 0; ks < KS; ++ks) {
-        const uint32_t ob = 64 * h * 128 + sw128_kstep(D, ks);
-        if constexpr (ACC) wgmma<64, true, 0>(Y[h], xa[ks], desc_plus(dlo, ob), ks > 0);
-        wgmma<64, true, 0>(Y[h], xa[ks], desc_plus(dhi, ob), ACC || ks > 0);
+        const uint32_t ob = ADJ ? (h * D + 16 * ks) * 128 : 64 * h * 128 + sw128_kstep(D, ks);
+        if constexpr (ACC) wgmma<64, true, ADJ>(Y[h], xa[ks], desc_plus(dlo, ob), ks > 0);
+        wgmma<64, true, ADJ>(Y[h], xa[ks], desc_plus(dhi, ob), ACC || ks > 0);
       }
     wgmma_commit();
     uint32_t ph[C / 16][4], pl[C / 16][4];

@@ -134,9 +134,8 @@ __device__ __forceinline__ const float* wg_state(const WgFwdArgs& a, const Chunk
   }
   return state;
 }
-// The state times `scale` as f16 hi and lo swizzled tiles (rows: the state's rows; its columns where T, the adjoint's
-// H̄ᵀ: element by element, once per CTA).
-template <int D, bool T = false>
+// The state times `scale` as f16 hi and lo swizzled tiles (rows: the state's rows; the adjoint reads them MN-major).
+template <int D>
 __device__ __forceinline__ void wg_state_tiles(char* hi, char* lo, const float* S, float scale) {
   constexpr int PER = D * D / 4 / 128;
 #pragma unroll 1
@@ -150,20 +149,9 @@ __device__ __forceinline__ void wg_state_tiles(char* hi, char* lo, const float* 
       uint32_t h0, l0, h1, l1;
       f16_pair(v[u].x * scale, v[u].y * scale, h0, l0);
       f16_pair(v[u].z * scale, v[u].w * scale, h1, l1);
-      if constexpr (T) {
-        const uint32_t hw[4] = {h0 & 0xffffu, h0 >> 16, h1 & 0xffffu, h1 >> 16};
-        const uint32_t lw[4] = {l0 & 0xffffu, l0 >> 16, l1 & 0xffffu, l1 >> 16};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const uint32_t off = sw128_bf16(D, cc + e, r);
-          *reinterpret_cast<uint16_t*>(hi + off) = static_cast<uint16_t>(hw[e]);
-          *reinterpret_cast<uint16_t*>(lo + off) = static_cast<uint16_t>(lw[e]);
-        }
-      } else {
-        const uint32_t off = sw128_bf16(D, r, cc);
-        *reinterpret_cast<uint2*>(hi + off) = make_uint2(h0, h1);
-        *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
-      }
+      const uint32_t off = sw128_bf16(D, r, cc);
+      *reinterpret_cast<uint2*>(hi + off) = make_uint2(h0, h1);
+      *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
     }
   }
 }
