@@ -157,6 +157,9 @@ TEST(CudaMixed, OneWarpgroupKernelsMatchOracle) {
           expect_close(r->fro, ref.fro, 1e-4, path + "f");  // fp32 gate sums: e^G to ~1e-5 at strong gates
         }
         EXPECT_TRUE(!hopper || rel_err(got.x, two.x) > 0.0) << at << "GKA_CUDA_WG1=0 changed nothing";
+        // Without a saved x the readout (out_wg_kernel) takes it from a scratch: the same o to the bit.
+        const ForwardResult nox = cuda_forward(c, in, false, Precision::mixed, nullptr, false);
+        EXPECT_EQ(rel_err(nox.o, got.o), 0.0) << at << "o without a saved x";
         // The backward from the saved x and norms (as the torch op runs it): dq~ and the adjoint solve in
         // adj_wg_kernel (same switch). From the same saved forward, the two paths must differ.
         const BackwardSeeds seeds = seeds_make(c, 6);

@@ -58,7 +58,8 @@ Inputs DevInputs::view() const {
   return i;
 }
 
-ForwardResult cuda_forward(const Case& c, const CaseInputs& in, bool recurrent, Precision precision, Tensor* residual) {
+ForwardResult cuda_forward(const Case& c, const CaseInputs& in, bool recurrent, Precision precision, Tensor* residual,
+                           bool save_x) {
   ForwardResult r = harness::forward_buffers_make(c.shape());
   r.poison();
   Tensor no_residual;
@@ -73,7 +74,7 @@ ForwardResult cuda_forward(const Case& c, const CaseInputs& in, bool recurrent, 
   out.o = o.view();
   out.final_kk = fkk.view();
   out.final_kv = fkv.view();
-  out.x = x.view();
+  if (save_x) out.x = x.view();
   out.fro = fro.view();
   out.residual = res.view();
   Options opt = c.options(Backend::cuda);

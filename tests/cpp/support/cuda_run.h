@@ -40,9 +40,10 @@ struct DevInputs {
   Inputs view() const;
 };
 
-// With `residual`, the optional residual output too: sized [B, T, H] in the state dtype and poisoned here.
+// With `residual`, the optional residual output too: sized [B, T, H] in the state dtype and poisoned here. Without
+// `save_x`, x is not asked for (ForwardOutputs::x undefined: the result's x stays poisoned).
 ForwardResult cuda_forward(const Case& c, const CaseInputs& in, bool recurrent = false,
-                           Precision precision = Precision::fp32, Tensor* residual = nullptr);
+                           Precision precision = Precision::fp32, Tensor* residual = nullptr, bool save_x = true);
 // With `saved`, from a forward's x and fro (BackwardInputs::x, fro) instead of recomputing them.
 BackwardResult cuda_backward(const Case& c, const CaseInputs& in, const BackwardSeeds& seeds,
                              Precision precision = Precision::fp32, const ForwardResult* saved = nullptr);
