@@ -81,12 +81,7 @@ __device__ __forceinline__ bool wg_adj_dqt(const WgFwdArgs& a, const ChunkPos& c
   {
     const uint64_t dv = sw128_desc(base + L::RH), dhi = sw128_desc(base + L::HI), dlo = sw128_desc(base + L::LO);
     wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < KS; ++ks) {  // dO Vᵀ: v exact in one term
-      wgmma<64, true, 0>(S, dl[ks], desc_plus(dv, sw128_kstep(C, ks)), ks > 0);
-      wgmma<64, true, 0>(S, dh[ks], desc_plus(dv, sw128_kstep(C, ks)), 1);
-    }
-    wgmma_commit();
+    wg_scores_exact_b(S, dh, dl, dv);  // dO Vᵀ
 #pragma unroll
     for (int h = 0; h < NH; ++h)
 #pragma unroll

@@ -141,7 +141,7 @@ void fwd_wg_launch(const FwdArgs& a, const DView& x, int* ok, const Item* items,
               a.cc, a.scale, a.H, a.sched.one_term};
   w.stat = st.stat;
   const dim3 grid(static_cast<unsigned>(n_items), static_cast<unsigned>(a.H));
-  wg_launch<D>(fwd_wg_kernel<D>, grid, items, w, stream, fn, WgFwdSmem<D>::kBytes);
+  wg_launch<D>(fwd_wg_kernel<D>, grid, items, w, stream, fn);
   wg_launch<D>(out_wg_kernel<D>, grid, items, w, stream, fn, WgOutSmem<D>::kBytes);
 }
 

@@ -369,8 +369,8 @@ __global__ void __launch_bounds__(128, 2) adj_wg_kernel(const Item* items, WgFwd
   wg_chunk<D, true>(items, a);
 }
 
-// Launches fwd_wg_kernel or adj_wg_kernel over `grid` (items, H) with its shared memory: two CTAs per SM need nearly
-// all of it (2 x 113 KB at D = 128), so the largest carveout.
+// Launches a one-warpgroup kernel (fwd_wg, adj_wg, out_wg) over `grid` (items, H) with `bytes` of shared memory (by
+// default fwd_wg's layout): two CTAs per SM need nearly all of it (2 x 113 KB at D = 128), so the largest carveout.
 template <int D>
 inline void wg_launch(void (*kernel)(const Item*, WgFwdArgs), dim3 grid, const Item* items, const WgFwdArgs& w,
                       cudaStream_t stream, const char* fn, uint32_t bytes = WgFwdSmem<D>::kBytes) {

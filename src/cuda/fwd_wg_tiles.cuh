@@ -196,6 +196,19 @@ __device__ __forceinline__ bool wg_gate_sums(float* G, const DView& gate, const 
   return bad;
 }
 
+// Issues S = A Bᵀ (64 x C, over D = 16 KS) as one group: A as f16 hi + lo pairs in registers, B a 16-bit input tile
+// exact in one f16 term (K-major at descriptor d), so two products per k-step. The caller fences before.
+template <int KS>
+__device__ __forceinline__ void wg_scores_exact_b(float (&S)[32], const uint32_t (&hi)[KS][4],
+                                                  const uint32_t (&lo)[KS][4], uint64_t d) {
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) {
+    wgmma<64, true, 0>(S, lo[ks], desc_plus(d, sw128_kstep(kChunkMax, ks)), ks > 0);
+    wgmma<64, true, 0>(S, hi[ks], desc_plus(d, sw128_kstep(kChunkMax, ks)), 1);
+  }
+  wgmma_commit();
+}
+
 // Once the scores S are back (all but the last group of products): P = S ⊙ M as the A registers of P's k-steps (n8
 // blocks 2k, 2k + 1 of the accumulator), f16 hi and lo words; M(rw, col) at this thread's rows r0 (rw 0), r1 and
 // columns col = 8 j + 2 t, + 1.

@@ -105,12 +105,7 @@ __global__ void __launch_bounds__(128, 2) out_wg_kernel(const Item* items, WgFwd
   float Y[NH][32], S[32];
   const uint64_t dk = sw128_desc(base + L::K);
   wgmma_fence();
-#pragma unroll
-  for (int ks = 0; ks < KS; ++ks) {  // Q~ Kᵀ: k exact in one term
-    wgmma<64, true, 0>(S, ql[ks], desc_plus(dk, sw128_kstep(C, ks)), ks > 0);
-    wgmma<64, true, 0>(S, qh[ks], desc_plus(dk, sw128_kstep(C, ks)), 1);
-  }
-  wgmma_commit();
+  wg_scores_exact_b(S, qh, ql, dk);  // Q~ Kᵀ
 #pragma unroll
   for (int h = 0; h < NH; ++h)
 #pragma unroll
