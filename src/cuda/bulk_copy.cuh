@@ -63,6 +63,16 @@ __device__ __forceinline__ void tma_load_4d(void* sdst, const void* tmap, int c0
 #endif
 }
 
+// `bytes` (a multiple of 16) from global memory into shared memory (both 16-byte aligned), completing on `bar`.
+__device__ __forceinline__ void bulk_load(void* sdst, const void* gsrc, uint32_t bytes, uint64_t* bar) {
+#if GKA_BULK_DEVICE
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                   smem_addr(sdst)),
+               "l"(gsrc), "r"(bytes), "r"(smem_addr(bar))
+               : "memory");
+#endif
+}
+
 // Shared memory into box (c0, c1, c2, c3), in this thread's current bulk group (commit with bulk_commit).
 __device__ __forceinline__ void tma_store_4d(const void* tmap, int c0, int c1, int c2, int c3, const void* ssrc) {
 #if GKA_BULK_DEVICE

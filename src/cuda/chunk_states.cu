@@ -3,7 +3,8 @@
 // product L_c = Kᵀ diag(e^{G_last - G}) B (B = K or V) on tensor cores, then X ← e^{G_last} X + L_c, stored into
 // the chunk's end slot. v7 wrote the local products, read them back in an elementwise scan and wrote the states
 // again: three passes over the state buffers where this makes one. Two kernels: states_bf16_kernel where k and v
-// are bf16 with 16-byte aligned rows (bf16 products, cp.async tiles; v11), states_kernel (3xTF32) otherwise.
+// are bf16 with 16-byte aligned rows (bf16 products, cp.async tiles; v11), states_kernel (3xTF32) otherwise. On Hopper
+// the bf16 case runs states_wg.cu's kernel instead (warpgroup products).
 #include "cuda/chunk_states.h"
 #include "cuda/chunk_tile.cuh"
 
@@ -51,23 +52,6 @@ template <int NB>
 __device__ __forceinline__ StateCta state_cta(int H) {
   const int x = blockIdx.x, sh = x / (2 * NB);
   return {sh / H, sh % H, (x / NB) & 1, x % NB};
-}
-
-// Warp 0: the chunk's weights w_j = e^{G_last - G_j} (0 from row n on) into w[0, C) and e^{G_last} into w[C],
-// from suffix sums of the gate (lane l holds rows 2l, 2l + 1, zero from n on).
-__device__ __forceinline__ void gate_weights(float g0, float g1, int n, float* w) {
-  const int lane = threadIdx.x & 31;
-  float p = g0 + g1;  // becomes Σ over rows >= 2 lane
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const float t = __shfl_down_sync(0xffffffffu, p, o);
-    if (lane + o < 32) p += t;
-  }
-  const float after = __shfl_down_sync(0xffffffffu, p, 1);
-  const float e1 = lane < 31 ? after : 0.f;  // Σ over rows > 2 lane + 1
-  w[2 * lane] = 2 * lane < n ? expf(g1 + e1) : 0.f;
-  w[2 * lane + 1] = 2 * lane + 1 < n ? expf(e1) : 0.f;
-  if (lane == 0) w[kChunkMax] = expf(p);
 }
 
 // This warp's partial of a state's (max |x|, Σ x²) over the values its lanes hold (mx, ss), into stat
@@ -212,8 +196,6 @@ struct Bf16StatesCfg {
   static_assert(C * (D / 8) % kThreads == 0 && C * (RB / 8) <= kThreads, "copy pieces per thread");
 };
 
-__device__ __forceinline__ uint32_t bf2_bits(__nv_bfloat162 v) { return *reinterpret_cast<const uint32_t*>(&v); }
-
 template <int D>
 __global__ void __launch_bounds__(kThreads, 2)
     states_bf16_kernel(const SeqInfo* seqs, int csize, DView k, DView v, DView gk, DView g, int H, StateBufs st,
@@ -273,18 +255,10 @@ __global__ void __launch_bounds__(kThreads, 2)
     const float* w = wts(c);
     uint32_t pc[3][JPT / 2];
 #pragma unroll
-    for (int e = 0; e < JPT; e += 2) {
-      const float x0 = w[j0 + e] * __bfloat162float(src[(j0 + e) * ld]);
-      const float x1 = w[j0 + e + 1] * __bfloat162float(src[(j0 + e + 1) * ld]);
-      const __nv_bfloat162 hi = __floats2bfloat162_rn(x0, x1);
-      const float2 hf = __bfloat1622float2(hi);
-      const float r0 = x0 - hf.x, r1 = x1 - hf.y;  // exact
-      const __nv_bfloat162 mid = __floats2bfloat162_rn(r0, r1);
-      const float2 mf = __bfloat1622float2(mid);
-      pc[0][e / 2] = bf2_bits(hi);
-      pc[1][e / 2] = bf2_bits(mid);
-      pc[2][e / 2] = bf2_bits(__floats2bfloat162_rn(r0 - mf.x, r1 - mf.y));
-    }
+    for (int e = 0; e < JPT; e += 2)
+      bf16_pieces(w[j0 + e] * __bfloat162float(src[(j0 + e) * ld]),
+                  w[j0 + e + 1] * __bfloat162float(src[(j0 + e + 1) * ld]), pc[0][e / 2], pc[1][e / 2],
+                  pc[2][e / 2]);
     __nv_bfloat16* dst = planes(c) + m * LDP + j0;
 #pragma unroll
     for (int q = 0; q < 3; ++q) {
@@ -402,10 +376,14 @@ bool bf16_rows(const TensorView& t) {
   return (bits & 15) == 0;
 }
 
-// GKA_STATES_BF16=0 keeps bf16 inputs on the 3xTF32 kernel (A/B experiments).
+// GKA_STATES_BF16=0 keeps bf16 inputs on the 3xTF32 kernel, GKA_STATES_WG=0 off the Hopper one (A/B experiments).
 bool bf16_kernel_on() {
   static const bool off = env_off("GKA_STATES_BF16");
   return !off;
+}
+bool wg_kernel_on() {
+  static const bool off = env_off("GKA_STATES_WG");
+  return !off && wgmma_available();
 }
 
 template <int D>
@@ -420,7 +398,9 @@ void run(const Problem& p, const Item* items, const SeqInfo* seqs, const StateBu
     return std::tuple(dview(p.in.k), dview(p.in.v), dview(p.in.gk), dview(p.in.g), H, st, dview(p.in.initial_kk),
                       dview(p.in.initial_kv), dview(final_kk), dview(final_kv));
   };
-  if (bf16_kernel_on() && bf16_rows(p.in.k) && bf16_rows(p.in.v)) {
+  const bool bf16 = bf16_kernel_on() && bf16_rows(p.in.k) && bf16_rows(p.in.v);
+  if (bf16 && wg_kernel_on() && states_wg_compute(p, seqs, st, final_kk, final_kv, fn)) return;
+  if (bf16) {
     constexpr size_t smem = Bf16StatesCfg<D>::smem;
     check(cudaFuncSetAttribute(states_bf16_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
           fn, "cudaFuncSetAttribute");

@@ -26,4 +26,43 @@ __host__ __device__ constexpr int64_t state_stat_index(int64_t tile, int which) 
 void states_compute(const Problem& p, const Item* items, const SeqInfo* seqs, const StateBufs& st,
                     const TensorView& final_kk, const TensorView& final_kv, const char* fn);
 
+// ---- device helpers of the states kernels (chunk_states.cu, states_wg.cu) ----
+
+// One warp: the chunk's weights w_j = e^{G_last - G_j} (0 from row n on) into w[0, C) and e^{G_last} into w[C],
+// from suffix sums of the gate (lane l holds rows 2l, 2l + 1, zero from n on).
+__device__ __forceinline__ void gate_weights(float g0, float g1, int n, float* w) {
+  const int lane = threadIdx.x & 31;
+  float p = g0 + g1;  // becomes Σ over rows >= 2 lane
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const float t = __shfl_down_sync(0xffffffffu, p, o);
+    if (lane + o < 32) p += t;
+  }
+  const float after = __shfl_down_sync(0xffffffffu, p, 1);
+  const float e1 = lane < 31 ? after : 0.f;  // Σ over rows > 2 lane + 1
+  w[2 * lane] = 2 * lane < n ? expf(g1 + e1) : 0.f;
+  w[2 * lane + 1] = 2 * lane + 1 < n ? expf(e1) : 0.f;
+  if (lane == 0) w[kChunkMax] = expf(p);
+}
+
+// x0, x1 as three packed bf16 pairs hi + mid + lo, each the rounding of what the ones before left (the
+// subtractions are exact): ~2^-24 relative, the fp32 level, for products whose other operand is exact in bf16.
+__device__ __forceinline__ void bf16_pieces(float x0, float x1, uint32_t& hi, uint32_t& mid, uint32_t& lo) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
+  const float2 hf = __bfloat1622float2(h);
+  const float r0 = x0 - hf.x, r1 = x1 - hf.y;
+  const __nv_bfloat162 m = __floats2bfloat162_rn(r0, r1);
+  const float2 mf = __bfloat1622float2(m);
+  const __nv_bfloat162 l = __floats2bfloat162_rn(r0 - mf.x, r1 - mf.y);
+  memcpy(&hi, &h, 4);
+  memcpy(&mid, &m, 4);
+  memcpy(&lo, &l, 4);
+}
+
+// The Hopper states kernel (states_wg.cu) for bf16 k and v with 16-byte aligned rows: the recurrence of
+// states_compute on warpgroup products, the same outputs. False (nothing launched) where the driver cannot encode
+// the tensor maps it reads k and v by.
+bool states_wg_compute(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const TensorView& final_kk,
+                       const TensorView& final_kv, const char* fn);
+
 }  // namespace gka::cuda

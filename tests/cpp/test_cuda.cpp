@@ -335,5 +335,35 @@ TEST(CudaStates, UnalignedBf16RowsMatchAligned) {
   }
 }
 
+// Long sequences on one head: on Hopper the states kernel cuts each sequence into segments run in parallel where
+// its grid is small (states_wg.cu: ~3 CTAs per SM wanted, segments of 16 chunks or more): here 4 segments per
+// sequence at D = 64 and 2 at D = 128, sequences ending mid-chunk next to the following one's rows, and a sequence
+// shorter than its segments.
+TEST(CudaStates, LongSequencesInSegmentsMatchOracle) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const int64_t D : {64, 128}) {
+    Case c;
+    c.B = 1;
+    c.H = 1;
+    c.D = D;
+    c.dtype = "bf16";
+    c.gates = "untied";
+    c.h0 = true;
+    c.varlen = D == 64 ? std::vector<int64_t>{64 * 40 + 17, 64 * 70 + 5, 33}
+                       : std::vector<int64_t>{64 * 33 + 9, 33, 64 * 40};
+    c.T = 0;
+    for (const int64_t n : c.varlen) c.T += n;
+    const CaseInputs in = inputs_make(c, 37);
+    const ForwardResult r = cuda_forward(c, in);
+    const ForwardResult ref = forward_run(case_in_f64(c), inputs_to_f64(in), Backend::reference);
+    const double tol = tol_forward(false, c.ridge_ratio);
+    const std::string at = "D=" + std::to_string(D) + " ";
+    expect_close(r.final_kk, ref.final_kk, tol, at + "final_kk");
+    expect_close(r.final_kv, ref.final_kv, tol, at + "final_kv");
+    expect_close(r.x, ref.x, tol, at + "x");
+    expect_close(r.o, ref.o, tol_stored(DType::bf16, false, c.ridge_ratio), at + "o");
+  }
+}
+
 }  // namespace
 }  // namespace gka::test

@@ -1,0 +1,355 @@
+// Chunk-start states on Hopper warpgroup products (sm_90a; chunk_states.h), for bf16 k and v with 16-byte aligned
+// rows. The recurrence of chunk_states.cu's states_bf16_kernel, X <- e^{G_last} X + L_c per chunk, with a CTA of one
+// warpgroup owning a 64 x 64 block of one state (H̄ with gk, or S̄ with g) of one (sequence, head) as a wgmma
+// accumulator. L_c's block is A B with A(m, j) = w_j k_j[a0 + m] from registers (ldmatrix of the raw k tile, scaled
+// and split into bf16 pieces: hi + mid + lo at the fp32 level, hi + mid, ~2^-17, with precision=mixed) and
+// B(j, col) = b_j[c0 + col] the raw bf16 rows (exact) by descriptor; the products of a k-step run while the next
+// k-step's A is split. A chunk's two tiles and its gate weights (chunk_weights_kernel, launched first) arrive by
+// bulk copies into a ring of kStages, kStages - 1 chunks ahead, so a chunk needs one barrier.
+//
+// Long sequences leave most SMs idle (a CTA walks its sequence's chunks in order), so where the grid is small each
+// sequence is cut into segments run in parallel, in two launches: the first (`totals`) runs every segment but the
+// last from a zero state without storing anything and keeps its end state E_i and decay product D_i; the second
+// starts segment s from init and the E_i, D_i before it (X = D_i X + E_i) and stores the states.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "cuda/bulk_copy.cuh"
+#include "cuda/chunk_states.h"
+#include "cuda/mma.cuh"
+#include "cuda/wgmma.cuh"
+
+namespace gka::cuda {
+namespace {
+
+constexpr int kWgThreads = 128, kStages = 4, kCtasPerSm = 3;
+constexpr int kTileBytes = kChunkMax * 128;  // a chunk's rows j x 64 bf16 columns, 128-byte swizzle (wgmma.cuh)
+constexpr int kWeights = kChunkMax + 4;      // a chunk's w_j, then e^{G_last} at [kChunkMax]: 16-byte rows
+constexpr int kStageBytes = 2 * kTileBytes + kWeights * sizeof(float);  // what one chunk's copies deliver
+constexpr size_t kSmemBytes = kStages * (kStageBytes + sizeof(uint64_t));
+constexpr int kBlock = 64 * 64;  // elements of a CTA's state block
+
+struct WgStatesArgs {
+  const SeqInfo* seqs;
+  const float* W;                      // chunk_weights_kernel's rows: [item][head][which]
+  int csize, H, segs, totals, pieces;  // segs per sequence; totals: the first launch (above); pieces: 2 or 3
+  DView init_kk, init_kv, fin_kk, fin_kv;
+  StateBufs st;
+  float* E;    // [sequence, head, which, segment, row block, column block][thread][32]: segment end states
+  float* dec;  // [sequence, head, which, segment]: their decay products
+};
+
+// The gate weights of every (chunk, head, which) into W ([item][head][which][kWeights]) and the decays into
+// `decay` (StateBufs::decay): grid (sequences x heads x 2, groups of 32 chunks), a warp per chunk.
+__global__ void __launch_bounds__(256)
+    chunk_weights_kernel(const SeqInfo* seqs, int csize, int H, DView gk, DView g, float* W, float* decay) {
+  const int sh = blockIdx.x / 2, which = blockIdx.x & 1, s = sh / H, h = sh % H;
+  const SeqInfo sq = seqs[s];
+  if (sq.state < 0) return;
+  const DView gate = which == 0 ? gk : g;
+  const int lane = threadIdx.x & 31, end = min(sq.count, static_cast<int>(blockIdx.y + 1) * 32);
+  for (int c = blockIdx.y * 32 + (threadIdx.x >> 5); c < end; c += 8) {
+    const int64_t t0 = sq.start + static_cast<int64_t>(c) * csize;
+    const int n = static_cast<int>(min(static_cast<int64_t>(csize), sq.length - t0 + sq.start));
+    const float g0 = 2 * lane < n ? dscalar(gate, sq.batch, t0 + 2 * lane, h, 0.f) : 0.f;
+    const float g1 = 2 * lane + 1 < n ? dscalar(gate, sq.batch, t0 + 2 * lane + 1, h, 0.f) : 0.f;
+    const int64_t row = (static_cast<int64_t>(sq.first + c) * H + h) * 2 + which;
+    float* w = W + row * kWeights;
+    gate_weights(g0, g1, n, w);
+    if (lane == 0) decay[row] = w[kChunkMax];
+    if (lane > 0 && lane < kWeights - kChunkMax) w[kChunkMax + lane] = 0.f;
+  }
+}
+
+// One 8-byte store (a float2 store through a cast compiles to two 4-byte ones here).
+__device__ __forceinline__ void stg2(float* p, float x0, float x1) {
+  asm volatile("st.global.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x0), "f"(x1) : "memory");
+}
+
+// grid: x = (sequence, head) major, then which (0 H̄, 1 S̄), row block, column block (D / 64 blocks each way);
+// y = segment. mk, mv: 4-D maps over k and v ([B, T, H, D]) with boxes of 64 columns x 64 rows.
+template <int D>
+__global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
+    states_wg_kernel(const __grid_constant__ CUtensorMap mk, const __grid_constant__ CUtensorMap mv,
+                     const WgStatesArgs a) {
+  constexpr int C = kChunkMax, NB = D / 64, PER = 2 * NB * NB;
+  extern __shared__ __align__(1024) unsigned char sm[];
+  const int bx = blockIdx.x, sh = bx / PER, which = bx % PER / (NB * NB), rb = bx % (NB * NB) / NB, cb = bx % NB;
+  const int H = a.H, s = sh / H, h = sh % H, a0 = 64 * rb, c0 = 64 * cb, seg = blockIdx.y;
+  const SeqInfo sq = a.seqs[s];
+  if (sq.state < 0) return;
+  const int span = (sq.count + a.segs - 1) / a.segs, lo = min(sq.count, seg * span), hi = min(sq.count, lo + span);
+  if (seg > 0 && lo == hi && !a.totals) return;  // an empty tail segment: nothing to store
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+  const DView init = which == 0 ? a.init_kk : a.init_kv;
+  float* buf = which == 0 ? a.st.Hs : a.st.Ss;
+  // Shared memory: the tile ring (1024-byte aligned stages), the weights ring, the stages' barriers.
+  auto tile = [&](int c, int b) { return sm + (((c - lo) % kStages) * 2 + b) * kTileBytes; };  // b: 0 A's k, 1 B
+  auto weights = [&](int c) {
+    return reinterpret_cast<float*>(sm + kStages * 2 * kTileBytes) + ((c - lo) % kStages) * kWeights;
+  };
+  uint64_t* full = reinterpret_cast<uint64_t*>(sm + kStages * kStageBytes);
+  auto t0_of = [&](int c) { return sq.start + static_cast<int64_t>(c) * a.csize; };
+  auto n_of = [&](int c) {
+    return static_cast<int>(min(static_cast<int64_t>(a.csize), sq.length - int64_t{c} * a.csize));
+  };
+  const int64_t part = (static_cast<int64_t>(sh) * 2 + which) * a.segs;  // this state's first segment entry
+
+  auto fetch = [&](int c) {  // one thread: chunk c's two tiles and weights
+    if (c >= hi) return;
+    uint64_t* bar = &full[(c - lo) % kStages];
+    const int t0 = static_cast<int>(t0_of(c));
+    mbar_expect(bar, kStageBytes);
+    tma_load_4d(tile(c, 0), &mk, a0, h, t0, sq.batch, bar);
+    tma_load_4d(tile(c, 1), which == 0 ? &mk : &mv, c0, h, t0, sq.batch, bar);
+    bulk_load(weights(c), a.W + ((static_cast<int64_t>(sq.first + c) * H + h) * 2 + which) * kWeights,
+              kWeights * sizeof(float), bar);
+  };
+
+  // The state block: warp w holds rows a0 + 16 w + gq (+ 8), n8 block j at x[4 j ..] (columns c0 + 8 j + 2 tq, + 1).
+  float x[32];
+  auto each = [&](auto&& f) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf)
+        f(a0 + 16 * warp + gq + 8 * hf, c0 + 8 * j + 2 * tq, x[4 * j + 2 * hf], x[4 * j + 2 * hf + 1]);
+  };
+  // This half-warp's partial (max |x|, Σ x²) and 8-byte stores (a warp writes whole 32-byte sectors) from one base
+  // address with constant offsets (addresses formed per store held the stores' registers until each issued: long
+  // scoreboard stalls), after the sums (what rewrites a register a store reads waits for the store to issue).
+  const int own = (a0 + 16 * warp + gq) * D + c0 + 2 * tq;  // this thread's first element in a state
+  auto slot_store = [&](int64_t slot) {
+    float* dst = buf + (slot * H + h) * D * D + own;
+    float mx[4] = {0.f, 0.f, 0.f, 0.f}, ss[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int e = 0; e < 32; ++e) {
+      mx[e & 3] = fmaxf(mx[e & 3], fabsf(x[e]));
+      ss[e & 3] = fmaf(x[e], x[e], ss[e & 3]);
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) stg2(dst + 8 * hf * D + 8 * j, x[4 * j + 2 * hf], x[4 * j + 2 * hf + 1]);
+    float m = fmaxf(fmaxf(mx[0], mx[1]), fmaxf(mx[2], mx[3])), q = (ss[0] + ss[1]) + (ss[2] + ss[3]);
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) {
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+      q += __shfl_xor_sync(0xffffffffu, q, o);
+    }
+    static_assert(kStateParts == 32, "8 half-warp partials per 64 x 64 block");
+    float2* stat = a.st.stat + state_stat_index(slot * H + h, which);
+    if ((lane & 15) == 0) stat[((rb * NB + cb) * 4 + warp) * 2 + (lane >> 4)] = make_float2(m, q);
+    if (NB == 1 && threadIdx.x < kStateParts - 8) stat[8 + threadIdx.x] = make_float2(0.f, 0.f);
+  };
+  // X <- e^{G_last} X + A B over the k-steps inside the chunk.
+  const int lr = (lane & 7) + ((lane >> 4) << 3), lch = 2 * warp + ((lane >> 3) & 1);  // this lane's ldmatrix row
+  const bool three = a.pieces == 3;
+  auto product = [&](int c) {
+    const int n = n_of(c);
+    const unsigned char* ta = tile(c, 0);
+    const uint32_t tb = smem_addr(tile(c, 1));
+    const float* w = weights(c);
+    float acc[32];
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < C / 16; ++ks) {
+      if (16 * ks >= n) break;
+      const int r = 16 * ks + lr;
+      uint32_t raw[4], pc[3][4];
+      ldsm_x4(raw, ta + swizzle128(r, lch), true);  // A(m, j), m = 16 warp + ..., j = 16 ks + ...: the mma A layout
+      const float2 wa = *reinterpret_cast<const float2*>(w + 16 * ks + 2 * tq);
+      const float2 wb = *reinterpret_cast<const float2*>(w + 16 * ks + 8 + 2 * tq);
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        __nv_bfloat162 b2;
+        memcpy(&b2, &raw[q], 4);
+        const float2 f = __bfloat1622float2(b2), ww = q < 2 ? wa : wb;
+        if (three)
+          bf16_pieces(ww.x * f.x, ww.y * f.y, pc[0][q], pc[1][q], pc[2][q]);
+        else
+          bf16_pair(ww.x * f.x, ww.y * f.y, pc[0][q], pc[1][q]);
+      }
+      const uint64_t bd = sw128_desc_mn_at(tb, C, 16 * ks, 0);
+      if (three) wgmma<64>(acc, pc[2], bd, ks > 0);  // the smallest piece first
+      wgmma<64>(acc, pc[1], bd, three || ks > 0);
+      wgmma<64>(acc, pc[0], bd, 1);
+      wgmma_commit();
+      wgmma_wait<1>();  // k-step ks - 1 is done: its A registers are free
+    }
+    wgmma_wait<0>();
+    fence_regs(acc);
+    const float dec = w[C];
+#pragma unroll
+    for (int e = 0; e < 32; ++e) x[e] = fmaf(dec, x[e], acc[e]);
+  };
+
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < kStages; ++i) mbar_init(&full[i]);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0)
+    for (int c = lo; c < lo + kStages - 1; ++c) fetch(c);
+  // The segment's start: zero for the totals, else init and the segments before this one.
+  each([&](int r, int col, float& x0, float& x1) {
+    const bool from_init = init.dt && !a.totals;
+    x0 = from_init ? dload(init, drow(init, sq.state, h, r) + col) : 0.f;
+    x1 = from_init ? dload(init, drow(init, sq.state, h, r) + col + 1) : 0.f;
+  });
+  if (!a.totals) {
+    for (int i = 0; i < seg; ++i) {
+      const float d = a.dec[part + i];
+      const float4* e =
+          reinterpret_cast<const float4*>(a.E + ((part + i) * NB * NB + rb * NB + cb) * kBlock) + threadIdx.x * 8;
+#pragma unroll
+      for (int v = 0; v < 8; ++v) {
+        const float4 t = e[v];
+        x[4 * v] = fmaf(d, x[4 * v], t.x);
+        x[4 * v + 1] = fmaf(d, x[4 * v + 1], t.y);
+        x[4 * v + 2] = fmaf(d, x[4 * v + 2], t.z);
+        x[4 * v + 3] = fmaf(d, x[4 * v + 3], t.w);
+      }
+    }
+    if (seg == 0) slot_store(sq.first + s);  // later segments' first slot is the one before's last
+  }
+  float dprod = 1.f;
+  for (int c = lo; c < hi; ++c) {
+    const int n = n_of(c);
+    mbar_wait(&full[(c - lo) % kStages], ((c - lo) / kStages) & 1);
+    if (n < C)  // rows past the chunk (another sequence's, or past T: zero already) must not reach the products
+      for (int i = threadIdx.x; i < 2 * (C - n) * 8; i += kWgThreads)
+        *reinterpret_cast<uint4*>(tile(c, i & 1) + (n + (i >> 4)) * 128 + ((i >> 1) & 7) * 16) = make_uint4(0, 0, 0, 0);
+    fence_proxy_async();  // B is read by the async proxy; the zeros land before a later copy into the stage
+    __syncthreads();      // every warp is past chunk c - 1: its stage is free
+    if (threadIdx.x == 0) fetch(c + kStages - 1);
+    product(c);
+    if (a.totals)
+      dprod *= weights(c)[C];
+    else
+      slot_store(sq.first + s + c + 1);
+  }
+  if (a.totals) {
+    float4* e = reinterpret_cast<float4*>(a.E + ((part + seg) * NB * NB + rb * NB + cb) * kBlock) + threadIdx.x * 8;
+#pragma unroll
+    for (int v = 0; v < 8; ++v) e[v] = make_float4(x[4 * v], x[4 * v + 1], x[4 * v + 2], x[4 * v + 3]);
+    if (rb == 0 && cb == 0 && threadIdx.x == 0) a.dec[part + seg] = dprod;
+    return;
+  }
+  const DView fin = which == 0 ? a.fin_kk : a.fin_kv;
+  if (fin.dt && hi == sq.count)
+    each([&](int r, int col, float& x0, float& x1) {
+      dstore(fin, drow(fin, sq.state, h, r) + col, x0);
+      dstore(fin, drow(fin, sq.state, h, r) + col + 1, x1);
+    });
+}
+
+// A 4-D tensor map over a bf16 [B, T, H, D] view with boxes of 64 columns x 64 rows (128-byte swizzle; rows past T
+// read as zeros). False where the driver has no encoder.
+bool rows_tmap(const TensorView& v, CUtensorMap* m) {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    const bool ok =
+        cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) == cudaSuccess &&
+        q == cudaDriverEntryPointSuccess;
+    return ok ? reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f) : nullptr;
+  }();
+  if (!encode) return false;
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(v.sizes[3]), static_cast<cuuint64_t>(v.sizes[2]),
+                              static_cast<cuuint64_t>(v.sizes[1]), static_cast<cuuint64_t>(v.sizes[0])};
+  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(v.strides[2] * 2), static_cast<cuuint64_t>(v.strides[1] * 2),
+                                 static_cast<cuuint64_t>(v.strides[0] * 2)};
+  const cuuint32_t box[4] = {64, 1, static_cast<cuuint32_t>(kChunkMax), 1}, unit[4] = {1, 1, 1, 1};
+  return encode(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, v.data, dims, strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    return cudaGetDevice(&dev) == cudaSuccess &&
+                   cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess
+               ? v
+               : 132;
+  }();
+  return n;
+}
+
+template <int D>
+void run(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const TensorView& final_kk,
+         const TensorView& final_kv, const CUtensorMap& mk, const CUtensorMap& mv, const char* fn) {
+  const int H = static_cast<int>(p.H);
+  const int64_t per = 2 * (D / 64) * (D / 64), ctas = p.num_seqs() * H * per;
+  if (ctas > INT32_MAX) fail(fn, "too many sequences x heads for one states launch: " + std::to_string(ctas));
+  // Segments: as many as keep the CTAs within one round of every SM's kCtasPerSm slots (a second, partial round
+  // would double the time), each at least kMinSpan chunks long. GKA_STATES_SEGS=n sets n (experiments).
+  constexpr int64_t kMinSpan = 16, kMaxSegs = 16;
+  static const int64_t env = [] {
+    const char* e = std::getenv("GKA_STATES_SEGS");
+    return e ? std::max(1, std::atoi(e)) : 0;
+  }();
+  int64_t longest = 0, items = 0;
+  for (const Sequence& q : p.seqs) {
+    longest = std::max(longest, (q.length + p.chunk_size - 1) / p.chunk_size);
+    items += (q.length + p.chunk_size - 1) / p.chunk_size;
+  }
+  const int64_t fit = int64_t{kCtasPerSm} * sm_count() / ctas;
+  const int segs = static_cast<int>(env ? env : std::clamp<int64_t>(std::min(fit, longest / kMinSpan), 1, kMaxSegs));
+  Scratch E(fn, segs > 1 ? ctas * segs * kBlock * sizeof(float) : 0, stream_of(p));
+  Scratch dec(fn, segs > 1 ? p.num_seqs() * H * 2 * segs * sizeof(float) : 0, stream_of(p));
+  Scratch W(fn, std::max<int64_t>(1, items * H * 2) * kWeights * sizeof(float), stream_of(p));
+  const int csize = static_cast<int>(p.chunk_size);
+  if (longest > 0) {
+    chunk_weights_kernel<<<dim3(static_cast<unsigned>(p.num_seqs() * H * 2),
+                                static_cast<unsigned>((longest + 31) / 32)),
+                           256, 0, stream_of(p)>>>(seqs, csize, H, dview(p.in.gk), dview(p.in.g), W.as<float>(),
+                                                   st.decay);
+    launch_check(fn);
+  }
+  const int pieces = p.precision == Precision::mixed ? 2 : 3;
+  WgStatesArgs a{seqs,
+                 W.as<float>(),
+                 csize,
+                 H,
+                 segs,
+                 0,
+                 pieces,
+                 dview(p.in.initial_kk),
+                 dview(p.in.initial_kv),
+                 dview(final_kk),
+                 dview(final_kv),
+                 st,
+                 E.as<float>(),
+                 dec.as<float>()};
+  check(cudaFuncSetAttribute(states_wg_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(kSmemBytes)),
+        fn, "cudaFuncSetAttribute");
+  if (segs > 1) {
+    a.totals = 1;
+    states_wg_kernel<D>
+        <<<dim3(static_cast<unsigned>(ctas), segs - 1), kWgThreads, kSmemBytes, stream_of(p)>>>(mk, mv, a);
+    launch_check(fn);
+    a.totals = 0;
+  }
+  states_wg_kernel<D><<<dim3(static_cast<unsigned>(ctas), segs), kWgThreads, kSmemBytes, stream_of(p)>>>(mk, mv, a);
+  launch_check(fn);
+}
+
+}  // namespace
+
+bool states_wg_compute(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const TensorView& final_kk,
+                       const TensorView& final_kv, const char* fn) {
+  CUtensorMap mk, mv;
+  if (!rows_tmap(p.in.k, &mk) || !rows_tmap(p.in.v, &mv)) return false;
+  if (p.D == 64)
+    run<64>(p, seqs, st, final_kk, final_kv, mk, mv, fn);
+  else
+    run<128>(p, seqs, st, final_kk, final_kv, mk, mv, fn);
+  return true;
+}
+
+}  // namespace gka::cuda
