@@ -1,11 +1,12 @@
 // Chunk-start states on Hopper warpgroup products (sm_90a; chunk_states.h), for bf16 k and v with 16-byte aligned
 // rows. The recurrence of chunk_states.cu's states_bf16_kernel, X <- e^{G_last} X + L_c per chunk, with a CTA of one
-// warpgroup owning a 64 x 64 block of one state (H̄ with gk, or S̄ with g) of one (sequence, head) as a wgmma
-// accumulator. L_c's block is A B with A(m, j) = w_j k_j[a0 + m] from registers (ldmatrix of the raw k tile, scaled
-// and split into bf16 pieces: hi + mid + lo at the fp32 level, hi + mid, ~2^-17, with precision=mixed) and
-// B(j, col) = b_j[c0 + col] the raw bf16 rows (exact) by descriptor; the products of a k-step run while the next
-// k-step's A is split. A chunk's two tiles and its gate weights (chunk_weights_kernel, launched first) arrive by
-// bulk copies into a ring of kStages, kStages - 1 chunks ahead, so a chunk needs one barrier.
+// warpgroup owning 64 rows of one state (H̄ with gk, or S̄ with g) of one (sequence, head) as D / 64 wgmma
+// accumulators of 64 x 64. L_c's rows are A B with A(m, j) = w_j k_j[a0 + m] from registers (ldmatrix of the raw k
+// tile, scaled and split into bf16 pieces: hi + mid + lo at the fp32 level, hi + mid, ~2^-17, with precision=mixed;
+// split once for all D columns) and B(j, col) = b_j[col] the raw bf16 rows (exact) by descriptor; the products of a
+// k-step run while the next k-step's A is split. A chunk's tiles and its gate weights (chunk_weights_kernel, launched
+// first) arrive by bulk copies into a ring of kStages, kStages - 1 chunks ahead, so a chunk needs one barrier.
+// Measured on an H200 at 8 x 2048 (ncu): 64 x 64 blocks at three CTAs per SM took 270 us, 64 x D at two 242.
 //
 // Long sequences leave most SMs idle (a CTA walks its sequence's chunks in order), so where the grid is small each
 // sequence is cut into segments run in parallel, in two launches: the first (`totals`) runs every segment but the
@@ -25,11 +26,11 @@
 namespace gka::cuda {
 namespace {
 
-constexpr int kWgThreads = 128, kStages = 4, kCtasPerSm = 3;
+constexpr int kWgThreads = 128, kStages = 4, kCtasPerSm = 2;
 constexpr int kTileBytes = kChunkMax * 128;  // a chunk's rows j x 64 bf16 columns, 128-byte swizzle (wgmma.cuh)
 constexpr int kWeights = kChunkMax + 4;      // a chunk's w_j, then e^{G_last} at [kChunkMax]: 16-byte rows
-constexpr int kStageBytes = 2 * kTileBytes + kWeights * sizeof(float);  // what one chunk's copies deliver
-constexpr size_t kSmemBytes = kStages * (kStageBytes + sizeof(uint64_t));
+template <int D>  // shared memory: per stage the tiles of B (D / 64) and A, the weights, a barrier
+constexpr size_t kSmemBytes = kStages*((D / 64 + 1) * kTileBytes + kWeights * sizeof(float) + sizeof(uint64_t));
 constexpr int kBlock = 64 * 64;  // elements of a CTA's state block
 
 struct WgStatesArgs {
@@ -38,7 +39,7 @@ struct WgStatesArgs {
   int csize, H, segs, totals, pieces;  // segs per sequence; totals: the first launch (above); pieces: 2 or 3
   DView init_kk, init_kv, fin_kk, fin_kv;
   StateBufs st;
-  float* E;    // [sequence, head, which, segment, row block, column block][thread][32]: segment end states
+  float* E;    // [sequence, head, which, segment, row block][thread][32 D / 64]: segment end states
   float* dec;  // [sequence, head, which, segment]: their decay products
 };
 
@@ -69,16 +70,16 @@ __device__ __forceinline__ void stg2(float* p, float x0, float x1) {
   asm volatile("st.global.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x0), "f"(x1) : "memory");
 }
 
-// grid: x = (sequence, head) major, then which (0 H̄, 1 S̄), row block, column block (D / 64 blocks each way);
-// y = segment. mk, mv: 4-D maps over k and v ([B, T, H, D]) with boxes of 64 columns x 64 rows.
+// grid: x = (sequence, head) major, then which (0 H̄, 1 S̄), row block (D / 64); y = segment. mk, mv: 4-D maps
+// over k and v ([B, T, H, D]) with boxes of 64 columns x 64 rows.
 template <int D>
 __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
     states_wg_kernel(const __grid_constant__ CUtensorMap mk, const __grid_constant__ CUtensorMap mv,
                      const WgStatesArgs a) {
-  constexpr int C = kChunkMax, NB = D / 64, PER = 2 * NB * NB;
+  constexpr int C = kChunkMax, NB = D / 64, PER = 2 * NB;  // NB: 64-row blocks of a state, 64-column blocks of B
   extern __shared__ __align__(1024) unsigned char sm[];
-  const int bx = blockIdx.x, sh = bx / PER, which = bx % PER / (NB * NB), rb = bx % (NB * NB) / NB, cb = bx % NB;
-  const int H = a.H, s = sh / H, h = sh % H, a0 = 64 * rb, c0 = 64 * cb, seg = blockIdx.y;
+  const int bx = blockIdx.x, sh = bx / PER, which = bx % PER / NB, rb = bx % NB;
+  const int H = a.H, s = sh / H, h = sh % H, a0 = 64 * rb, seg = blockIdx.y;
   const SeqInfo sq = a.seqs[s];
   if (sq.state < 0) return;
   const int span = (sq.count + a.segs - 1) / a.segs, lo = min(sq.count, seg * span), hi = min(sq.count, lo + span);
@@ -86,74 +87,85 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
   const DView init = which == 0 ? a.init_kk : a.init_kv;
   float* buf = which == 0 ? a.st.Hs : a.st.Ss;
-  // Shared memory: the tile ring (1024-byte aligned stages), the weights ring, the stages' barriers.
-  auto tile = [&](int c, int b) { return sm + (((c - lo) % kStages) * 2 + b) * kTileBytes; };  // b: 0 A's k, 1 B
+  // Shared memory: the tile ring (stages of 1024-byte aligned tiles: B's NB column blocks, then A's k columns, which
+  // for H̄ is B's block rb and not copied), the weights ring, the stages' barriers.
+  auto tile = [&](int c, int b) { return sm + (((c - lo) % kStages) * (NB + 1) + b) * kTileBytes; };
+  auto tile_a = [&](int c) { return tile(c, which == 0 ? rb : NB); };
   auto weights = [&](int c) {
-    return reinterpret_cast<float*>(sm + kStages * 2 * kTileBytes) + ((c - lo) % kStages) * kWeights;
+    return reinterpret_cast<float*>(sm + kStages * (NB + 1) * kTileBytes) + ((c - lo) % kStages) * kWeights;
   };
-  uint64_t* full = reinterpret_cast<uint64_t*>(sm + kStages * kStageBytes);
+  uint64_t* full = reinterpret_cast<uint64_t*>(sm + kStages * ((NB + 1) * kTileBytes + kWeights * sizeof(float)));
   auto t0_of = [&](int c) { return sq.start + static_cast<int64_t>(c) * a.csize; };
   auto n_of = [&](int c) {
     return static_cast<int>(min(static_cast<int64_t>(a.csize), sq.length - int64_t{c} * a.csize));
   };
   const int64_t part = (static_cast<int64_t>(sh) * 2 + which) * a.segs;  // this state's first segment entry
 
-  auto fetch = [&](int c) {  // one thread: chunk c's two tiles and weights
+  auto fetch = [&](int c) {  // one thread: chunk c's tiles and weights
     if (c >= hi) return;
     uint64_t* bar = &full[(c - lo) % kStages];
     const int t0 = static_cast<int>(t0_of(c));
-    mbar_expect(bar, kStageBytes);
-    tma_load_4d(tile(c, 0), &mk, a0, h, t0, sq.batch, bar);
-    tma_load_4d(tile(c, 1), which == 0 ? &mk : &mv, c0, h, t0, sq.batch, bar);
+    mbar_expect(bar, (NB + which) * kTileBytes + kWeights * sizeof(float));
+    for (int b = 0; b < NB; ++b) tma_load_4d(tile(c, b), which == 0 ? &mk : &mv, 64 * b, h, t0, sq.batch, bar);
+    if (which == 1) tma_load_4d(tile(c, NB), &mk, a0, h, t0, sq.batch, bar);
     bulk_load(weights(c), a.W + ((static_cast<int64_t>(sq.first + c) * H + h) * 2 + which) * kWeights,
               kWeights * sizeof(float), bar);
   };
 
-  // The state block: warp w holds rows a0 + 16 w + gq (+ 8), n8 block j at x[4 j ..] (columns c0 + 8 j + 2 tq, + 1).
-  float x[32];
+  // The state block: warp w holds rows a0 + 16 w + gq (+ 8); column block b's n8 block j at x[b][4 j ..] (columns
+  // 64 b + 8 j + 2 tq, + 1).
+  float x[NB][32];
   auto each = [&](auto&& f) {
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+    for (int b = 0; b < NB; ++b)
 #pragma unroll
-      for (int hf = 0; hf < 2; ++hf)
-        f(a0 + 16 * warp + gq + 8 * hf, c0 + 8 * j + 2 * tq, x[4 * j + 2 * hf], x[4 * j + 2 * hf + 1]);
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf)
+          f(a0 + 16 * warp + gq + 8 * hf, 64 * b + 8 * j + 2 * tq, x[b][4 * j + 2 * hf], x[b][4 * j + 2 * hf + 1]);
   };
-  // This half-warp's partial (max |x|, Σ x²) and 8-byte stores (a warp writes whole 32-byte sectors) from one base
-  // address with constant offsets (addresses formed per store held the stores' registers until each issued: long
-  // scoreboard stalls), after the sums (what rewrites a register a store reads waits for the store to issue).
-  const int own = (a0 + 16 * warp + gq) * D + c0 + 2 * tq;  // this thread's first element in a state
+  // Partials (max |x|, Σ x²) over groups of 4 NB lanes (kStateParts per state: NB CTAs x 4 warps x 8 / NB groups),
+  // and 8-byte stores (a warp writes whole 32-byte sectors) from one base address with constant offsets (addresses
+  // formed per store held the stores' registers until each issued: long scoreboard stalls), after the sums (what
+  // rewrites a register a store reads waits for the store to issue).
+  const int own = (a0 + 16 * warp + gq) * D + 2 * tq;  // this thread's first element in a state
   auto slot_store = [&](int64_t slot) {
     float* dst = buf + (slot * H + h) * D * D + own;
     float mx[4] = {0.f, 0.f, 0.f, 0.f}, ss[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-    for (int e = 0; e < 32; ++e) {
-      mx[e & 3] = fmaxf(mx[e & 3], fabsf(x[e]));
-      ss[e & 3] = fmaf(x[e], x[e], ss[e & 3]);
-    }
+    for (int b = 0; b < NB; ++b)
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+      for (int e = 0; e < 32; ++e) {
+        mx[e & 3] = fmaxf(mx[e & 3], fabsf(x[b][e]));
+        ss[e & 3] = fmaf(x[b][e], x[b][e], ss[e & 3]);
+      }
 #pragma unroll
-      for (int hf = 0; hf < 2; ++hf) stg2(dst + 8 * hf * D + 8 * j, x[4 * j + 2 * hf], x[4 * j + 2 * hf + 1]);
+    for (int b = 0; b < NB; ++b)
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf)
+          stg2(dst + 8 * hf * D + 64 * b + 8 * j, x[b][4 * j + 2 * hf], x[b][4 * j + 2 * hf + 1]);
     float m = fmaxf(fmaxf(mx[0], mx[1]), fmaxf(mx[2], mx[3])), q = (ss[0] + ss[1]) + (ss[2] + ss[3]);
 #pragma unroll
-    for (int o = 8; o > 0; o >>= 1) {
+    for (int o = 2 * NB; o > 0; o >>= 1) {  // over lanes 4 NB u .. 4 NB u + 4 NB - 1
       m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
       q += __shfl_xor_sync(0xffffffffu, q, o);
     }
-    static_assert(kStateParts == 32, "8 half-warp partials per 64 x 64 block");
+    static_assert(kStateParts == 32, "8 / NB partials per warp, NB CTAs per state");
     float2* stat = a.st.stat + state_stat_index(slot * H + h, which);
-    if ((lane & 15) == 0) stat[((rb * NB + cb) * 4 + warp) * 2 + (lane >> 4)] = make_float2(m, q);
-    if (NB == 1 && threadIdx.x < kStateParts - 8) stat[8 + threadIdx.x] = make_float2(0.f, 0.f);
+    if ((lane & (4 * NB - 1)) == 0) stat[(rb * 4 + warp) * (8 / NB) + lane / (4 * NB)] = make_float2(m, q);
   };
+
   // X <- e^{G_last} X + A B over the k-steps inside the chunk.
   const int lr = (lane & 7) + ((lane >> 4) << 3), lch = 2 * warp + ((lane >> 3) & 1);  // this lane's ldmatrix row
   const bool three = a.pieces == 3;
   auto product = [&](int c) {
     const int n = n_of(c);
-    const unsigned char* ta = tile(c, 0);
-    const uint32_t tb = smem_addr(tile(c, 1));
+    const unsigned char* ta = tile_a(c);
+    const uint32_t tb = smem_addr(tile(c, 0));
     const float* w = weights(c);
-    float acc[32];
+    float acc[NB][32];
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < C / 16; ++ks) {
@@ -173,18 +185,24 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
         else
           bf16_pair(ww.x * f.x, ww.y * f.y, pc[0][q], pc[1][q]);
       }
-      const uint64_t bd = sw128_desc_mn_at(tb, C, 16 * ks, 0);
-      if (three) wgmma<64>(acc, pc[2], bd, ks > 0);  // the smallest piece first
-      wgmma<64>(acc, pc[1], bd, three || ks > 0);
-      wgmma<64>(acc, pc[0], bd, 1);
+#pragma unroll
+      for (int b = 0; b < NB; ++b) {
+        const uint64_t bd = sw128_desc_mn_at(tb + b * kTileBytes, C, 16 * ks, 0);
+        if (three) wgmma<64>(acc[b], pc[2], bd, ks > 0);  // the smallest piece first
+        wgmma<64>(acc[b], pc[1], bd, three || ks > 0);
+        wgmma<64>(acc[b], pc[0], bd, 1);
+      }
       wgmma_commit();
       wgmma_wait<1>();  // k-step ks - 1 is done: its A registers are free
     }
     wgmma_wait<0>();
-    fence_regs(acc);
     const float dec = w[C];
 #pragma unroll
-    for (int e = 0; e < 32; ++e) x[e] = fmaf(dec, x[e], acc[e]);
+    for (int b = 0; b < NB; ++b) {
+      fence_regs(acc[b]);
+#pragma unroll
+      for (int e = 0; e < 32; ++e) x[b][e] = fmaf(dec, x[b][e], acc[b][e]);
+    }
   };
 
   if (threadIdx.x == 0) {
@@ -203,15 +221,17 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
     for (int i = 0; i < seg; ++i) {
       const float d = a.dec[part + i];
       const float4* e =
-          reinterpret_cast<const float4*>(a.E + ((part + i) * NB * NB + rb * NB + cb) * kBlock) + threadIdx.x * 8;
+          reinterpret_cast<const float4*>(a.E + ((part + i) * NB + rb) * NB * kBlock) + threadIdx.x * 8 * NB;
 #pragma unroll
-      for (int v = 0; v < 8; ++v) {
-        const float4 t = e[v];
-        x[4 * v] = fmaf(d, x[4 * v], t.x);
-        x[4 * v + 1] = fmaf(d, x[4 * v + 1], t.y);
-        x[4 * v + 2] = fmaf(d, x[4 * v + 2], t.z);
-        x[4 * v + 3] = fmaf(d, x[4 * v + 3], t.w);
-      }
+      for (int b = 0; b < NB; ++b)
+#pragma unroll
+        for (int v = 0; v < 8; ++v) {
+          const float4 t = e[8 * b + v];
+          x[b][4 * v] = fmaf(d, x[b][4 * v], t.x);
+          x[b][4 * v + 1] = fmaf(d, x[b][4 * v + 1], t.y);
+          x[b][4 * v + 2] = fmaf(d, x[b][4 * v + 2], t.z);
+          x[b][4 * v + 3] = fmaf(d, x[b][4 * v + 3], t.w);
+        }
     }
     if (seg == 0) slot_store(sq.first + s);  // later segments' first slot is the one before's last
   }
@@ -220,8 +240,9 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
     const int n = n_of(c);
     mbar_wait(&full[(c - lo) % kStages], ((c - lo) / kStages) & 1);
     if (n < C)  // rows past the chunk (another sequence's, or past T: zero already) must not reach the products
-      for (int i = threadIdx.x; i < 2 * (C - n) * 8; i += kWgThreads)
-        *reinterpret_cast<uint4*>(tile(c, i & 1) + (n + (i >> 4)) * 128 + ((i >> 1) & 7) * 16) = make_uint4(0, 0, 0, 0);
+      for (int i = threadIdx.x; i < (NB + 1) * (C - n) * 8; i += kWgThreads)
+        *reinterpret_cast<uint4*>(tile(c, i % (NB + 1)) + (n + i / (NB + 1) / 8) * 128 + i / (NB + 1) % 8 * 16) =
+            make_uint4(0, 0, 0, 0);
     fence_proxy_async();  // B is read by the async proxy; the zeros land before a later copy into the stage
     __syncthreads();      // every warp is past chunk c - 1: its stage is free
     if (threadIdx.x == 0) fetch(c + kStages - 1);
@@ -232,10 +253,13 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
       slot_store(sq.first + s + c + 1);
   }
   if (a.totals) {
-    float4* e = reinterpret_cast<float4*>(a.E + ((part + seg) * NB * NB + rb * NB + cb) * kBlock) + threadIdx.x * 8;
+    float4* e = reinterpret_cast<float4*>(a.E + ((part + seg) * NB + rb) * NB * kBlock) + threadIdx.x * 8 * NB;
 #pragma unroll
-    for (int v = 0; v < 8; ++v) e[v] = make_float4(x[4 * v], x[4 * v + 1], x[4 * v + 2], x[4 * v + 3]);
-    if (rb == 0 && cb == 0 && threadIdx.x == 0) a.dec[part + seg] = dprod;
+    for (int b = 0; b < NB; ++b)
+#pragma unroll
+      for (int v = 0; v < 8; ++v)
+        e[8 * b + v] = make_float4(x[b][4 * v], x[b][4 * v + 1], x[b][4 * v + 2], x[b][4 * v + 3]);
+    if (rb == 0 && threadIdx.x == 0) a.dec[part + seg] = dprod;
     return;
   }
   const DView fin = which == 0 ? a.fin_kk : a.fin_kv;
@@ -283,7 +307,7 @@ template <int D>
 void run(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const TensorView& final_kk,
          const TensorView& final_kv, const CUtensorMap& mk, const CUtensorMap& mv, const char* fn) {
   const int H = static_cast<int>(p.H);
-  const int64_t per = 2 * (D / 64) * (D / 64), ctas = p.num_seqs() * H * per;
+  const int64_t per = 2 * (D / 64), ctas = p.num_seqs() * H * per;
   if (ctas > INT32_MAX) fail(fn, "too many sequences x heads for one states launch: " + std::to_string(ctas));
   // Segments: as many as keep the CTAs within one round of every SM's kCtasPerSm slots (a second, partial round
   // would double the time), each at least kMinSpan chunks long. GKA_STATES_SEGS=n sets n (experiments).
@@ -299,7 +323,7 @@ void run(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const Tenso
   }
   const int64_t fit = int64_t{kCtasPerSm} * sm_count() / ctas;
   const int segs = static_cast<int>(env ? env : std::clamp<int64_t>(std::min(fit, longest / kMinSpan), 1, kMaxSegs));
-  Scratch E(fn, segs > 1 ? ctas * segs * kBlock * sizeof(float) : 0, stream_of(p));
+  Scratch E(fn, segs > 1 ? ctas * segs * (D / 64) * kBlock * sizeof(float) : 0, stream_of(p));
   Scratch dec(fn, segs > 1 ? p.num_seqs() * H * 2 * segs * sizeof(float) : 0, stream_of(p));
   Scratch W(fn, std::max<int64_t>(1, items * H * 2) * kWeights * sizeof(float), stream_of(p));
   const int csize = static_cast<int>(p.chunk_size);
@@ -326,16 +350,16 @@ void run(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const Tenso
                  E.as<float>(),
                  dec.as<float>()};
   check(cudaFuncSetAttribute(states_wg_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(kSmemBytes)),
+                             static_cast<int>(kSmemBytes<D>)),
         fn, "cudaFuncSetAttribute");
   if (segs > 1) {
     a.totals = 1;
     states_wg_kernel<D>
-        <<<dim3(static_cast<unsigned>(ctas), segs - 1), kWgThreads, kSmemBytes, stream_of(p)>>>(mk, mv, a);
+        <<<dim3(static_cast<unsigned>(ctas), segs - 1), kWgThreads, kSmemBytes<D>, stream_of(p)>>>(mk, mv, a);
     launch_check(fn);
     a.totals = 0;
   }
-  states_wg_kernel<D><<<dim3(static_cast<unsigned>(ctas), segs), kWgThreads, kSmemBytes, stream_of(p)>>>(mk, mv, a);
+  states_wg_kernel<D><<<dim3(static_cast<unsigned>(ctas), segs), kWgThreads, kSmemBytes<D>, stream_of(p)>>>(mk, mv, a);
   launch_check(fn);
 }
 

@@ -336,7 +336,7 @@ TEST(CudaStates, UnalignedBf16RowsMatchAligned) {
 }
 
 // Long sequences on one head: on Hopper the states kernel cuts each sequence into segments run in parallel where
-// its grid is small (states_wg.cu: ~3 CTAs per SM wanted, segments of 16 chunks or more): here 4 segments per
+// its grid is small (states_wg.cu: as many as one round of its CTAs fits, segments of 16 chunks or more): 4 per
 // sequence at D = 64 and 2 at D = 128, sequences ending mid-chunk next to the following one's rows, and a sequence
 // shorter than its segments.
 TEST(CudaStates, LongSequencesInSegmentsMatchOracle) {
