@@ -78,6 +78,7 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
                      const WgStatesArgs a) {
   constexpr int C = kChunkMax, NB = D / 64, PER = 2 * NB;  // NB: 64-row blocks of a state, 64-column blocks of B
   extern __shared__ __align__(1024) unsigned char sm[];
+  if (smem_addr(sm) & 1023u) __trap();  // the tensor-map copies' swizzle needs 1024-byte aligned tiles
   const int bx = blockIdx.x, sh = bx / PER, which = bx % PER / NB, rb = bx % NB;
   const int H = a.H, s = sh / H, h = sh % H, a0 = 64 * rb, seg = blockIdx.y;
   const SeqInfo sq = a.seqs[s];
@@ -157,7 +158,10 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
     if ((lane & (4 * NB - 1)) == 0) stat[(rb * 4 + warp) * (8 / NB) + lane / (4 * NB)] = make_float2(m, q);
   };
 
-  // X <- e^{G_last} X + A B over the k-steps inside the chunk.
+  // X <- e^{G_last} X + A B over the k-steps inside the chunk. ptxas injects a warpgroup.arrive before each k-step's
+  // products (C7519: A's registers are rewritten per k-step), so tests/cuda/wgmma_pipeline.sh leaves this file out;
+  // the piece count as a template parameter with explicit fences measured slower (168 registers with spills against
+  // 153: 306-323 against 270 us, bench/RESULTS.md, session 18).
   const int lr = (lane & 7) + ((lane >> 4) << 3), lch = 2 * warp + ((lane >> 3) & 1);  // this lane's ldmatrix row
   const bool three = a.pieces == 3;
   auto product = [&](int c) {
@@ -310,7 +314,8 @@ void run(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const Tenso
   const int64_t per = 2 * (D / 64), ctas = p.num_seqs() * H * per;
   if (ctas > INT32_MAX) fail(fn, "too many sequences x heads for one states launch: " + std::to_string(ctas));
   // Segments: as many as keep the CTAs within one round of every SM's kCtasPerSm slots (a second, partial round
-  // would double the time), each at least kMinSpan chunks long. GKA_STATES_SEGS=n sets n (experiments).
+  // would double the time), each at least kMinSpan chunks long. GKA_STATES_SEGS=n sets n (experiments; at most
+  // kMaxSegs).
   constexpr int64_t kMinSpan = 16, kMaxSegs = 16;
   static const int64_t env = [] {
     const char* e = std::getenv("GKA_STATES_SEGS");
@@ -322,7 +327,7 @@ void run(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const Tenso
     items += (q.length + p.chunk_size - 1) / p.chunk_size;
   }
   const int64_t fit = int64_t{kCtasPerSm} * sm_count() / ctas;
-  const int segs = static_cast<int>(env ? env : std::clamp<int64_t>(std::min(fit, longest / kMinSpan), 1, kMaxSegs));
+  const int segs = static_cast<int>(std::clamp<int64_t>(env ? env : std::min(fit, longest / kMinSpan), 1, kMaxSegs));
   Scratch E(fn, segs > 1 ? ctas * segs * (D / 64) * kBlock * sizeof(float) : 0, stream_of(p));
   Scratch dec(fn, segs > 1 ? p.num_seqs() * H * 2 * segs * sizeof(float) : 0, stream_of(p));
   Scratch W(fn, std::max<int64_t>(1, items * H * 2) * kWeights * sizeof(float), stream_of(p));
