@@ -8,6 +8,9 @@
 // GKA_BULK_DEVICE is 1 where the instructions exist; callers keep a plain path for other architectures.
 #pragma once
 
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include <cstdint>
 
 #include "cuda/common.cuh"  // smem_addr, fence_proxy_async
@@ -19,6 +22,18 @@
 #endif
 
 namespace gka::cuda {
+
+// Host: the driver's tensor-map encoder (cuTensorMapEncodeTiled), or nullptr where the driver has none.
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    const bool ok = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) ==
+                        cudaSuccess && q == cudaDriverEntryPointSuccess;
+    return ok ? reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f) : nullptr;
+  }();
+  return encode;
+}
 
 // Byte offset of 16-byte chunk j of row i in a 128-byte-swizzled box (the box 1024-byte aligned).
 __device__ __forceinline__ int swizzle128(int i, int j) { return i * 128 + ((j ^ (i & 7)) << 4); }

@@ -48,15 +48,13 @@ __device__ __forceinline__ void gate_weights(float g0, float g1, int n, float* w
 // x0, x1 as three packed bf16 pairs hi + mid + lo, each the rounding of what the ones before left (the
 // subtractions are exact): ~2^-24 relative, the fp32 level, for products whose other operand is exact in bf16.
 __device__ __forceinline__ void bf16_pieces(float x0, float x1, uint32_t& hi, uint32_t& mid, uint32_t& lo) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
-  const float2 hf = __bfloat1622float2(h);
-  const float r0 = x0 - hf.x, r1 = x1 - hf.y;
-  const __nv_bfloat162 m = __floats2bfloat162_rn(r0, r1);
-  const float2 mf = __bfloat1622float2(m);
-  const __nv_bfloat162 l = __floats2bfloat162_rn(r0 - mf.x, r1 - mf.y);
-  memcpy(&hi, &h, 4);
-  memcpy(&mid, &m, 4);
-  memcpy(&lo, &l, 4);
+  bf16_pair(x0, x1, hi, mid);  // common.cuh: hi + mid
+  __nv_bfloat162 h, m;
+  memcpy(&h, &hi, 4);
+  memcpy(&m, &mid, 4);
+  const float2 hf = __bfloat1622float2(h), mf = __bfloat1622float2(m);
+  uint32_t unused;
+  bf16_pair((x0 - hf.x) - mf.x, (x1 - hf.y) - mf.y, lo, unused);
 }
 
 // The Hopper states kernel (states_wg.cu) for bf16 k and v with 16-byte aligned rows: the recurrence of

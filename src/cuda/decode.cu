@@ -366,13 +366,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
 // A 4-D tensor map over a state view [S, H, D, D] (fp32): boxes of D rows x 32 columns, 128-byte swizzle. False
 // where the view does not qualify (16-byte alignment of the data and of every stride) or the driver has no encoder.
 bool state_tmap(const TensorView& v, int64_t D, CUtensorMap* m) {
-  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    const bool ok = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) ==
-                        cudaSuccess && q == cudaDriverEntryPointSuccess;
-    return ok ? reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f) : nullptr;
-  }();
+  const auto encode = tensor_map_encoder();
   if (!encode || !v.defined() || v.ndim != 4 || v.strides[3] != 1 || reinterpret_cast<uintptr_t>(v.data) % 16) return false;
   for (int d = 0; d < 3; ++d)
     if (v.strides[d] <= 0 || (v.strides[d] * 4) % 16) return false;

@@ -12,9 +12,6 @@
 // sequence is cut into segments run in parallel, in two launches: the first (`totals`) runs every segment but the
 // last from a zero state without storing anything and keeps its end state E_i and decay product D_i; the second
 // starts segment s from init and the E_i, D_i before it (X = D_i X + E_i) and stores the states.
-#include <cuda.h>
-#include <cudaTypedefs.h>
-
 #include <algorithm>
 #include <cstdlib>
 
@@ -113,25 +110,25 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
               kWeights * sizeof(float), bar);
   };
 
-  // The state block: warp w holds rows a0 + 16 w + gq (+ 8); column block b's n8 block j at x[b][4 j ..] (columns
-  // 64 b + 8 j + 2 tq, + 1).
+  // The state block: warp w holds rows r0 + (0, 8), r0 = a0 + 16 w + gq; column block b's n8 block j at x[b][4 j ..]
+  // (columns 2 tq + 64 b + 8 j, + 1). each(f) calls f(dr, dc, x0, x1) with the offsets (dr, dc) from (r0, 2 tq):
+  // constants once unrolled, so the stores below take one base address and immediate offsets.
   float x[NB][32];
+  const int r0 = a0 + 16 * warp + gq;
   auto each = [&](auto&& f) {
 #pragma unroll
     for (int b = 0; b < NB; ++b)
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
-        for (int hf = 0; hf < 2; ++hf)
-          f(a0 + 16 * warp + gq + 8 * hf, 64 * b + 8 * j + 2 * tq, x[b][4 * j + 2 * hf], x[b][4 * j + 2 * hf + 1]);
+        for (int hf = 0; hf < 2; ++hf) f(8 * hf, 64 * b + 8 * j, x[b][4 * j + 2 * hf], x[b][4 * j + 2 * hf + 1]);
   };
   // Partials (max |x|, Σ x²) over groups of 4 NB lanes (kStateParts per state: NB CTAs x 4 warps x 8 / NB groups),
   // and 8-byte stores (a warp writes whole 32-byte sectors) from one base address with constant offsets (addresses
   // formed per store held the stores' registers until each issued: long scoreboard stalls), after the sums (what
   // rewrites a register a store reads waits for the store to issue).
-  const int own = (a0 + 16 * warp + gq) * D + 2 * tq;  // this thread's first element in a state
   auto slot_store = [&](int64_t slot) {
-    float* dst = buf + (slot * H + h) * D * D + own;
+    float* dst = buf + (slot * H + h) * D * D + r0 * D + 2 * tq;
     float mx[4] = {0.f, 0.f, 0.f, 0.f}, ss[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int b = 0; b < NB; ++b)
@@ -140,13 +137,7 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
         mx[e & 3] = fmaxf(mx[e & 3], fabsf(x[b][e]));
         ss[e & 3] = fmaf(x[b][e], x[b][e], ss[e & 3]);
       }
-#pragma unroll
-    for (int b = 0; b < NB; ++b)
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int hf = 0; hf < 2; ++hf)
-          stg2(dst + 8 * hf * D + 64 * b + 8 * j, x[b][4 * j + 2 * hf], x[b][4 * j + 2 * hf + 1]);
+    each([&](int dr, int dc, float x0, float x1) { stg2(dst + dr * D + dc, x0, x1); });
     float m = fmaxf(fmaxf(mx[0], mx[1]), fmaxf(mx[2], mx[3])), q = (ss[0] + ss[1]) + (ss[2] + ss[3]);
 #pragma unroll
     for (int o = 2 * NB; o > 0; o >>= 1) {  // over lanes 4 NB u .. 4 NB u + 4 NB - 1
@@ -216,10 +207,10 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
   if (threadIdx.x == 0)
     for (int c = lo; c < lo + kStages - 1; ++c) fetch(c);
   // The segment's start: zero for the totals, else init and the segments before this one.
-  each([&](int r, int col, float& x0, float& x1) {
+  each([&](int dr, int dc, float& x0, float& x1) {
     const bool from_init = init.dt && !a.totals;
-    x0 = from_init ? dload(init, drow(init, sq.state, h, r) + col) : 0.f;
-    x1 = from_init ? dload(init, drow(init, sq.state, h, r) + col + 1) : 0.f;
+    x0 = from_init ? dload(init, drow(init, sq.state, h, r0 + dr) + 2 * tq + dc) : 0.f;
+    x1 = from_init ? dload(init, drow(init, sq.state, h, r0 + dr) + 2 * tq + dc + 1) : 0.f;
   });
   if (!a.totals) {
     for (int i = 0; i < seg; ++i) {
@@ -243,12 +234,13 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
   for (int c = lo; c < hi; ++c) {
     const int n = n_of(c);
     mbar_wait(&full[(c - lo) % kStages], ((c - lo) / kStages) & 1);
-    if (n < C)  // rows past the chunk (another sequence's, or past T: zero already) must not reach the products
+    if (n < C) {  // rows past the chunk (another sequence's, or past T: zero already) must not reach the products
       for (int i = threadIdx.x; i < (NB + 1) * (C - n) * 8; i += kWgThreads)
         *reinterpret_cast<uint4*>(tile(c, i % (NB + 1)) + (n + i / (NB + 1) / 8) * 128 + i / (NB + 1) % 8 * 16) =
             make_uint4(0, 0, 0, 0);
-    fence_proxy_async();  // B is read by the async proxy; the zeros land before a later copy into the stage
-    __syncthreads();      // every warp is past chunk c - 1: its stage is free
+      fence_proxy_async();  // B is read by the async proxy; the zeros land before a later copy into the stage
+    }
+    __syncthreads();  // every warp is past chunk c - 1: its stage is free
     if (threadIdx.x == 0) fetch(c + kStages - 1);
     product(c);
     if (a.totals)
@@ -268,23 +260,17 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
   }
   const DView fin = which == 0 ? a.fin_kk : a.fin_kv;
   if (fin.dt && hi == sq.count)
-    each([&](int r, int col, float& x0, float& x1) {
-      dstore(fin, drow(fin, sq.state, h, r) + col, x0);
-      dstore(fin, drow(fin, sq.state, h, r) + col + 1, x1);
+    each([&](int dr, int dc, float x0, float x1) {
+      const int64_t at = drow(fin, sq.state, h, r0 + dr) + 2 * tq + dc;
+      dstore(fin, at, x0);
+      dstore(fin, at + 1, x1);
     });
 }
 
 // A 4-D tensor map over a bf16 [B, T, H, D] view with boxes of 64 columns x 64 rows (128-byte swizzle; rows past T
 // read as zeros). False where the driver has no encoder.
 bool rows_tmap(const TensorView& v, CUtensorMap* m) {
-  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    const bool ok =
-        cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) == cudaSuccess &&
-        q == cudaDriverEntryPointSuccess;
-    return ok ? reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f) : nullptr;
-  }();
+  const auto encode = tensor_map_encoder();
   if (!encode) return false;
   const cuuint64_t dims[4] = {static_cast<cuuint64_t>(v.sizes[3]), static_cast<cuuint64_t>(v.sizes[2]),
                               static_cast<cuuint64_t>(v.sizes[1]), static_cast<cuuint64_t>(v.sizes[0])};
