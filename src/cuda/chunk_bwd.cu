@@ -469,7 +469,15 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
     static const bool bf16_off = env_off("GKA_CUDA_STEP_D_BF16");
     const bool bf16 = !bf16_off && p.precision == Precision::mixed && p.in.k.dtype == DType::bf16 &&
                       p.in.v.dtype == DType::bf16 && gin.d_o.dtype == DType::bf16;
-    step_d_launch<D>(grid, stream, items.get(), a, bf16, kx);  // (D)
+    // Hopper: warpgroup products (GKA_STEP_D_WG=0: the bf16 tiles on mma.sync, for A/B tests)
+    static const bool wg_off = env_off("GKA_STEP_D_WG");
+    const bool wg = D == 128 && bf16 && a.sched.wgmma && !wg_off && p.in.q.dtype == DType::bf16 &&
+                    wg_rows_aligned(p.in.q, 16) && wg_rows_aligned(p.in.k, 16) && wg_rows_aligned(p.in.v, 16) &&
+                    wg_rows_aligned(gin.d_o, 16);
+    if (wg)
+      step_d_wg_launch(grid, stream, items.get(), a);  // (D)
+    else
+      step_d_launch<D>(grid, stream, items.get(), a, bf16, kx);
   }
 }
 

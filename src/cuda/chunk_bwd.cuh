@@ -33,4 +33,8 @@ inline constexpr int kDotParts = D * D / 128;
 template <int D>
 void step_d_launch(const dim3& grid, cudaStream_t stream, const Item* items, const BwdArgs& a, bool bf16, bool kx);
 
+// (D) on Hopper warpgroup products (step_d_wg.cu) where step_d_launch would take bf16 tiles, D = 128 and q, k, v, dO
+// have 16-byte aligned rows.
+void step_d_wg_launch(const dim3& grid, cudaStream_t stream, const Item* items, const BwdArgs& a);
+
 }  // namespace gka::cuda
