@@ -26,13 +26,13 @@ struct StepDWgSolveSmem {
   static constexpr uint32_t kBytes = SMALL + (8 * C + 16) * 4;  // G, eG, f, w, t0, dG, row partials (2), reduction
   static_assert(C * D * 4 <= 2 * DD, "dks stages over R");
 };
-// The readout's part: K, V, dO raw; Q_c (D x D pairs), Q~ (C x D pairs); the g gate's decay mask (fp32).
+// The readout's part: K, V, dO raw; Q_c (D x D pairs), Q~ (C x D pairs); the g gate's decay mask and dks (fp32).
 template <int D>
 struct StepDWgOutSmem {
   static constexpr uint32_t CD = C * D * 2, DD = D * D * 2;
   static constexpr uint32_t K = 0, V = CD, DO = 2 * CD, QC = 3 * CD, QT = QC + 2 * DD, M = QT + 2 * CD;
-  static constexpr uint32_t SMALL = M + C * (C + 4) * 4;
-  static constexpr uint32_t kBytes = SMALL + (7 * C + 16) * 4;  // Gg, eGg, alpha, t1, dGg, row partials (2), reduction
+  static constexpr uint32_t DKS = M + C * (C + 4) * 4, SMALL = DKS + C * D * 4;  // dks (fp32), by cp.async
+  static constexpr uint32_t kBytes = SMALL + (5 * C + 16) * 4;  // Gg, eGg, dGg, row partials (2), reduction
   static_assert(2 * C * D * 4 <= 2 * DD, "dkr and dv stage over Q_c");
 };
 
@@ -50,32 +50,6 @@ __device__ __forceinline__ void rows_to_tile(char* tile, const DView& v, const C
   }
 }
 
-// A contiguous fp32 ROWS x COLS tile as bf16 hi and lo swizzled tiles, rows >= rows_in zero; each thread's loads of a
-// batch of 8 float4 issued before their stores.
-template <int ROWS, int COLS, class Load>
-__device__ __forceinline__ void pairs_to_tiles(char* hi, char* lo, int rows_in, Load&& load) {
-  constexpr int PER = ROWS * COLS / 4 / kThreads;
-  static_assert(PER % 8 == 0, "batches of 8");
-#pragma unroll 1
-  for (int p0 = 0; p0 < PER; p0 += 8) {
-    float4 v[8];
-#pragma unroll
-    for (int u = 0; u < 8; ++u) {
-      const int i = 4 * (threadIdx.x + kThreads * (p0 + u));
-      v[u] = i / COLS < rows_in ? load(i / COLS, i % COLS, i) : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-#pragma unroll
-    for (int u = 0; u < 8; ++u) {
-      const int i = 4 * (threadIdx.x + kThreads * (p0 + u));
-      uint32_t h0, l0, h1, l1;
-      bf16_pair(v[u].x, v[u].y, h0, l0);
-      bf16_pair(v[u].z, v[u].w, h1, l1);
-      const uint32_t off = sw128_bf16(ROWS, i / COLS, i % COLS);
-      *reinterpret_cast<uint2*>(hi + off) = make_uint2(h0, h1);
-      *reinterpret_cast<uint2*>(lo + off) = make_uint2(l0, l1);
-    }
-  }
-}
 // 64 rows of 128 fp32 columns (contiguous, global) bound for rows [row0, row0 + 64) of a pair of swizzled tiles of R
 // rows at byte offsets hi, lo of the dynamic shared memory; source rows >= rows_in read as zero.
 struct PairRows {
@@ -84,34 +58,39 @@ struct PairRows {
   int R, row0, rows_in;
 };
 
-// Two such jobs with all 16 of a thread's loads in flight at once; one copy of the code for every scratch tile (the
-// kernel runs its straight-line code once per CTA: code size costs). Callers issue their products first, so that
-// the loads' latency overlaps them.
-__device__ __noinline__ void scratch_to_pairs(PairRows j0, PairRows j1) {
-  extern __shared__ __align__(1024) char dyn[];
-  constexpr int PER = C * 128 / 4 / kThreads;
-  float4 v[2 * PER];
+// Two such jobs split in two: their 16 loads per thread issued into registers (fetch), then split into pairs and
+// stored (put), so that a kernel issues its loads well ahead of the stores, over other work.
+constexpr int kRowsPer = C * 128 / 4 / kThreads;  // float4 per thread of one job
+using Fetched = float4[2 * kRowsPer];
+__device__ __forceinline__ void fetch(const PairRows& j0, const PairRows& j1, Fetched& v) {
 #pragma unroll
-  for (int u = 0; u < 2 * PER; ++u) {
-    const PairRows& j = u < PER ? j0 : j1;
-    const int i = 4 * (threadIdx.x + kThreads * (u % PER));
+  for (int u = 0; u < 2 * kRowsPer; ++u) {
+    const PairRows& j = u < kRowsPer ? j0 : j1;
+    const int i = 4 * (threadIdx.x + kThreads * (u % kRowsPer));
     v[u] = i / 128 < j.rows_in ? __ldg(reinterpret_cast<const float4*>(j.src + i)) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
+}
+__device__ __forceinline__ void put_pair(char* sm, uint32_t hi, uint32_t lo, uint32_t off, float4 v) {
+  uint32_t h0, l0, h1, l1;
+  bf16_pair(v.x, v.y, h0, l0);
+  bf16_pair(v.z, v.w, h1, l1);
+  *reinterpret_cast<uint2*>(sm + hi + off) = make_uint2(h0, h1);
+  *reinterpret_cast<uint2*>(sm + lo + off) = make_uint2(l0, l1);
+}
+__device__ __forceinline__ void put(char* sm, const PairRows& j0, const PairRows& j1, const Fetched& v) {
 #pragma unroll
-  for (int u = 0; u < 2 * PER; ++u) {
-    const PairRows& j = u < PER ? j0 : j1;
-    const int i = 4 * (threadIdx.x + kThreads * (u % PER));
-    uint32_t h0, l0, h1, l1;
-    bf16_pair(v[u].x, v[u].y, h0, l0);
-    bf16_pair(v[u].z, v[u].w, h1, l1);
-    const uint32_t off = sw128_bf16(j.R, j.row0 + i / 128, i % 128);
-    *reinterpret_cast<uint2*>(dyn + j.hi + off) = make_uint2(h0, h1);
-    *reinterpret_cast<uint2*>(dyn + j.lo + off) = make_uint2(l0, l1);
+  for (int u = 0; u < 2 * kRowsPer; ++u) {
+    const PairRows& j = u < kRowsPer ? j0 : j1;
+    const int i = 4 * (threadIdx.x + kThreads * (u % kRowsPer));
+    put_pair(sm, j.hi, j.lo, sw128_bf16(j.R, j.row0 + i / 128, i % 128), v[u]);
   }
 }
-// A D x D fp32 state or scratch tile (D = 128) as pair tiles.
-__device__ __forceinline__ void square_to_pairs(uint32_t hi, uint32_t lo, const float* src) {
-  scratch_to_pairs({hi, lo, src, 128, 0, C}, {hi, lo, src + C * 128, 128, C, C});
+// The two halves of a D x D fp32 state or scratch tile (D = 128) bound for pair tiles at hi, lo.
+__device__ __forceinline__ PairRows square_top(uint32_t hi, uint32_t lo, const float* src) {
+  return {hi, lo, src, 128, 0, C};
+}
+__device__ __forceinline__ PairRows square_bottom(uint32_t hi, uint32_t lo, const float* src) {
+  return {hi, lo, src + C * 128, 128, C, C};
 }
 
 // Descriptors: rows [r0, r0 + N) x k-step ks of a swizzled tile of R rows at `b` (K-major), and k rows [16 ks, + 16) x
@@ -207,22 +186,21 @@ __device__ __forceinline__ void stage_acc(const float (&acc)[32], float* stage, 
           make_float2(acc[4 * j + 2 * rw], acc[4 * j + 2 * rw + 1]);
 }
 
-// Rows < n of a C x D fp32 stage (plus `add`, a contiguous C x D fp32 tile in global memory, where given) into a
+// Rows < n of a C x D fp32 stage (plus `add`, another such tile in shared memory, where given) into a
 // [B,T,H,D] view: 16-byte row pieces where the view is bf16 with aligned rows, else element by element (one rolled
 // loop either way). The caller syncs after staging.
 template <int D>
 __device__ __forceinline__ void store_rows(const float* stage, const float* add, const DView& v, const ChunkPos& c) {
   constexpr int VPR = D / 8;
   const bool fast = v.dt == 2 && rows_fast(v);
-#pragma unroll  // C * VPR / kThreads = 4 steps: the adds' loads all in flight
-  for (int idx = threadIdx.x; idx < C * VPR; idx += kThreads) {
-    if (idx >= c.n * VPR) break;
+#pragma unroll 1
+  for (int idx = threadIdx.x; idx < c.n * VPR; idx += kThreads) {
     const int r = idx / VPR, c8 = (idx % VPR) * 8;
     float4 x = *reinterpret_cast<const float4*>(stage + r * D + c8);
     float4 y = *reinterpret_cast<const float4*>(stage + r * D + c8 + 4);
     if (add) {
-      const float4 p = __ldg(reinterpret_cast<const float4*>(add + r * D + c8));
-      const float4 q = __ldg(reinterpret_cast<const float4*>(add + r * D + c8 + 4));
+      const float4 p = *reinterpret_cast<const float4*>(add + r * D + c8);
+      const float4 q = *reinterpret_cast<const float4*>(add + r * D + c8 + 4);
       x.x += p.x, x.y += p.y, x.z += p.z, x.w += p.w, y.x += q.x, y.y += q.y, y.z += q.z, y.w += q.w;
     }
     const int64_t o = drow(v, c.it.batch, c.it.t0 + r, c.h) + c8;
@@ -256,19 +234,23 @@ __device__ __forceinline__ void gate_grad_store(float* d, float end, float first
     dstore(g, drow(g, c.it.batch, c.it.t0 + threadIdx.x, c.h), d[threadIdx.x]);
 }
 
-// The two state dots of step_c for one gate (which 0: H̄, R; 1: S̄, Q), <·_{c-1}, state_c> and <·_c, state_{c+1}>, as
-// sums of its partials in a fixed order (red: 16 floats). Syncs twice.
+// This thread's partials of the two state dots of step_c for one gate (which 0: H̄, R; 1: S̄, Q), <·_{c-1}, state_c>
+// and <·_c, state_{c+1}> (loaded early: their latency hides behind the kernel), and their sums over the CTA in a fixed
+// order (red: 16 floats; syncs twice).
 template <int D>
-__device__ __forceinline__ float2 state_dots(const BwdArgs& a, int64_t id, int which, float* red) {
-  float v[2] = {0.f, 0.f};
-  for (int i = threadIdx.x; i < kDotParts<D>; i += kThreads)
+__device__ __forceinline__ float2 state_dot_parts(const BwdArgs& a, int64_t id, int which) {
+  static_assert(kDotParts<D> <= kThreads, "one partial per thread");
+  const int i = threadIdx.x;
+  const float* d = a.dots + (id * 4 + 2 * which) * kDotParts<D> + i;
+  return i < kDotParts<D> ? make_float2(d[0], d[kDotParts<D>]) : make_float2(0.f, 0.f);
+}
+__device__ __forceinline__ float2 state_dots(float2 v, float* red) {
 #pragma unroll
-    for (int d = 0; d < 2; ++d) v[d] += a.dots[(id * 4 + 2 * which + d) * kDotParts<D> + i];
-#pragma unroll
-  for (int d = 0; d < 2; ++d)
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v[d] += __shfl_xor_sync(0xffffffffu, v[d], o);
-  if ((threadIdx.x & 31) == 0) red[2 * (threadIdx.x >> 5)] = v[0], red[2 * (threadIdx.x >> 5) + 1] = v[1];
+  for (int o = 16; o > 0; o >>= 1) {
+    v.x += __shfl_xor_sync(0xffffffffu, v.x, o);
+    v.y += __shfl_xor_sync(0xffffffffu, v.y, o);
+  }
+  if ((threadIdx.x & 31) == 0) red[2 * (threadIdx.x >> 5)] = v.x, red[2 * (threadIdx.x >> 5) + 1] = v.y;
   __syncthreads();
   float2 r = make_float2(0.f, 0.f);
 #pragma unroll
@@ -313,6 +295,14 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_solve_wg_kernel(const Item
   const uint32_t tK = base + L::K, tR = base + L::R, tX = base + L::X, tU = base + L::U, tH = base + L::HB;
 
   rows_to_tile<D>(sm + L::K, a.k, c);
+  // The loads that wait on nothing, issued first: R, X and U (registers), the state dots.
+  const float* Rg = a.Psi + id * DD;
+  const PairRows rt = square_top(L::R, L::R + DDb, Rg), rb = square_bottom(L::R, L::R + DDb, Rg);
+  const PairRows x{L::X, L::X + CD, a.X + id * C * D, C, 0, n}, u{L::U, L::U + CD, a.U + id * C * D, C, 0, n};
+  Fetched vr, vs;
+  fetch(rt, rb, vr);
+  if (solve) fetch(x, u, vs);
+  const float2 dparts = state_dot_parts<D>(a, id, 0);
   if (tid < C) {
     f[tid] = a.scal[id * 3 * C + tid];
     w[tid] = a.scal[id * 3 * C + C + tid];
@@ -320,7 +310,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_solve_wg_kernel(const Item
   float* M = reinterpret_cast<float*>(sm + L::M);
   constexpr int LC = C + 4;
   gate_build<D>(a.gk, c.it, c.h, G, eG, M);
-  square_to_pairs(L::R, L::R + DDb, a.Psi + id * DD);
+  put(sm, rt, rb, vr);
   cp_async_wait_all();
   fence_proxy_async();
   __syncthreads();
@@ -338,8 +328,12 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_solve_wg_kernel(const Item
     wgmma<64, false, 0>(tt, dk, kmaj(tR + DDb, D, q.nb, ks), 1);
   }
   wgmma_commit();
-  if (solve)
-    scratch_to_pairs({L::X, L::X + CD, a.X + id * C * D, C, 0, n}, {L::U, L::U + CD, a.U + id * C * D, C, 0, n});
+  const float* Hg = a.st.Hs + c.tile * DD;
+  const PairRows ht = square_top(L::HB, L::HB + DDb, Hg), hb = square_bottom(L::HB, L::HB + DDb, Hg);
+  if (solve) {  // while the products run: X and U into their tiles, H̄'s loads (its tiles lie over R)
+    put(sm, x, u, vs);
+    fetch(ht, hb, vr);
+  }
   wgmma_wait<0>();
   fence_regs(tt);
   {
@@ -363,7 +357,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_solve_wg_kernel(const Item
         wgmma<64, false, 0>(sc, kmaj(tK, C, 0, ks), kmaj(b1 + CD, C, 0, ks), 1);
       }
       wgmma_commit();
-      if (pass == 0) square_to_pairs(L::HB, L::HB + DDb, a.st.Hs + c.tile * DD);  // over R, while the scores run
+      if (pass == 0) put(sm, ht, hb, vr);  // over R (read: the barrier above), while the scores run
       wgmma_wait<0>();
       fence_regs(sc);
       scores_to_pairs(
@@ -452,7 +446,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_solve_wg_kernel(const Item
   row_dots(dks, sm + L::K, nullptr, q.r0, q.cb, k0, k1);
   row_sums(-0.5f * k0 - u0, -0.5f * k1 - u1, q.r0, rowp, dG);  // syncs: every tile is read
   if (solve && tid < C) dG[tid] -= w[tid] * f[tid] * f[tid];
-  const float2 dots = state_dots<D>(a, id, 0, red);  // <R_{c-1}, H̄_c>, <R_c, H̄_{c+1}> (step_c)
+  const float2 dots = state_dots(dparts, red);  // <R_{c-1}, H̄_c>, <R_c, H̄_{c+1}> (step_c)
   gate_grad_store(dG, dots.y, dots.x, a.dgk, c);
   // dks to the U scratch through an fp32 stage over R (free: the barriers above), whole rows.
   float* stage = reinterpret_cast<float*>(sm + L::R);
@@ -480,8 +474,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_out_wg_kernel(const Item* 
   const uint32_t base = smem_addr(sm);
   if (base & 1023u) __trap();
   float* rows = reinterpret_cast<float*>(sm + L::SMALL);
-  float *Gg = rows, *eGg = rows + C, *alpha = rows + 2 * C, *t1 = rows + 3 * C, *dGg = rows + 4 * C;
-  float *rowp = rows + 5 * C, *red = rows + 7 * C;
+  float *Gg = rows, *eGg = rows + C, *dGg = rows + 2 * C, *rowp = rows + 3 * C, *red = rows + 5 * C;
   const WgPos q(DW);
   const int tid = threadIdx.x;
   const uint32_t tK = base + L::K, tV = base + L::V, tDo = base + L::DO, tQc = base + L::QC, tQt = base + L::QT;
@@ -489,39 +482,51 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_out_wg_kernel(const Item* 
   rows_to_tile<D>(sm + L::K, a.k, c);
   rows_to_tile<D>(sm + L::V, a.v, c);
   rows_to_tile<D>(sm + L::DO, a.d_o, c);
-  if (tid < C) {
-    alpha[tid] = tid < n ? dscalar(a.alpha, c.it.batch, c.it.t0 + tid, c.h, 1.f) : 0.f;
-    t1[tid] = a.scal[id * 3 * C + 2 * C + tid];
+  const float* dks = a.U + id * C * D;  // step_d_solve_wg_kernel's
+#pragma unroll
+  for (int i = 4 * tid; i < C * D; i += 4 * kThreads) cp_async16(sm + L::DKS + 4 * i, dks + i);
+  // The loads that wait on nothing, issued first: Q_c; x, q and alpha for Q~ = q + alpha (x - q); the state dots.
+  const float* Qg = a.Phi + id * DD;
+  const PairRows qt = square_top(L::QC, L::QC + DDb, Qg), qb = square_bottom(L::QC, L::QC + DDb, Qg);
+  Fetched vq;
+  fetch(qt, qb, vq);
+  float4 xv[kRowsPer];
+  uint2 qv[kRowsPer];
+  float al[kRowsPer];
+#pragma unroll
+  for (int u = 0; u < kRowsPer; ++u) {
+    const int i = 4 * (tid + kThreads * u), r = i / D, col = i % D;
+    const bool in = r < n;
+    const auto* qrow = static_cast<const __nv_bfloat16*>(a.q.p) + (in ? drow(a.q, c.it.batch, c.it.t0 + r, c.h) : 0);
+    xv[u] = in ? __ldg(reinterpret_cast<const float4*>(a.X + id * C * D + i)) : make_float4(0.f, 0.f, 0.f, 0.f);
+    qv[u] = in ? __ldg(reinterpret_cast<const uint2*>(qrow + col)) : make_uint2(0u, 0u);
+    al[u] = in ? dscalar(a.alpha, c.it.batch, c.it.t0 + r, c.h, 1.f) : 0.f;
   }
+  const float2 dparts = state_dot_parts<D>(a, id, 1);
+  const float t1 = tid < C ? a.scal[id * 3 * C + 2 * C + tid] : 0.f;
   float* Mg = reinterpret_cast<float*>(sm + L::M);
   constexpr int LC = C + 4;
   gate_build<D>(a.g, c.it, c.h, Gg, eGg, Mg);
+  put(sm, qt, qb, vq);
+#pragma unroll
+  for (int u = 0; u < kRowsPer; ++u) {
+    const int i = 4 * (tid + kThreads * u);
+    const float2 q01 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qv[u].x));
+    const float2 q23 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qv[u].y));
+    const float4 x = xv[u];
+    put_pair(sm, L::QT, L::QT + CD, sw128_bf16(C, i / D, i % D),
+             make_float4(q01.x + al[u] * (x.x - q01.x), q01.y + al[u] * (x.y - q01.y), q23.x + al[u] * (x.z - q23.x),
+                         q23.y + al[u] * (x.w - q23.y)));
+  }
   cp_async_wait_all();
   fence_proxy_async();
-  __syncthreads();
-  // V dOᵀ while Q_c and Q~ = q + alpha (x - q) load as pairs.
+  __syncthreads();  // K, V, dO, Q_c, Q~
   float sc[32], dkr[32], dv[32];
   uint32_t ph[C / 16][4], pl[C / 16][4];
   wgmma_fence();
 #pragma unroll
   for (int ks = 0; ks < KS; ++ks) wgmma<64, false, 0>(sc, kmaj(tV, C, 0, ks), kmaj(tDo, C, 0, ks), ks > 0);
   wgmma_commit();
-  square_to_pairs(L::QC, L::QC + DDb, a.Phi + id * DD);
-  {
-    const float* xg = a.X + id * C * D;
-    const auto* qg = static_cast<const __nv_bfloat16*>(a.q.p);
-    pairs_to_tiles<C, D>(sm + L::QT, sm + L::QT + CD, n, [&](int r, int col, int i) {
-      const float4 x = __ldg(reinterpret_cast<const float4*>(xg + i));
-      const uint2 qw = __ldg(reinterpret_cast<const uint2*>(qg + drow(a.q, c.it.batch, c.it.t0 + r, c.h) + col));
-      const float2 q01 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qw.x));
-      const float2 q23 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qw.y));
-      const float al = alpha[r];
-      return make_float4(q01.x + al * (x.x - q01.x), q01.y + al * (x.y - q01.y), q23.x + al * (x.z - q23.x),
-                         q23.y + al * (x.w - q23.y));
-    });
-  }
-  fence_proxy_async();
-  __syncthreads();  // Q_c, Q~
   wgmma_fence();
 #pragma unroll
   for (int ks = 0; ks < KS; ++ks) {  // V Q_cᵀ
@@ -568,15 +573,15 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_out_wg_kernel(const Item* 
   float k0, k1;
   row_dots(dkr, sm + L::K, nullptr, q.r0, q.cb, k0, k1);
   row_sums(-k0, -k1, q.r0, rowp, dGg);  // syncs: every tile is read
-  if (tid < C) dGg[tid] += t1[tid];
-  const float2 dots = state_dots<D>(a, id, 1, red);  // <Q_{c-1}, S̄_c>, <Q_c, S̄_{c+1}> (step_c)
+  if (tid < C) dGg[tid] += t1;
+  const float2 dots = state_dots(dparts, red);  // <Q_{c-1}, S̄_c>, <Q_c, S̄_{c+1}> (step_c)
   gate_grad_store(dGg, dots.y, dots.x, a.dg, c);
   // dk = dks + dkr and dv through fp32 stages over Q_c (free: the barriers above).
   float* stage = reinterpret_cast<float*>(sm + L::QC);
   stage_acc<D>(dkr, stage, q.r0, q.cb);
   stage_acc<D>(dv, stage + C * D, q.r0, q.cb);
   __syncthreads();
-  if (a.dk.dt) store_rows<D>(stage, a.U + id * C * D, a.dk, c);
+  if (a.dk.dt) store_rows<D>(stage, reinterpret_cast<const float*>(sm + L::DKS), a.dk, c);
   if (a.dv.dt) store_rows<D>(stage + C * D, nullptr, a.dv, c);
 }
 
