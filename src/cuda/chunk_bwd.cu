@@ -450,7 +450,13 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
     launch_check(fn);
     step_b2<<<grid, kThreads, smem, stream>>>(items.get(), a);
     launch_check(fn);
-    if (adj) {  // the chunks adj_wg_kernel solved, two CTAs per SM
+    // the chunks adj_wg_kernel solved: on warpgroup products (GKA_STEP_B2_WG=0: step_b2_lean_kernel, for A/B tests)
+    static const bool b2_wg_off = env_off("GKA_STEP_B2_WG");
+    const bool b2_wg = adj && D == 128 && !b2_wg_off && p.in.k.dtype == DType::bf16 &&
+                       gin.d_o.dtype == DType::bf16 && wg_rows_aligned(p.in.k, 16) && wg_rows_aligned(gin.d_o, 16);
+    if (b2_wg) {
+      step_b2_wg_launch(grid, stream, items.get(), a);
+    } else if (adj) {  // two CTAs per SM
       const auto lean = kx ? step_b2_lean_kernel<D, true> : step_b2_lean_kernel<D, false>;
       const int lsmem = static_cast<int>(sizeof(LeanSmem<D>));
       check(cudaFuncSetAttribute(lean, cudaFuncAttributeMaxDynamicSharedMemorySize, lsmem), fn, "cudaFuncSetAttribute");

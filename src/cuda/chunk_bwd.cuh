@@ -37,4 +37,8 @@ void step_d_launch(const dim3& grid, cudaStream_t stream, const Item* items, con
 // have 16-byte aligned rows.
 void step_d_wg_launch(const dim3& grid, cudaStream_t stream, const Item* items, const BwdArgs& a);
 
+// Step (B)'s second half for the chunks adj_wg_kernel solved, on Hopper warpgroup products (step_b2_wg.cu; D = 128,
+// bf16 k and dO with 16-byte aligned rows): step_b2_lean_kernel's work.
+void step_b2_wg_launch(const dim3& grid, cudaStream_t stream, const Item* items, const BwdArgs& a);
+
 }  // namespace gka::cuda

@@ -7,8 +7,8 @@
 // each warpgroup (no score tile, no barrier between the two), masked into bf16 A registers. Operands as in
 // step_d_bf16_kernel: k, v, dO raw (exact in one bf16 term), every fp32 operand (the scratch X, U, R, Q_c, the state
 // H̄, the scores, Q~) as bf16 hi + lo pairs, lo·lo dropped (~2^-16 relative).
+#include "cuda/bwd_wg_tiles.cuh"
 #include "cuda/chunk_bwd.cuh"
-#include "cuda/fwd_wg_tiles.cuh"
 
 namespace gka::cuda {
 namespace {
@@ -36,20 +36,6 @@ struct StepDWgOutSmem {
   static_assert(2 * C * D * 4 <= 2 * DD, "dkr and dv stage over Q_c");
 };
 
-// Rows [t0, t0 + n) of a bf16 [B,T,H,D] view with 16-byte aligned rows into a swizzled C x D tile by cp.async, rows
-// >= n zero (the caller waits and fences).
-template <int D>
-__device__ __forceinline__ void rows_to_tile(char* tile, const DView& v, const ChunkPos& c) {
-  constexpr int VPR = D / 8;
-#pragma unroll 1
-  for (int idx = threadIdx.x; idx < C * VPR; idx += kThreads) {
-    const int r = idx / VPR, c8 = (idx % VPR) * 8;
-    const auto* src =
-        static_cast<const __nv_bfloat16*>(v.p) + (r < c.n ? drow(v, c.it.batch, c.it.t0 + r, c.h) + c8 : 0);
-    cp_async16_zfill(tile + sw128_bf16(C, r, c8), src, r < c.n);
-  }
-}
-
 // 64 rows of 128 fp32 columns (contiguous, global) bound for rows [row0, row0 + 64) of a pair of swizzled tiles of R
 // rows at byte offsets hi, lo of the dynamic shared memory; source rows >= rows_in read as zero.
 struct PairRows {
@@ -70,13 +56,6 @@ __device__ __forceinline__ void fetch(const PairRows& j0, const PairRows& j1, Fe
     v[u] = i / 128 < j.rows_in ? __ldg(reinterpret_cast<const float4*>(j.src + i)) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
 }
-__device__ __forceinline__ void put_pair(char* sm, uint32_t hi, uint32_t lo, uint32_t off, float4 v) {
-  uint32_t h0, l0, h1, l1;
-  bf16_pair(v.x, v.y, h0, l0);
-  bf16_pair(v.z, v.w, h1, l1);
-  *reinterpret_cast<uint2*>(sm + hi + off) = make_uint2(h0, h1);
-  *reinterpret_cast<uint2*>(sm + lo + off) = make_uint2(l0, l1);
-}
 __device__ __forceinline__ void put(char* sm, const PairRows& j0, const PairRows& j1, const Fetched& v) {
 #pragma unroll
   for (int u = 0; u < 2 * kRowsPer; ++u) {
@@ -91,15 +70,6 @@ __device__ __forceinline__ PairRows square_top(uint32_t hi, uint32_t lo, const f
 }
 __device__ __forceinline__ PairRows square_bottom(uint32_t hi, uint32_t lo, const float* src) {
   return {hi, lo, src + C * 128, 128, C, C};
-}
-
-// Descriptors: rows [r0, r0 + N) x k-step ks of a swizzled tile of R rows at `b` (K-major), and k rows [16 ks, + 16) x
-// columns [n0, n0 + N) of it read MN-major.
-__device__ __forceinline__ uint64_t kmaj(uint32_t b, int R, int r0, int ks) {
-  return sw128_desc_bf16_at(b, R, r0, 16 * ks);
-}
-__device__ __forceinline__ uint64_t mnmaj(uint32_t b, int R, int ks, int n0) {
-  return sw128_desc_mn_at(b, R, 16 * ks, n0);
 }
 
 // The scores S (64 x C accumulator, columns 8 j + 2 t, + 1) through mask(row half rw, column, value) as the bf16 hi
@@ -166,13 +136,6 @@ __device__ __forceinline__ void row_sums(float v0, float v1, int r0, float* rowp
   __syncthreads();
   if (threadIdx.x < C) dst[threadIdx.x] = rowp[threadIdx.x] + rowp[C + threadIdx.x];
   __syncthreads();
-}
-
-__device__ __forceinline__ uint32_t bf16_word(float v0, float v1) {
-  const __nv_bfloat162 b = __floats2bfloat162_rn(v0, v1);
-  uint32_t w;
-  memcpy(&w, &b, 4);
-  return w;
 }
 
 // This thread's accumulator (rows r0, r0 + 8; columns cb + 8 j, + 1) into a C x D fp32 stage (row-major).

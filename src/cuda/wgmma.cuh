@@ -96,16 +96,16 @@ __device__ __forceinline__ void fence_regs(float (&d)[R]) {
       "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), \
       "+f"(d[31])
 // One function per (N, type), overloaded on the A source: the type is part of the instruction text. TB: B is
-// MN-major (its N index contiguous).
+// MN-major (its N index contiguous); TA (descriptor A only): A is MN-major (its M index contiguous).
 #if GKA_WGMMA_DEVICE
-#define GKA_WGMMA_SS(NAME, N, R, TY, ACC, OUT, IA, IB, IC, IT)                                                  \
-  template <int TB>                                                                                           \
+#define GKA_WGMMA_SS(NAME, N, R, TY, ACC, OUT, IA, IB, IC, IT, ITA)                                            \
+  template <int TB, int TA = 0>                                                                               \
   __device__ __forceinline__ void NAME(float (&d)[R], uint64_t a, uint64_t b, int accumulate) {               \
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" IC ", 0;\n"                                             \
                  "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " " ACC                            \
-                 ", %" IA ", %" IB ", p, 1, 1, 0, %" IT ";\n}\n"                                                \
+                 ", %" IA ", %" IB ", p, 1, 1, %" ITA ", %" IT ";\n}\n"                                         \
                  : OUT(d)                                                                                     \
-                 : "l"(a), "l"(b), "r"(accumulate), "n"(TB));                                                 \
+                 : "l"(a), "l"(b), "r"(accumulate), "n"(TB), "n"(TA));                                        \
   }
 #define GKA_WGMMA_RS(NAME, N, R, TY, ACC, OUT, IA, IB, IC, IT)                                                \
   template <int TB>                                                                                           \
@@ -117,17 +117,17 @@ __device__ __forceinline__ void fence_regs(float (&d)[R]) {
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TB));             \
   }
 #else  // other architectures: never selected by the host
-#define GKA_WGMMA_SS(NAME, N, R, TY, ACC, OUT, IA, IB, IC, IT) \
-  template <int TB>                                            \
+#define GKA_WGMMA_SS(NAME, N, R, TY, ACC, OUT, IA, IB, IC, IT, ITA) \
+  template <int TB, int TA = 0>                                     \
   __device__ __forceinline__ void NAME(float (&)[R], uint64_t, uint64_t, int) { __trap(); }
 #define GKA_WGMMA_RS(NAME, N, R, TY, ACC, OUT, IA, IB, IC, IT) \
   template <int TB>                                        \
   __device__ __forceinline__ void NAME(float (&)[R], const uint32_t (&)[4], uint64_t, int) { __trap(); }
 #endif
-GKA_WGMMA_SS(wgmma_bf16_n32, 32, 16, "bf16", GKA_ACC16, GKA_OUT16, "16", "17", "18", "19")
-GKA_WGMMA_SS(wgmma_bf16_n64, 64, 32, "bf16", GKA_ACC32, GKA_OUT32, "32", "33", "34", "35")
-GKA_WGMMA_SS(wgmma_f16_n32, 32, 16, "f16", GKA_ACC16, GKA_OUT16, "16", "17", "18", "19")
-GKA_WGMMA_SS(wgmma_f16_n64, 64, 32, "f16", GKA_ACC32, GKA_OUT32, "32", "33", "34", "35")
+GKA_WGMMA_SS(wgmma_bf16_n32, 32, 16, "bf16", GKA_ACC16, GKA_OUT16, "16", "17", "18", "19", "20")
+GKA_WGMMA_SS(wgmma_bf16_n64, 64, 32, "bf16", GKA_ACC32, GKA_OUT32, "32", "33", "34", "35", "36")
+GKA_WGMMA_SS(wgmma_f16_n32, 32, 16, "f16", GKA_ACC16, GKA_OUT16, "16", "17", "18", "19", "20")
+GKA_WGMMA_SS(wgmma_f16_n64, 64, 32, "f16", GKA_ACC32, GKA_OUT32, "32", "33", "34", "35", "36")
 GKA_WGMMA_RS(wgmma_bf16_n32, 32, 16, "bf16", GKA_ACC16, GKA_OUT16, "{%16,%17,%18,%19}", "20", "21", "22")
 GKA_WGMMA_RS(wgmma_bf16_n64, 64, 32, "bf16", GKA_ACC32, GKA_OUT32, "{%32,%33,%34,%35}", "36", "37", "38")
 GKA_WGMMA_RS(wgmma_f16_n32, 32, 16, "f16", GKA_ACC16, GKA_OUT16, "{%16,%17,%18,%19}", "20", "21", "22")

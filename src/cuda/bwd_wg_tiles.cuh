@@ -1,0 +1,55 @@
+// Pieces the backward's warpgroup kernels share (step_d_wg.cu, step_b2_wg.cu): 16-bit rows and fp32 values as bf16
+// tiles (raw, or hi + lo pairs) in wgmma's 128-byte swizzled layout, descriptors into them, and a product with A read
+// MN-major (Aᵀ B for the chunk sums).
+#pragma once
+
+#include "cuda/fwd_wg_tiles.cuh"
+
+namespace gka::cuda {
+
+// Rows [t0, t0 + n) of a bf16 [B,T,H,D] view with 16-byte aligned rows into a swizzled C x D tile by cp.async, rows
+// >= n zero (the caller waits and fences).
+template <int D>
+__device__ __forceinline__ void rows_to_tile(char* tile, const DView& v, const ChunkPos& c) {
+  constexpr int VPR = D / 8;
+#pragma unroll 1
+  for (int idx = threadIdx.x; idx < kChunkMax * VPR; idx += kThreads) {
+    const int r = idx / VPR, c8 = (idx % VPR) * 8;
+    const auto* src =
+        static_cast<const __nv_bfloat16*>(v.p) + (r < c.n ? drow(v, c.it.batch, c.it.t0 + r, c.h) + c8 : 0);
+    cp_async16_zfill(tile + sw128_bf16(kChunkMax, r, c8), src, r < c.n);
+  }
+}
+
+// v (four fp32 values) at byte offset off of a pair of swizzled tiles at byte offsets hi, lo of shared memory sm.
+__device__ __forceinline__ void put_pair(char* sm, uint32_t hi, uint32_t lo, uint32_t off, float4 v) {
+  uint32_t h0, l0, h1, l1;
+  bf16_pair(v.x, v.y, h0, l0);
+  bf16_pair(v.z, v.w, h1, l1);
+  *reinterpret_cast<uint2*>(sm + hi + off) = make_uint2(h0, h1);
+  *reinterpret_cast<uint2*>(sm + lo + off) = make_uint2(l0, l1);
+}
+
+__device__ __forceinline__ uint32_t bf16_word(float v0, float v1) {
+  const __nv_bfloat162 b = __floats2bfloat162_rn(v0, v1);
+  uint32_t w;
+  memcpy(&w, &b, 4);
+  return w;
+}
+
+// Descriptors: rows [r0, r0 + N) x k-step ks of a swizzled tile of R rows at `b` (K-major), and k rows [16 ks, + 16) x
+// columns [n0, n0 + N) of it read MN-major.
+__device__ __forceinline__ uint64_t kmaj(uint32_t b, int R, int r0, int ks) {
+  return sw128_desc_bf16_at(b, R, r0, 16 * ks);
+}
+__device__ __forceinline__ uint64_t mnmaj(uint32_t b, int R, int ks, int n0) {
+  return sw128_desc_mn_at(b, R, 16 * ks, n0);
+}
+
+// d (+)= Aᵀ B for a 64 x 64 x 16 step, A and B bf16 by descriptor, both read MN-major (A's M index and B's N index
+// contiguous: A is stored K x M).
+__device__ __forceinline__ void wgmma_at_b(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
+  wgmma_bf16_n64<1, 1>(d, a, b, accumulate);
+}
+
+}  // namespace gka::cuda
