@@ -37,6 +37,10 @@ __device__ __forceinline__ uint32_t bf16_word(float v0, float v1) {
   return w;
 }
 
+// Leading dimension of the fp32 stages (128 columns) through which accumulators go out: 8 floats of padding put the
+// rows of one float2 store (the accumulator's rows g, g + 8 per quad) on distinct banks (a 128-float stride: 8-way).
+constexpr int kStageLd = 128 + 8;
+
 // Descriptors: rows [r0, r0 + N) x k-step ks of a swizzled tile of R rows at `b` (K-major), and k rows [16 ks, + 16) x
 // columns [n0, n0 + N) of it read MN-major.
 __device__ __forceinline__ uint64_t kmaj(uint32_t b, int R, int r0, int ks) {

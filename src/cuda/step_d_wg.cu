@@ -24,7 +24,7 @@ struct StepDWgSolveSmem {
   static constexpr uint32_t K = 0, R = CD, HB = R, X = R + 2 * DD, U = X + 2 * CD, M = U + 2 * CD;
   static constexpr uint32_t W2 = M + C * (C + 4) * 4, SMALL = W2 + C * (C + 4) * 4;  // fp32 masks, ld C + 4
   static constexpr uint32_t kBytes = SMALL + (8 * C + 16) * 4;  // G, eG, f, w, t0, dG, row partials (2), reduction
-  static_assert(C * D * 4 <= 2 * DD, "dks stages over R");
+  static_assert(C * kStageLd * 4 <= 2 * DD, "dks stages over R");
 };
 // The readout's part: K, V, dO raw; Q_c (D x D pairs), Q~ (C x D pairs); the g gate's decay mask and dks (fp32).
 template <int D>
@@ -33,7 +33,7 @@ struct StepDWgOutSmem {
   static constexpr uint32_t K = 0, V = CD, DO = 2 * CD, QC = 3 * CD, QT = QC + 2 * DD, M = QT + 2 * CD;
   static constexpr uint32_t DKS = M + C * (C + 4) * 4, SMALL = DKS + C * D * 4;  // dks (fp32), by cp.async
   static constexpr uint32_t kBytes = SMALL + (5 * C + 16) * 4;  // Gg, eGg, dGg, row partials (2), reduction
-  static_assert(2 * C * D * 4 <= 2 * DD, "dkr and dv stage over Q_c");
+  static_assert(2 * C * kStageLd * 4 <= QT + 2 * CD - QC, "dkr and dv stage over Q_c and Q~");
 };
 
 // 64 rows of 128 fp32 columns (contiguous, global) bound for rows [row0, row0 + 64) of a pair of swizzled tiles of R
@@ -138,18 +138,18 @@ __device__ __forceinline__ void row_sums(float v0, float v1, int r0, float* rowp
   __syncthreads();
 }
 
-// This thread's accumulator (rows r0, r0 + 8; columns cb + 8 j, + 1) into a C x D fp32 stage (row-major).
-template <int D>
+// This thread's accumulator (rows r0, r0 + 8; columns cb + 8 j, + 1) into a C x D fp32 stage (row-major, rows
+// kStageLd apart: conflict-free, bwd_wg_tiles.cuh).
 __device__ __forceinline__ void stage_acc(const float (&acc)[32], float* stage, int r0, int cb) {
 #pragma unroll
   for (int j = 0; j < 8; ++j)
 #pragma unroll
     for (int rw = 0; rw < 2; ++rw)
-      *reinterpret_cast<float2*>(stage + (r0 + 8 * rw) * D + cb + 8 * j) =
+      *reinterpret_cast<float2*>(stage + (r0 + 8 * rw) * kStageLd + cb + 8 * j) =
           make_float2(acc[4 * j + 2 * rw], acc[4 * j + 2 * rw + 1]);
 }
 
-// Rows < n of a C x D fp32 stage (plus `add`, another such tile in shared memory, where given) into a
+// Rows < n of a C x D fp32 stage (plus `add`, a C x D row-major tile in shared memory, where given) into a
 // [B,T,H,D] view: 16-byte row pieces where the view is bf16 with aligned rows, else element by element (one rolled
 // loop either way). The caller syncs after staging.
 template <int D>
@@ -159,8 +159,8 @@ __device__ __forceinline__ void store_rows(const float* stage, const float* add,
 #pragma unroll 1
   for (int idx = threadIdx.x; idx < c.n * VPR; idx += kThreads) {
     const int r = idx / VPR, c8 = (idx % VPR) * 8;
-    float4 x = *reinterpret_cast<const float4*>(stage + r * D + c8);
-    float4 y = *reinterpret_cast<const float4*>(stage + r * D + c8 + 4);
+    float4 x = *reinterpret_cast<const float4*>(stage + r * kStageLd + c8);
+    float4 y = *reinterpret_cast<const float4*>(stage + r * kStageLd + c8 + 4);
     if (add) {
       const float4 p = *reinterpret_cast<const float4*>(add + r * D + c8);
       const float4 q = *reinterpret_cast<const float4*>(add + r * D + c8 + 4);
@@ -413,12 +413,12 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_solve_wg_kernel(const Item
   gate_grad_store(dG, dots.y, dots.x, a.dgk, c);
   // dks to the U scratch through an fp32 stage over R (free: the barriers above), whole rows.
   float* stage = reinterpret_cast<float*>(sm + L::R);
-  stage_acc<D>(dks, stage, q.r0, q.cb);
+  stage_acc(dks, stage, q.r0, q.cb);
   __syncthreads();
   float* dst = a.U + id * C * D;
 #pragma unroll 1
   for (int i = 4 * tid; i < C * D; i += 4 * kThreads)
-    *reinterpret_cast<float4*>(dst + i) = *reinterpret_cast<const float4*>(stage + i);
+    *reinterpret_cast<float4*>(dst + i) = *reinterpret_cast<const float4*>(stage + (i / D) * kStageLd + i % D);
 }
 
 // (D), the readout's part: dkr = e^{Gg_last - Gg} ⊙ V Q_cᵀ + P Q~ and dv = e^{Gg_last - Gg} ⊙ K Q_c + P' dO (P, P' the
@@ -539,13 +539,13 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_out_wg_kernel(const Item* 
   if (tid < C) dGg[tid] += t1;
   const float2 dots = state_dots(dparts, red);  // <Q_{c-1}, S̄_c>, <Q_c, S̄_{c+1}> (step_c)
   gate_grad_store(dGg, dots.y, dots.x, a.dg, c);
-  // dk = dks + dkr and dv through fp32 stages over Q_c (free: the barriers above).
+  // dk = dks + dkr and dv through fp32 stages over Q_c and Q~ (free: the barriers above).
   float* stage = reinterpret_cast<float*>(sm + L::QC);
-  stage_acc<D>(dkr, stage, q.r0, q.cb);
-  stage_acc<D>(dv, stage + C * D, q.r0, q.cb);
+  stage_acc(dkr, stage, q.r0, q.cb);
+  stage_acc(dv, stage + C * kStageLd, q.r0, q.cb);
   __syncthreads();
   if (a.dk.dt) store_rows<D>(stage, reinterpret_cast<const float*>(sm + L::DKS), a.dk, c);
-  if (a.dv.dt) store_rows<D>(stage + C * D, nullptr, a.dv, c);
+  if (a.dv.dt) store_rows<D>(stage + C * kStageLd, nullptr, a.dv, c);
 }
 
 }  // namespace
