@@ -37,6 +37,40 @@ __device__ __forceinline__ uint32_t bf16_word(float v0, float v1) {
   return w;
 }
 
+// gate_build's work for the backward's warpgroup kernels: each gate's chunk-local inclusive sums G (one warp per gate,
+// two entries per lane, a shuffle scan where gate_build has one thread add 64 in a row), e^G, and the first gate's
+// decay mask M_ij = e^{G_i - G_j} (j <= i < n; ld C + 4) where M is given, its exponentials outside branches. Syncs
+// twice.
+__device__ __forceinline__ void gate_sums(const DView& gate, const ChunkPos& c, float* G, float* eG, float* M,
+                                          const DView* gate2 = nullptr, float* G2 = nullptr, float* eG2 = nullptr) {
+  constexpr int C = kChunkMax, LC = C + 4;
+  const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, n = c.n, i = 2 * lane;
+  if (w == 0 || (gate2 && w == 1)) {
+    const DView& g = w == 0 ? gate : *gate2;
+    float *Gd = w == 0 ? G : G2, *eGd = w == 0 ? eG : eG2;
+    const float a0 = i < n ? dscalar(g, c.it.batch, c.it.t0 + i, c.h, 0.f) : 0.f;
+    const float a1 = i + 1 < n ? dscalar(g, c.it.batch, c.it.t0 + i + 1, c.h, 0.f) : 0.f;
+    float s = a0 + a1;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const float v = __shfl_up_sync(0xffffffffu, s, o);
+      if (lane >= o) s = v + s;
+    }
+    const float before = __shfl_up_sync(0xffffffffu, s, 1), g0 = (lane ? before : 0.f) + a0, g1 = g0 + a1;
+    Gd[i] = g0, Gd[i + 1] = g1;
+    eGd[i] = i < n ? expf(g0) : 0.f, eGd[i + 1] = i + 1 < n ? expf(g1) : 0.f;
+  }
+  __syncthreads();
+  if (M) {
+    for (int idx = threadIdx.x; idx < C * C; idx += blockDim.x) {
+      const int r = idx / C, j = idx % C;
+      const float e = expf(G[r] - G[j]);
+      M[r * LC + j] = (j <= r && r < n) ? e : 0.f;
+    }
+    __syncthreads();
+  }
+}
+
 // Leading dimension of the fp32 stages (128 columns) through which accumulators go out: 8 floats of padding put the
 // rows of one float2 store (the accumulator's rows g, g + 8 per quad) on distinct banks (a 128-float stride: 8-way).
 constexpr int kStageLd = 128 + 8;

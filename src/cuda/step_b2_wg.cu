@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b2_wg_kernel(const Item* ite
     al[u] = in ? dscalar(a.alpha, c.it.batch, c.it.t0 + r, c.h, 1.f) : 0.f;
     f[u] = a.scal[id * 3 * C + r];  // the norms (adj_wg_kernel)
   }
-  gate_build<D>(a.gk, c.it, c.h, G, eG, nullptr, &a.g, Gg, eGg);
+  gate_sums(a.gk, c, G, eG, nullptr, &a.g, Gg, eGg);
 
   const bool dq_fast = a.dq.dt == 2 && rows_fast(a.dq);
 #pragma unroll

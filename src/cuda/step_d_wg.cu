@@ -272,7 +272,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_solve_wg_kernel(const Item
   }
   float* M = reinterpret_cast<float*>(sm + L::M);
   constexpr int LC = C + 4;
-  gate_build<D>(a.gk, c.it, c.h, G, eG, M);
+  gate_sums(a.gk, c, G, eG, M);
   put(sm, rt, rb, vr);
   cp_async_wait_all();
   fence_proxy_async();
@@ -469,7 +469,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_out_wg_kernel(const Item* 
   const float t1 = tid < C ? a.scal[id * 3 * C + 2 * C + tid] : 0.f;
   float* Mg = reinterpret_cast<float*>(sm + L::M);
   constexpr int LC = C + 4;
-  gate_build<D>(a.g, c.it, c.h, Gg, eGg, Mg);
+  gate_sums(a.g, c, Gg, eGg, Mg);
   put(sm, qt, qb, vq);
 #pragma unroll
   for (int u = 0; u < kRowsPer; ++u) {
