@@ -196,6 +196,47 @@ TEST(CudaMixed, Bf16AwkwardShapesGradientsMatchOracle) {
     }
 }
 
+// On Hopper the mixed bf16 backward at D = 128 runs step_b2 and step_d on warpgroup products (step_b2_wg.cu,
+// step_d_wg.cu) wherever the forward's x is saved. Their edges: varlen with empty and one-token sequences (a chunk of
+// one row, rows past n zero in every tile), chunks of 16 and 32 rows, no λ path (W2 and the Ŵ scan skipped), the gk
+// gate alone and strong gates (mask entries near 0). Each within the awkward shapes' bound of the oracle; a wrong
+// mask, a row past n read as data or a lost chunk sum gives errors of order 1.
+TEST(CudaMixed, WarpgroupBackwardEdgesMatchOracle) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  struct Edge {
+    const char* what;
+    std::vector<int64_t> varlen;
+    int32_t chunk;
+    bool lambda_grad;
+    const char* gates;
+    const char* strength;
+  };
+  const Edge edges[] = {{"varlen", {3, 0, 65, 1, 130}, 64, true, "untied", "mild"},
+                        {"chunk 16", {}, 16, true, "untied", "strong"},
+                        {"chunk 32, no lambda path", {}, 32, false, "gk_only", "mild"},
+                        {"strong gates, no lambda path", {}, 64, false, "tied", "strong"}};
+  for (const Edge& e : edges) {
+    Case c = mixed_awkward_case(128, 97, "bf16");
+    c.varlen = e.varlen;
+    if (!e.varlen.empty()) {
+      c.B = 1;
+      c.T = 0;
+      for (const int64_t n : e.varlen) c.T += n;
+    }
+    c.chunk_size = e.chunk;
+    c.lambda_grad = e.lambda_grad;
+    c.gates = e.gates;
+    c.gate_strength = e.strength;
+    const std::string at = std::string(e.what) + ": ";
+    const CaseInputs in = inputs_make(c, 77);
+    const BackwardSeeds seeds = seeds_make(c, 8);
+    const BackwardResult ref = backward_run(case_in_f64(c), inputs_to_f64(in), seeds_to_f64(seeds), Backend::reference);
+    const double tol = tol_gradient(DType::bf16, false, c.ridge_ratio) + 3e-3;
+    const ForwardResult fwd = cuda_forward(c, in, false, Precision::mixed);
+    expect_gradients_close(cuda_backward(c, in, seeds, Precision::mixed, &fwd), ref, tol, tol, 3e-3, at);
+  }
+}
+
 // Precision::mixed on inputs far from unit scale. On Hopper its one-term iterations run in f16 with power-of-two
 // scales per chunk (k, H̄) and per row (the iterate), and the accurate one on f16 pairs of the same tiles. A scale
 // not undone, or one off by a factor, gives errors of order 1; an f16 overflow, NaN. Cases:
