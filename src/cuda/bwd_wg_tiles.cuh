@@ -39,8 +39,9 @@ __device__ __forceinline__ uint32_t bf16_word(float v0, float v1) {
 
 // gate_build's work for the backward's warpgroup kernels: each gate's chunk-local inclusive sums G (one warp per gate,
 // two entries per lane, a shuffle scan where gate_build has one thread add 64 in a row), e^G, and the first gate's
-// decay mask M_ij = e^{G_i - G_j} (j <= i < n; ld C + 4) where M is given, its exponentials outside branches. Syncs
-// twice.
+// decay mask M_ij = e^{G_i - G_j} (j <= i < n; ld C + 4) where M is given, its exponentials outside branches. The
+// scan adds in another order than the forward's kernels: G may differ from theirs by ~|G| 2^-24 (deterministic; far
+// below the pairs' 2^-16). Syncs once, twice with M.
 __device__ __forceinline__ void gate_sums(const DView& gate, const ChunkPos& c, float* G, float* eG, float* M,
                                           const DView* gate2 = nullptr, float* G2 = nullptr, float* eG2 = nullptr) {
   constexpr int C = kChunkMax, LC = C + 4;

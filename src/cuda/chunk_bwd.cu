@@ -452,7 +452,7 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
     launch_check(fn);
     // the chunks adj_wg_kernel solved: on warpgroup products (GKA_STEP_B2_WG=0: step_b2_lean_kernel, for A/B tests)
     static const bool b2_wg_off = env_off("GKA_STEP_B2_WG");
-    const bool b2_wg = adj && D == 128 && !b2_wg_off && p.in.k.dtype == DType::bf16 &&
+    const bool b2_wg = adj && a.sched.wgmma && D == 128 && !b2_wg_off && p.in.k.dtype == DType::bf16 &&
                        gin.d_o.dtype == DType::bf16 && wg_rows_aligned(p.in.k, 16) && wg_rows_aligned(gin.d_o, 16);
     if (b2_wg) {
       step_b2_wg_launch(grid, stream, items.get(), a);

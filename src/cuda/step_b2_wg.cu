@@ -46,7 +46,8 @@ __global__ void __launch_bounds__(kThreads, 1) step_b2_wg_kernel(const Item* ite
 
   rows_to_tile<D>(sm + L::K, a.k, c);
   rows_to_tile<D>(sm + L::DO, a.d_o, c);
-  // Row r = warp + 8 u of every C x D operand, columns [4 lane, 4 lane + 4): all loads issued before any use.
+  // Row r = warp + 8 u of every C x D operand, columns [4 lane, 4 lane + 4): all loads issued before any use. The U
+  // scratch (dq~) and the Phi buffer (q~) are overwritten below: read through L2 (ld.cg), not the non-coherent path.
   float4 dqt[PER], u4[PER], x4[PER], q4[PER];
   uint2 k4[PER];
   float al[PER], f[PER];
@@ -56,10 +57,10 @@ __global__ void __launch_bounds__(kThreads, 1) step_b2_wg_kernel(const Item* ite
     const int r = tid / 32 + 8 * u, o = r * D + col;
     const bool in = r < n;
     const auto* krow = static_cast<const __nv_bfloat16*>(a.k.p) + (in ? drow(a.k, c.it.batch, c.it.t0 + r, c.h) : 0);
-    dqt[u] = in ? __ldg(reinterpret_cast<const float4*>(a.U + cd + o)) : zero;
+    dqt[u] = in ? __ldcg(reinterpret_cast<const float4*>(a.U + cd + o)) : zero;
     u4[u] = in ? __ldg(reinterpret_cast<const float4*>(a.uadj + cd + o)) : zero;
     x4[u] = in ? __ldg(reinterpret_cast<const float4*>(a.X + cd + o)) : zero;
-    q4[u] = in ? __ldg(reinterpret_cast<const float4*>(a.Phi + id * DD + o)) : zero;  // q~ (adj_wg_kernel)
+    q4[u] = in ? __ldcg(reinterpret_cast<const float4*>(a.Phi + id * DD + o)) : zero;  // q~ (adj_wg_kernel)
     k4[u] = in ? __ldg(reinterpret_cast<const uint2*>(krow + col)) : make_uint2(0u, 0u);
     al[u] = in ? dscalar(a.alpha, c.it.batch, c.it.t0 + r, c.h, 1.f) : 0.f;
     f[u] = a.scal[id * 3 * C + r];  // the norms (adj_wg_kernel)

@@ -45,7 +45,8 @@ struct PairRows {
 };
 
 // Two such jobs split in two: their 16 loads per thread issued into registers (fetch), then split into pairs and
-// stored (put), so that a kernel issues its loads well ahead of the stores, over other work.
+// stored (put), so that a kernel issues its loads well ahead of the stores, over other work. Loads through L2 (ld.cg):
+// the U scratch is overwritten later in the same kernel, where the non-coherent path (__ldg) is not for it.
 constexpr int kRowsPer = C * 128 / 4 / kThreads;  // float4 per thread of one job
 using Fetched = float4[2 * kRowsPer];
 __device__ __forceinline__ void fetch(const PairRows& j0, const PairRows& j1, Fetched& v) {
@@ -53,7 +54,7 @@ __device__ __forceinline__ void fetch(const PairRows& j0, const PairRows& j1, Fe
   for (int u = 0; u < 2 * kRowsPer; ++u) {
     const PairRows& j = u < kRowsPer ? j0 : j1;
     const int i = 4 * (threadIdx.x + kThreads * (u % kRowsPer));
-    v[u] = i / 128 < j.rows_in ? __ldg(reinterpret_cast<const float4*>(j.src + i)) : make_float4(0.f, 0.f, 0.f, 0.f);
+    v[u] = i / 128 < j.rows_in ? __ldcg(reinterpret_cast<const float4*>(j.src + i)) : make_float4(0.f, 0.f, 0.f, 0.f);
   }
 }
 __device__ __forceinline__ void put(char* sm, const PairRows& j0, const PairRows& j1, const Fetched& v) {

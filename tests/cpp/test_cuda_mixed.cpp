@@ -198,23 +198,23 @@ TEST(CudaMixed, Bf16AwkwardShapesGradientsMatchOracle) {
 
 // On Hopper the mixed bf16 backward at D = 128 runs step_b2 and step_d on warpgroup products (step_b2_wg.cu,
 // step_d_wg.cu) wherever the forward's x is saved. Their edges: varlen with empty and one-token sequences (a chunk of
-// one row, rows past n zero in every tile), chunks of 16 and 32 rows, no λ path (W2 and the Ŵ scan skipped), the gk
-// gate alone and strong gates (mask entries near 0). Each within the awkward shapes' bound of the oracle; a wrong
-// mask, a row past n read as data or a lost chunk sum gives errors of order 1.
+// one row, rows past n zero in every tile), chunks of 16 and 32 rows, no λ path (W2 and the Ŵ scan skipped), no
+// alpha, the gk gate alone and strong gates (mask entries near 0). Each within the awkward shapes' bound of the
+// oracle; a wrong mask, a row past n read as data or a lost chunk sum gives errors of order 1.
 TEST(CudaMixed, WarpgroupBackwardEdgesMatchOracle) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   struct Edge {
     const char* what;
     std::vector<int64_t> varlen;
     int32_t chunk;
-    bool lambda_grad;
+    bool lambda_grad, alpha;
     const char* gates;
     const char* strength;
   };
-  const Edge edges[] = {{"varlen", {3, 0, 65, 1, 130}, 64, true, "untied", "mild"},
-                        {"chunk 16", {}, 16, true, "untied", "strong"},
-                        {"chunk 32, no lambda path", {}, 32, false, "gk_only", "mild"},
-                        {"strong gates, no lambda path", {}, 64, false, "tied", "strong"}};
+  const Edge edges[] = {{"varlen", {3, 0, 65, 1, 130}, 64, true, true, "untied", "mild"},
+                        {"chunk 16", {}, 16, true, true, "untied", "strong"},
+                        {"chunk 32, no lambda path, no alpha", {}, 32, false, false, "gk_only", "mild"},
+                        {"strong gates, no lambda path", {}, 64, false, true, "tied", "strong"}};
   for (const Edge& e : edges) {
     Case c = mixed_awkward_case(128, 97, "bf16");
     c.varlen = e.varlen;
@@ -225,6 +225,7 @@ TEST(CudaMixed, WarpgroupBackwardEdgesMatchOracle) {
     }
     c.chunk_size = e.chunk;
     c.lambda_grad = e.lambda_grad;
+    c.alpha = e.alpha;
     c.gates = e.gates;
     c.gate_strength = e.strength;
     const std::string at = std::string(e.what) + ": ";
