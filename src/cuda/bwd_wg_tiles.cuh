@@ -30,13 +30,6 @@ __device__ __forceinline__ void put_pair(char* sm, uint32_t hi, uint32_t lo, uin
   *reinterpret_cast<uint2*>(sm + lo + off) = make_uint2(l0, l1);
 }
 
-__device__ __forceinline__ uint32_t bf16_word(float v0, float v1) {
-  const __nv_bfloat162 b = __floats2bfloat162_rn(v0, v1);
-  uint32_t w;
-  memcpy(&w, &b, 4);
-  return w;
-}
-
 // gate_build's work for the backward's warpgroup kernels: each gate's chunk-local inclusive sums G (one warp per gate,
 // two entries per lane, a shuffle scan where gate_build has one thread add 64 in a row), e^G, and the first gate's
 // decay mask M_ij = e^{G_i - G_j} (j <= i < n; ld C + 4) where M is given, its exponentials outside branches. The

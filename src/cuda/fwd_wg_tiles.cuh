@@ -172,11 +172,7 @@ __device__ __forceinline__ void wg_load_pairs(float (&q)[NB][4], const uint16_t*
 }
 // (v0, v1) as a bf16 (bf) or f16 pair at p (both packed: a select, no branch).
 __device__ __forceinline__ void wg_store16(uint16_t* p, float v0, float v1, bool bf) {
-  const __nv_bfloat162 b = __floats2bfloat162_rn(v0, v1);
-  const __half2 h = __floats2half2_rn(v0, v1);
-  uint32_t wb, wh;
-  memcpy(&wb, &b, 4);
-  memcpy(&wh, &h, 4);
+  const uint32_t wb = bf16_word(v0, v1), wh = f16_word(v0, v1);
   *reinterpret_cast<uint32_t*>(p) = bf ? wb : wh;
 }
 

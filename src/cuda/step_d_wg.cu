@@ -233,7 +233,22 @@ struct WgPos {
         r1(r0 + 8),
         nb((threadIdx.x >> 7) * DW),
         cb(nb + 2 * t) {}
+  __device__ int row(int rw) const { return rw ? r1 : r0; }  // an accumulator's row: rw 0 (r0) or 1 (r0 + 8)
 };
+
+// acc = K (T + Tᵀ) over this warpgroup's 64 columns nb: K the raw C x D tile at k, T a D x D pair tile at t (its lo
+// tile at + lo), read MN-major for T and K-major for Tᵀ; issued, not committed.
+template <int D>
+__device__ __forceinline__ void k_sym_product(float (&acc)[32], uint32_t k, uint32_t t, uint32_t lo, int nb) {
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    const uint64_t dk = kmaj(k, C, 0, ks);
+    wgmma<64, false, 1>(acc, dk, mnmaj(t, D, ks, nb), ks > 0);
+    wgmma<64, false, 1>(acc, dk, mnmaj(t + lo, D, ks, nb), 1);
+    wgmma<64, false, 0>(acc, dk, kmaj(t, D, nb, ks), 1);
+    wgmma<64, false, 0>(acc, dk, kmaj(t + lo, D, nb, ks), 1);
+  }
+}
 
 // (D), the solve's part: dks = e^{G_last - G} ⊙ K (R + Rᵀ) - ((K Xᵀ) ⊙ M̃) U - ((K Uᵀ) ⊙ M̃) X (+ the λ path), dgk;
 // dks goes to the U scratch (read here first) for step_d_out_wg_kernel.
@@ -283,14 +298,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_solve_wg_kernel(const Item
   float dks[32], tt[32], sc[32];
   uint32_t ph[C / 16][4], pl[C / 16][4];
   wgmma_fence();
-#pragma unroll
-  for (int ks = 0; ks < KS; ++ks) {
-    const uint64_t dk = kmaj(tK, C, 0, ks);
-    wgmma<64, false, 1>(tt, dk, mnmaj(tR, D, ks, q.nb), ks > 0);
-    wgmma<64, false, 1>(tt, dk, mnmaj(tR + DDb, D, ks, q.nb), 1);
-    wgmma<64, false, 0>(tt, dk, kmaj(tR, D, q.nb, ks), 1);
-    wgmma<64, false, 0>(tt, dk, kmaj(tR + DDb, D, q.nb, ks), 1);
-  }
+  k_sym_product<D>(tt, tK, tR, DDb, q.nb);
   wgmma_commit();
   const float* Hg = a.st.Hs + c.tile * DD;
   const PairRows ht = square_top(L::HB, L::HB + DDb, Hg), hb = square_bottom(L::HB, L::HB + DDb, Hg);
@@ -305,7 +313,6 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_solve_wg_kernel(const Item
 #pragma unroll
     for (int i = 0; i < 32; ++i) dks[i] = tt[i] * ((i & 2) ? e1 : e0);
   }
-  auto row_of = [&](int rw) { return rw ? q.r1 : q.r0; };
   float k0, k1, u0 = 0.f, u1 = 0.f;
   if (solve) {
     fence_proxy_async();
@@ -325,7 +332,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_solve_wg_kernel(const Item
       wgmma_wait<0>();
       fence_regs(sc);
       scores_to_pairs(
-          sc, q.t, [&](int rw, int u, float v) { return -v * M[u * LC + row_of(rw)]; }, ph, pl);
+          sc, q.t, [&](int rw, int u, float v) { return -v * M[u * LC + q.row(rw)]; }, ph, pl);
       wgmma_fence();
       p_times<true>(dks, ph, pl, b2, b2 + CD, q.nb);
       wgmma_commit();
@@ -354,19 +361,12 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_solve_wg_kernel(const Item
 #pragma unroll
       for (int ks = 0; ks < KS; ++ks) wgmma<64, false, 0>(sc, kmaj(tK, C, 0, ks), kmaj(tK, C, 0, ks), ks > 0);
       wgmma_commit();
-#pragma unroll
-      for (int ks = 0; ks < KS; ++ks) {  // K (H̄ + H̄ᵀ)
-        const uint64_t dk = kmaj(tK, C, 0, ks);
-        wgmma<64, false, 1>(tt, dk, mnmaj(tH, D, ks, q.nb), ks > 0);
-        wgmma<64, false, 1>(tt, dk, mnmaj(tH + DDb, D, ks, q.nb), 1);
-        wgmma<64, false, 0>(tt, dk, kmaj(tH, D, q.nb, ks), 1);
-        wgmma<64, false, 0>(tt, dk, kmaj(tH + DDb, D, q.nb, ks), 1);
-      }
+      k_sym_product<D>(tt, tK, tH, DDb, q.nb);  // K (H̄ + H̄ᵀ)
       wgmma_commit();
       wgmma_wait<1>();
       fence_regs(sc);
       scores_to_pairs(
-          sc, q.t, [&](int rw, int u, float v) { return v * W2[u * LC + row_of(rw)]; }, ph, pl);
+          sc, q.t, [&](int rw, int u, float v) { return v * W2[u * LC + q.row(rw)]; }, ph, pl);
       wgmma_fence();
       p_times<false>(dks, ph, pl, tK, 0, q.nb);
       wgmma_commit();
@@ -396,7 +396,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_solve_wg_kernel(const Item
     wgmma_wait<1>();
     fence_regs(sc);
     scores_to_pairs(
-        sc, q.t, [&](int rw, int u, float v) { return v * M[row_of(rw) * LC + u]; }, ph, pl);
+        sc, q.t, [&](int rw, int u, float v) { return v * M[q.row(rw) * LC + u]; }, ph, pl);
     wgmma_wait<0>();
     fence_regs(hx);
     scale_rows(hx, eG[q.r0], eG[q.r1]);
@@ -505,7 +505,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_d_out_wg_kernel(const Item* 
   }
   wgmma_commit();
   // P_ts = s v Mg_st for s >= t (rows t, columns u = s < n).
-  const auto readout = [&](int rw, int u, float v) { return a.scale * v * Mg[u * LC + (rw ? q.r1 : q.r0)]; };
+  const auto readout = [&](int rw, int u, float v) { return a.scale * v * Mg[u * LC + q.row(rw)]; };
   wgmma_wait<2>();
   fence_regs(sc);
   scores_to_pairs(sc, q.t, readout, ph, pl);  // P_ts = s (V_t·dO_s) Mg_st, dkr += P Q~
