@@ -9,13 +9,14 @@
 // products take as A (xa; the previous iterate xp): iterates rounded to f16 cost no accuracy measurably
 // (bench/RESULTS.md, session 14: o 1.71e-3 -> 1.68e-3 when the two-warpgroup solve rounded its fp32 iterate the same
 // way), and an fp32 iterate would not fit next to the 64 + 32 accumulators. The schedule is cheb_wgmma.cuh's: one-term
-// f16 products on iterations 0 .. lead - 1, one accurate iteration (H̄ as f16 hi + lo, the scores in fp32 as f16 pairs,
-// the right-hand side as an f16 pair; x_lead is exact in f16), whose residual rho = q - (H + lambda) x_lead replaces
-// the right-hand side, then one-term iterations on z = x - x_lead; x = x_lead + z at the end.
+// f16 products on iterations 0 .. lead - 1, one accurate iteration (H̄ as f16 hi + lo, the scores in fp32 as f16 pairs;
+// x_lead is exact in f16), whose residual rho = q - (H + lambda) x_lead replaces the right-hand side, then one-term
+// iterations on z = x - x_lead; x = x_lead + z at the end.
 //
 // Per iteration: S = X Kᵀ (m64 x C), Y = X H̄ᵀ (m64 x D, 64 columns per chain), P = S ⊙ M packed into A registers
 // (the mask as f16 pairs in registers), Y = e^G Y + P K (K read MN-major), then the update from the right-hand side,
-// which waits as eta sx q (= x_0: sx q alone goes subnormal on rows of small f) in f16 words, thread-major.
+// which waits as eta sx q in fp32, thread-major (v23; f16 hi + lo words before, which every update unpacked), and
+// from the accurate iteration on as eta sx rho.
 //
 // Norms (spec §B.2) on the same tiles: w from K H̄ᵀ (H̄ hi + lo), P = K Kᵀ (exact: k is 16-bit), M (P ⊙ P) with M and
 // P ⊙ P as bf16 pairs (~2^-16; in f16 the products of small keys went subnormal: f 4 % off at f ~ 1e-2).
@@ -221,34 +222,34 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
       if (tid == 0) a.ok[c.id] = 0;
       return;
     }
-    uint4* rh = reinterpret_cast<uint4*>(sm + L::RH) + tid;
+    float4* rh = reinterpret_cast<float4*>(sm + L::RH) + tid;
 #pragma unroll
     for (int m = 0; m < KS; ++m) {
-      uint32_t wv[4], wl[4];
+      float v[8];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {  // word i: n8 block 2m + (i >> 1), row r0 (i even) or r1
         const int j = 2 * m + (i >> 1), rw = i & 1;
         const float s = (rw ? sx1 : sx0) * (rw ? eta1 : eta0);
-        f16_pair(q[j][2 * rw] * s, q[j][2 * rw + 1] * s, wv[i], wl[i]);
-        xa[m][i] = wv[i];
+        v[2 * i] = q[j][2 * rw] * s, v[2 * i + 1] = q[j][2 * rw + 1] * s;
+        xa[m][i] = f16_word(v[2 * i], v[2 * i + 1]);
         xp[m][i] = 0u;
       }
-      rh[128 * m] = make_uint4(wv[0], wv[1], wv[2], wv[3]);
-      rh[(L::RL - L::RH) / 16 + 128 * m] = make_uint4(wl[0], wl[1], wl[2], wl[3]);
+      rh[256 * m] = make_float4(v[0], v[1], v[2], v[3]);
+      rh[256 * m + 128] = make_float4(v[4], v[5], v[6], v[7]);
     }
   }
   // x' = a x + omega (R - eta sx H x) + (1 - omega) x_prev with R = eta sx q and Y = sx sigma_K² H x.
   const float uy = ldexpf(1.f, 2 * ek - eh), ye0 = eG0 * uy, ye1 = eG1 * uy;
   const float ey0 = eta0 * ldexpf(1.f, -2 * ek), ey1 = eta1 * ldexpf(1.f, -2 * ek);
-  const uint4* rh = reinterpret_cast<const uint4*>(sm + L::RH) + tid;
+  // The right-hand side in fp32, thread-major (this thread's words 4 i .. 4 i + 3 at rhs[128 i]); the accurate
+  // iteration replaces it with eta sx rho.
+  float4* rhs_s = reinterpret_cast<float4*>(sm + L::RH) + tid;
   uint4* xl_s = reinterpret_cast<uint4*>(sm + L::LO) + tid;  // x_lead's words, once H̄'s lo tile is done with
-  uint4* rho_s = reinterpret_cast<uint4*>(sm + L::RHO) + tid;
   const int iters = a.cc.n, lead = a.lead;
 
-  // One iteration; ACC: the accurate one (H̄ hi + lo, the scores as fp32 pairs, the right-hand side hi + lo), which
-  // switches to the offset form. Its own copy of the code: branches inside the update cost the one-term iteration
-  // registers.
-  auto step = [&]<bool ACC>(int it, const uint4* src) {
+  // One iteration; ACC: the accurate one (H̄ hi + lo, the scores as fp32 pairs), which switches to the offset form.
+  // Its own copy of the code: branches inside the update cost the one-term iteration registers.
+  auto step = [&]<bool ACC>(int it) {
     float Y[NH][32], S[32];
     uint32_t b = base;
     asm volatile("" : "+r"(b));  // descriptors an add from an opaque base: not hoisted into registers
@@ -286,57 +287,54 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
     wg_scale_add_pb<NH, ACC>(Y, ye0, ye1, ph, pl, b + L::K);
     const float om = __ldg(a.omega + it), w1 = 1.f - om;
     const float a0 = om * (1.f - el0), a1 = om * (1.f - el1);
-    if constexpr (ACC) __syncthreads();  // H̄'s lo tile read by every warp's products: x_lead, eta rho go there
+    // The one-term update in f16x2 (v23), as x' = x + omega (s - el x) + (omega - 1)(x - x_prev): the same recurrence
+    // as a x + omega s + (1 - omega) x_prev, whose fixed point stays exact with omega and el rounded to f16 (rounded
+    // coefficients of that form would shift lambda by ~2^-11 / el), and each f16 step rounds relative to the
+    // increment. s stays fp32 up to its packing (Y is).
+    const __half2 om2 = __float2half2_rn(om), omm2 = __float2half2_rn(om - 1.f);
+    const __half2 nel[2] = {__float2half2_rn(-el0), __float2half2_rn(-el1)};
+    if constexpr (ACC) __syncthreads();  // H̄'s lo tile read by every warp's products: x_lead goes there
 #pragma unroll
     for (int m = 0; m < KS; ++m) {
-      const uint4 rv = src[128 * m];
-      const uint32_t rw4[4] = {rv.x, rv.y, rv.z, rv.w};
-      uint32_t rho[4], rh4[4] = {0u, 0u, 0u, 0u}, rl4[4] = {0u, 0u, 0u, 0u};
+      const float4 ra = rhs_s[256 * m], rb = rhs_s[256 * m + 128];
+      float rv[8] = {ra.x, ra.y, ra.z, ra.w, rb.x, rb.y, rb.z, rb.w};
       if constexpr (ACC) xl_s[128 * m] = make_uint4(xa[m][0], xa[m][1], xa[m][2], xa[m][3]);
-      if constexpr (ACC) {  // eta sx q as hi + lo words (~2^-22)
-        const uint4 hv = rh[128 * m], lv = rh[(L::RL - L::RH) / 16 + 128 * m];
-        rh4[0] = hv.x, rh4[1] = hv.y, rh4[2] = hv.z, rh4[3] = hv.w;
-        rl4[0] = lv.x, rl4[1] = lv.y, rl4[2] = lv.z, rl4[3] = lv.w;
-      }
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int j = 2 * m + (i >> 1), rw = i & 1;
-        const float2 xv = f16_floats(xa[m][i]), pv = f16_floats(xp[m][i]);
-        float2 rq = f16_floats(rh4[i]);
-        {
-          const float2 rl = f16_floats(rl4[i]);
-          rq.x += rl.x, rq.y += rl.y;
-        }
-        const float2 rr = ACC ? rq : f16_floats(rw4[i]);
         const float* y = &Y[j >> 3][4 * (j & 7) + 2 * rw];
-        const float aa = rw ? a1 : a0, ey = rw ? ey1 : ey0;
-        const float s0 = fmaf(-ey, y[0], rr.x), s1 = fmaf(-ey, y[1], rr.y);  // eta (rhs - H x), scaled
-        float n0 = aa * xv.x + om * s0 + w1 * pv.x, n1 = aa * xv.y + om * s1 + w1 * pv.y;
+        const float ey = rw ? ey1 : ey0;
         if constexpr (ACC) {  // eta rho = eta (rhs - (H + lambda) x_lead); from here on z = x - x_lead
-          const float el = rw ? el1 : el0;
-          rho[i] = f16_word(s0 - el * xv.x, s1 - el * xv.y);
-          n0 -= xv.x, n1 -= xv.y;
+          const float2 xv = f16_floats(xa[m][i]), pv = f16_floats(xp[m][i]);
+          const float aa = rw ? a1 : a0, el = rw ? el1 : el0;
+          const float s0 = fmaf(-ey, y[0], rv[2 * i]), s1 = fmaf(-ey, y[1], rv[2 * i + 1]);  // eta (rhs - H x), scaled
+          const float n0 = aa * xv.x + om * s0 + w1 * pv.x, n1 = aa * xv.y + om * s1 + w1 * pv.y;
+          rv[2 * i] = s0 - el * xv.x, rv[2 * i + 1] = s1 - el * xv.y;
           xp[m][i] = 0u;
+          xa[m][i] = f16_word(n0 - xv.x, n1 - xv.y);
         } else {
+          const __half2 s2 = __floats2half2_rn(fmaf(-ey, y[0], rv[2 * i]), fmaf(-ey, y[1], rv[2 * i + 1]));
+          const __half2 x2 = wg_half2(xa[m][i]), e2 = __hfma2(nel[rw], x2, s2);  // eta (rhs - (H + lambda) x)
+          const __half2 u2 = __hfma2(omm2, __hsub2(x2, wg_half2(xp[m][i])), __hmul2(om2, e2));
           xp[m][i] = xa[m][i];
+          xa[m][i] = wg_word(__hadd2(x2, u2));
         }
-        xa[m][i] = f16_word(n0, n1);
       }
-      if constexpr (ACC) rho_s[128 * m] = make_uint4(rho[0], rho[1], rho[2], rho[3]);
+      if constexpr (ACC) {  // eta sx rho = eta sx (rhs - (H + lambda) x_lead) over the right-hand side
+        rhs_s[256 * m] = make_float4(rv[0], rv[1], rv[2], rv[3]);
+        rhs_s[256 * m + 128] = make_float4(rv[4], rv[5], rv[6], rv[7]);
+      }
     }
   };
   // Not unrolled, and the last iteration like the others: code run once per CTA waits on instruction fetch (a last
   // iteration of its own that kept x in fp32 cost 10 % of the kernel's samples; z in f16 moves x by ~2^-12 |z| ~ 1e-5
   // |x|).
-  const uint4* src = rh;
 #pragma unroll 1
   for (int it = 0; it < iters; ++it) {
-    if (it != lead) {
-      step.template operator()<false>(it, src);
-    } else {
-      step.template operator()<true>(it, src);
-      src = rho_s;
-    }
+    if (it != lead)
+      step.template operator()<false>(it);
+    else
+      step.template operator()<true>(it);
   }
   // x = (x_lead + z) / sx in fp32: the forward's to its view (out_wg_kernel's q~ and the backward read it), the
   // adjoint's u to step_b2's scratch, every row (rows >= n stayed 0).

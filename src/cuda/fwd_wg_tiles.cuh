@@ -35,20 +35,28 @@ inline bool wg_16bit(const TensorView& v) { return v.dtype == DType::bf16 || v.d
 template <int D>
 struct WgFwdSmem {
   static constexpr int C = kChunkMax;
-  // f16 tiles, 128-byte swizzled: H̄ hi, H̄ lo (after the accurate iteration x_lead's words and the offset form's
-  // right-hand side eta rho, RHO, where they fit), K; the right-hand side eta sx q as f16 hi and lo words,
-  // thread-major; P ⊙ P's pairs for the norms (over the right-hand side where they fit); then G, w and a reduction
-  // buffer. adj_wg_kernel: S̄'s tiles and V first (dq~'s fp32 rows over S̄'s after its products), the decay mask's
-  // words over RL before the right-hand side.
+  // f16 tiles, 128-byte swizzled: H̄ hi, H̄ lo (after the accurate iteration x_lead's words), K; the right-hand side
+  // eta sx q in fp32 (RH, its second half RL), thread-major; P ⊙ P's pairs for the norms (over the right-hand side
+  // where they fit); then G, w and a reduction buffer. adj_wg_kernel: S̄'s tiles and V first (dq~'s fp32 rows over
+  // S̄'s after its products), the decay mask's words over RL before the right-hand side.
   static constexpr uint32_t HI = 0, LO = D * D * 2, K = 2 * D * D * 2, RH = K + C * D * 2, RL = RH + C * D * 2;
   static constexpr uint32_t END = RL + C * D * 2;
   static constexpr uint32_t P2 = 2 * C * D * 2 >= 2 * C * C * 2 ? RH : END;
   static constexpr uint32_t E2 = P2 == RH ? END : END + 2 * C * C * 2;
-  static constexpr uint32_t RHO = D * D * 2 >= 2 * C * D * 2 ? LO + C * D * 2 : E2;
-  static constexpr uint32_t SMALL = RHO == E2 ? E2 + C * D * 2 : E2;
+  static constexpr uint32_t SMALL = E2;
   static constexpr uint32_t kBytes = SMALL + (2 * C + 16) * 4;
 };
 
+__device__ __forceinline__ __half2 wg_half2(uint32_t w) {
+  __half2 h;
+  memcpy(&h, &w, 4);
+  return h;
+}
+__device__ __forceinline__ uint32_t wg_word(__half2 h) {
+  uint32_t w;
+  memcpy(&w, &h, 4);
+  return w;
+}
 __device__ __forceinline__ uint32_t wg_hmul2(uint32_t a, uint32_t b) {
   __half2 x, y;
   memcpy(&x, &a, 4);
