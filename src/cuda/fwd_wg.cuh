@@ -6,7 +6,7 @@
 // outside f16's range sets ok = 0 and leaves everything to chunk_fwd_kernel.
 //
 // The warpgroup owns all D columns of the iterate, which therefore lives in registers only as the scaled f16 words the
-// products take as A (xa; the previous iterate xp): iterates rounded to f16 cost no accuracy measurably
+// products take as A (xa; the last step xd = x - x_prev): iterates rounded to f16 cost no accuracy measurably
 // (bench/RESULTS.md, session 14: o 1.71e-3 -> 1.68e-3 when the two-warpgroup solve rounded its fp32 iterate the same
 // way), and an fp32 iterate would not fit next to the 64 + 32 accumulators. The schedule is cheb_wgmma.cuh's: one-term
 // f16 products on iterations 0 .. lead - 1, one accurate iteration (H̄ as f16 hi + lo, the scores in fp32 as f16 pairs;
@@ -194,7 +194,7 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
   // ---- Solve set-up: per-row constants and scales, x_0 = the right-hand side eta sx q ----
   const float eta0 = f0 > 0.f ? a.cc.eta_f / f0 : 0.f, eta1 = f1 > 0.f ? a.cc.eta_f / f1 : 0.f;
   const float el0 = eta0 * a.cc.r * f0, el1 = eta1 * a.cc.r * f1;
-  uint32_t xa[KS][4], xp[KS][4];
+  uint32_t xa[KS][4], xd[KS][4];
   float sx0, sx1;
   {
     float(&q)[NB][4] = rhs;
@@ -232,7 +232,7 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
         const float s = (rw ? sx1 : sx0) * (rw ? eta1 : eta0);
         v[2 * i] = q[j][2 * rw] * s, v[2 * i + 1] = q[j][2 * rw + 1] * s;
         xa[m][i] = f16_word(v[2 * i], v[2 * i + 1]);
-        xp[m][i] = 0u;
+        xd[m][i] = xa[m][i];  // x_prev = 0
       }
       rh[256 * m] = make_float4(v[0], v[1], v[2], v[3]);
       rh[256 * m + 128] = make_float4(v[4], v[5], v[6], v[7]);
@@ -287,10 +287,10 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
     wg_scale_add_pb<NH, ACC>(Y, ye0, ye1, ph, pl, b + L::K);
     const float om = __ldg(a.omega + it), w1 = 1.f - om;
     const float a0 = om * (1.f - el0), a1 = om * (1.f - el1);
-    // The one-term update in f16x2 (v23), as x' = x + omega (s - el x) + (omega - 1)(x - x_prev): the same recurrence
-    // as a x + omega s + (1 - omega) x_prev, whose fixed point stays exact with omega and el rounded to f16 (rounded
-    // coefficients of that form would shift lambda by ~2^-11 / el), and each f16 step rounds relative to the
-    // increment. s stays fp32 up to its packing (Y is).
+    // The one-term update in f16x2 (v23) as x' = x + u, u = omega (s - el x) + (omega - 1) d, d = x - x_prev (the
+    // last step, kept instead of x_prev: d' = u): the recurrence a x + omega s + (1 - omega) x_prev, whose fixed point
+    // stays exact with omega and el rounded to f16 (rounded coefficients of that form would shift lambda by ~2^-11 /
+    // el), and each f16 operation rounds relative to the increment. s stays fp32 up to its packing (Y is).
     const __half2 om2 = __float2half2_rn(om), omm2 = __float2half2_rn(om - 1.f);
     const __half2 nel[2] = {__float2half2_rn(-el0), __float2half2_rn(-el1)};
     if constexpr (ACC) __syncthreads();  // H̄'s lo tile read by every warp's products: x_lead goes there
@@ -305,18 +305,17 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
         const float* y = &Y[j >> 3][4 * (j & 7) + 2 * rw];
         const float ey = rw ? ey1 : ey0;
         if constexpr (ACC) {  // eta rho = eta (rhs - (H + lambda) x_lead); from here on z = x - x_lead
-          const float2 xv = f16_floats(xa[m][i]), pv = f16_floats(xp[m][i]);
+          const float2 xv = f16_floats(xa[m][i]), dv = f16_floats(xd[m][i]), pv = {xv.x - dv.x, xv.y - dv.y};
           const float aa = rw ? a1 : a0, el = rw ? el1 : el0;
           const float s0 = fmaf(-ey, y[0], rv[2 * i]), s1 = fmaf(-ey, y[1], rv[2 * i + 1]);  // eta (rhs - H x), scaled
           const float n0 = aa * xv.x + om * s0 + w1 * pv.x, n1 = aa * xv.y + om * s1 + w1 * pv.y;
           rv[2 * i] = s0 - el * xv.x, rv[2 * i + 1] = s1 - el * xv.y;
-          xp[m][i] = 0u;
-          xa[m][i] = f16_word(n0 - xv.x, n1 - xv.y);
+          xa[m][i] = xd[m][i] = f16_word(n0 - xv.x, n1 - xv.y);  // z_lead = 0
         } else {
           const __half2 s2 = __floats2half2_rn(fmaf(-ey, y[0], rv[2 * i]), fmaf(-ey, y[1], rv[2 * i + 1]));
           const __half2 x2 = wg_half2(xa[m][i]), e2 = __hfma2(nel[rw], x2, s2);  // eta (rhs - (H + lambda) x)
-          const __half2 u2 = __hfma2(omm2, __hsub2(x2, wg_half2(xp[m][i])), __hmul2(om2, e2));
-          xp[m][i] = xa[m][i];
+          const __half2 u2 = __hfma2(omm2, wg_half2(xd[m][i]), __hmul2(om2, e2));
+          xd[m][i] = wg_word(u2);
           xa[m][i] = wg_word(__hadd2(x2, u2));
         }
       }
