@@ -262,13 +262,11 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
     for (int ks = 0; ks < KS; ++ks) wgmma<64, true, 0>(S, xa[ks], desc_plus(dk, sw128_kstep(C, ks)), ks > 0);
     wgmma_commit();
 #pragma unroll
-    for (int h = 0; h < NH; ++h)
-#pragma unroll
-      for (int ks = 0; ks < KS; ++ks) {
-        const uint32_t ob = ADJ ? (h * D + 16 * ks) * 128 : 64 * h * 128 + sw128_kstep(D, ks);
-        if constexpr (ACC) wgmma<64, true, ADJ>(Y[h], xa[ks], desc_plus(dlo, ob), ks > 0);
-        wgmma<64, true, ADJ>(Y[h], xa[ks], desc_plus(dhi, ob), ACC || ks > 0);
-      }
+    for (int ks = 0; ks < KS; ++ks) {  // m64n128 products where D = 128 (the halves Y[0], Y[1]): half the instructions
+      const uint32_t ob = ADJ ? 16 * ks * 128 : sw128_kstep(D, ks);
+      if constexpr (ACC) wg_y_step<NH, ADJ>(Y, xa[ks], desc_plus(dlo, ob), ks > 0);
+      wg_y_step<NH, ADJ>(Y, xa[ks], desc_plus(dhi, ob), ACC || ks > 0);
+    }
     wgmma_commit();
     uint32_t ph[C / 16][4], pl[C / 16][4];
     if constexpr (ACC) {

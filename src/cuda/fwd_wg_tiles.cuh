@@ -231,6 +231,16 @@ __device__ __forceinline__ void wg_scores_pairs(float (&S)[32], Mask&& M, int t,
     }
 }
 
+// One k-step of Y (its NH halves of 64 columns) += A B, f16, A from registers, B at descriptor b (MN-major where TB):
+// one m64n128 product where NH = 2 (half the issue slots of two m64n64 ones).
+template <int NH, int TB>
+__device__ __forceinline__ void wg_y_step(float (&Y)[NH][32], const uint32_t (&a)[4], uint64_t b, int accumulate) {
+  if constexpr (NH == 2)
+    wgmma_f16_n128<TB>(Y[0], Y[1], a, b, accumulate);
+  else
+    wgmma<64, true, TB>(Y[0], a, b, accumulate);
+}
+
 // After the products in flight: Y = diag(e0, e1) Y + P B (rows r0, r1 of this thread), B the C x D tile at b read
 // MN-major, P in A registers (hi, and lo where PAIR). Waits for it.
 template <int NH, bool PAIR>
@@ -247,14 +257,11 @@ __device__ __forceinline__ void wg_scale_add_pb(float (&Y)[NH][32], float e0, fl
     }
   }
   wgmma_fence();
+  const uint64_t d = sw128_desc_mn_at(b, kChunkMax, 0, 0);
 #pragma unroll
-  for (int h = 0; h < NH; ++h) {
-    const uint64_t d = sw128_desc_mn_at(b, kChunkMax, 0, 64 * h);
-#pragma unroll
-    for (int k = 0; k < kChunkMax / 16; ++k) {
-      if constexpr (PAIR) wgmma<64, true>(Y[h], pl[k], desc_plus(d, 16 * k * 128), 1);
-      wgmma<64, true>(Y[h], ph[k], desc_plus(d, 16 * k * 128), 1);
-    }
+  for (int k = 0; k < kChunkMax / 16; ++k) {
+    if constexpr (PAIR) wg_y_step<NH, 1>(Y, pl[k], desc_plus(d, 16 * k * 128), 1);
+    wg_y_step<NH, 1>(Y, ph[k], desc_plus(d, 16 * k * 128), 1);
   }
   wgmma_commit();
   wgmma_wait<0>();

@@ -132,6 +132,29 @@ GKA_WGMMA_RS(wgmma_bf16_n32, 32, 16, "bf16", GKA_ACC16, GKA_OUT16, "{%16,%17,%18
 GKA_WGMMA_RS(wgmma_bf16_n64, 64, 32, "bf16", GKA_ACC32, GKA_OUT32, "{%32,%33,%34,%35}", "36", "37", "38")
 GKA_WGMMA_RS(wgmma_f16_n32, 32, 16, "f16", GKA_ACC16, GKA_OUT16, "{%16,%17,%18,%19}", "20", "21", "22")
 GKA_WGMMA_RS(wgmma_f16_n64, 64, 32, "f16", GKA_ACC32, GKA_OUT32, "{%32,%33,%34,%35}", "36", "37", "38")
+// 64 x 128 x 16, f16, A from registers: one instruction where two of N = 64 take twice the issue slots (the solves'
+// loops are issue-bound). The accumulator comes as its two 64-column halves (d0: columns 0 .. 63, d1: 64 .. 127),
+// each in the N = 64 layout. TB: B MN-major.
+#define GKA_ACC64 \
+  "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26," \
+  "%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50," \
+  "%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
+#if GKA_WGMMA_DEVICE
+template <int TB>
+__device__ __forceinline__ void wgmma_f16_n128(float (&d0)[32], float (&d1)[32], const uint32_t (&a)[4], uint64_t b,
+                                               int accumulate) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " GKA_ACC64 ", {%64,%65,%66,%67}, %68, p, 1, 1, %70;\n}\n"
+               : GKA_OUT32(d0), GKA_OUT32(d1)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TB));
+}
+#else
+template <int TB>
+__device__ __forceinline__ void wgmma_f16_n128(float (&)[32], float (&)[32], const uint32_t (&)[4], uint64_t, int) {
+  __trap();
+}
+#endif
+#undef GKA_ACC64
 #undef GKA_WGMMA_RS
 #undef GKA_WGMMA_SS
 #undef GKA_OUT32
