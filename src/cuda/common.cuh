@@ -173,12 +173,15 @@ inline Plan plan_make(const Problem& p) {
 // The stream every launch, copy and allocation of a call is ordered on (Options::cuda_stream).
 inline cudaStream_t stream_of(const Problem& p) { return static_cast<cudaStream_t>(p.cuda_stream); }
 
-// Stream-ordered device scratch (cudaMallocAsync on the call's stream), freed the same way.
+// The library's pool for scratch on the stream's device (scratch_pool.cu: kept between calls, unlike the default pool's).
+cudaMemPool_t scratch_pool(cudaStream_t stream, const char* fn);
+
+// Stream-ordered device scratch from scratch_pool on the call's stream, freed the same way.
 class Scratch {
  public:
   Scratch(const char* fn, size_t bytes, cudaStream_t stream) : stream_(stream) {
     if (bytes == 0) return;
-    check(cudaMallocAsync(&p_, bytes, stream_), fn, "cudaMallocAsync");
+    check(cudaMallocFromPoolAsync(&p_, bytes, scratch_pool(stream, fn), stream_), fn, "cudaMallocFromPoolAsync");
   }
   ~Scratch() {
     if (p_) (void)cudaFreeAsync(p_, stream_);

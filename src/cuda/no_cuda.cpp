@@ -4,5 +4,6 @@
 namespace gka {
 
 int32_t cuda_device_count() { return 0; }
+void cuda_release_scratch() {}
 
 }  // namespace gka

@@ -183,6 +183,33 @@ TEST(CudaErrors, CpuTensorsWithCudaBackend) {
   EXPECT_THROW(forward_run(c, inputs_make(c, 1), Backend::cuda), Error);
 }
 
+// Scratch comes from a pool per device that the library keeps between calls (scratch_pool.cu): releasing it returns
+// memory to the device and changes no result.
+TEST(CudaScratch, ReleasedBetweenCallsSameResults) {
+  cuda_release_scratch();  // a no-op without a device
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  Case c;
+  c.B = 2;
+  c.T = 100;
+  c.H = 2;
+  c.D = 64;
+  const CaseInputs in = inputs_make(c, 4);
+  const BackwardSeeds seeds = seeds_make(c, 3);
+  const ForwardResult a = cuda_forward(c, in);
+  const BackwardResult ga = cuda_backward(c, in, seeds);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  size_t free0 = 0, free1 = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free0, &total), cudaSuccess);
+  cuda_release_scratch();
+  ASSERT_EQ(cudaMemGetInfo(&free1, &total), cudaSuccess);
+  EXPECT_GT(free1, free0) << "the backward's scratch stays in the pool until released";
+  const ForwardResult b = cuda_forward(c, in);
+  const BackwardResult gb = cuda_backward(c, in, seeds);
+  EXPECT_EQ(a.o.to_f64(), b.o.to_f64());
+  EXPECT_EQ(ga.dq.to_f64(), gb.dq.to_f64());
+  EXPECT_EQ(ga.dk.to_f64(), gb.dk.to_f64());
+}
+
 // A state pool updated in place by slot (decode serving): matches the CPU backend's pool step.
 TEST(CudaPool, MatchesCpu) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
