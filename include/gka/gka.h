@@ -38,9 +38,10 @@ double chebyshev_error_bound(double ridge_ratio, int32_t num_iter);
 // Number of CUDA devices visible (0 when the CUDA backend is not built or no device/driver exists).
 int32_t cuda_device_count();
 
-// The CUDA backend keeps the device memory of its scratch buffers (intermediate states and sums, ~1 GB for a backward
-// at 8 x 2048 x 16 heads) in a pool per device between calls, as a caching allocator does; this returns what no call
-// is using to the system. A no-op without the CUDA backend.
+// The CUDA backend keeps the device memory of its scratch buffers (intermediate states and sums, ~1.3 GB for a
+// backward at 8 x 2048 x 16 heads) in a pool per device between calls, as a caching allocator does; this returns what
+// no call is using to the system (synchronize the streams of earlier calls first: their scratch is freed in stream
+// order). A no-op without the CUDA backend.
 void cuda_release_scratch();
 
 // Floating-point operations per token and head of the chunked forward / backward, spec §B.4 and §C.4.

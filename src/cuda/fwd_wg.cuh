@@ -84,7 +84,7 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
 
   // ---- Norms: f_i² = e^{2 G_i} |H̄|² + 2 e^{G_i} (M w)_i + (M (P ⊙ P) Mᵀ)_ii, P = K Kᵀ, w_j = k_jᵀ H̄ k_j ----
   uint32_t mh2[C / 8][2];  // the mask as f16 pairs for the one-term scores
-  if constexpr (ADJ) {  // a rolled loop through the right-hand side's free lo tile, thread-major: unrolled, the 64
+  if constexpr (ADJ) {  // a rolled loop through RL (free until the right-hand side), thread-major: unrolled, the 64
                         // masks were 1200 instructions of code run once (each waits on instruction fetch)
     uint32_t* mw = reinterpret_cast<uint32_t*>(sm + L::RL) + tid;
 #pragma unroll 1
@@ -241,8 +241,9 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
   // x' = a x + omega (R - eta sx H x) + (1 - omega) x_prev with R = eta sx q and Y = sx sigma_K² H x.
   const float uy = ldexpf(1.f, 2 * ek - eh), ye0 = eG0 * uy, ye1 = eG1 * uy;
   const float ey0 = eta0 * ldexpf(1.f, -2 * ek), ey1 = eta1 * ldexpf(1.f, -2 * ek);
-  // The right-hand side in fp32, thread-major (this thread's words 4 i .. 4 i + 3 at rhs[128 i]); the accurate
-  // iteration replaces it with eta sx rho.
+  // The right-hand side in fp32, thread-major (this thread's values 4 i .. 4 i + 3 at rhs_s[128 i]), over RH and
+  // RL (C D 4 bytes); the accurate iteration replaces it with eta sx rho.
+  static_assert(L::END - L::RH == C * D * 4, "the fp32 right-hand side fills RH and RL");
   float4* rhs_s = reinterpret_cast<float4*>(sm + L::RH) + tid;
   uint4* xl_s = reinterpret_cast<uint4*>(sm + L::LO) + tid;  // x_lead's words, once H̄'s lo tile is done with
   const int iters = a.cc.n, lead = a.lead;
