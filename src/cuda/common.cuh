@@ -62,23 +62,24 @@ __device__ __forceinline__ void bf16_pair(float v0, float v1, uint32_t& hi, uint
 // v0, v1 as one packed f16 (or bf16) word, and back; f16 hi and lo words (lo = f16(v - hi); for values scaled to |v| <= 2^14,
 // where lo goes subnormal its absolute error stays under 2^-24: far below the tile's or row's scale, which is what the
 // products see).
-__device__ __forceinline__ uint32_t f16_word(float v0, float v1) {
-  const __half2 h2 = __floats2half2_rn(v0, v1);
+__device__ __forceinline__ __half2 half2_of(uint32_t w) {
+  __half2 h;
+  memcpy(&h, &w, 4);
+  return h;
+}
+__device__ __forceinline__ uint32_t word_of(__half2 h) {
   uint32_t w;
-  memcpy(&w, &h2, 4);
+  memcpy(&w, &h, 4);
   return w;
 }
+__device__ __forceinline__ uint32_t f16_word(float v0, float v1) { return word_of(__floats2half2_rn(v0, v1)); }
 __device__ __forceinline__ uint32_t bf16_word(float v0, float v1) {
   const __nv_bfloat162 b2 = __floats2bfloat162_rn(v0, v1);
   uint32_t w;
   memcpy(&w, &b2, 4);
   return w;
 }
-__device__ __forceinline__ float2 f16_floats(uint32_t w) {
-  __half2 h2;
-  memcpy(&h2, &w, 4);
-  return __half22float2(h2);
-}
+__device__ __forceinline__ float2 f16_floats(uint32_t w) { return __half22float2(half2_of(w)); }
 __device__ __forceinline__ void f16_pair(float v0, float v1, uint32_t& hi, uint32_t& lo) {
   hi = f16_word(v0, v1);
   const float2 h = f16_floats(hi);

@@ -312,10 +312,10 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
           xa[m][i] = xd[m][i] = f16_word(n0 - xv.x, n1 - xv.y);  // z_lead = 0
         } else {
           const __half2 s2 = __floats2half2_rn(fmaf(-ey, y[0], rv[2 * i]), fmaf(-ey, y[1], rv[2 * i + 1]));
-          const __half2 x2 = wg_half2(xa[m][i]), e2 = __hfma2(nel[rw], x2, s2);  // eta (rhs - (H + lambda) x)
-          const __half2 u2 = __hfma2(omm2, wg_half2(xd[m][i]), __hmul2(om2, e2));
-          xd[m][i] = wg_word(u2);
-          xa[m][i] = wg_word(__hadd2(x2, u2));
+          const __half2 x2 = half2_of(xa[m][i]), e2 = __hfma2(nel[rw], x2, s2);  // eta (rhs - (H + lambda) x)
+          const __half2 u2 = __hfma2(omm2, half2_of(xd[m][i]), __hmul2(om2, e2));
+          xd[m][i] = word_of(u2);
+          xa[m][i] = word_of(__hadd2(x2, u2));
         }
       }
       if constexpr (ACC) {  // eta sx rho = eta sx (rhs - (H + lambda) x_lead) over the right-hand side

@@ -47,24 +47,8 @@ struct WgFwdSmem {
   static constexpr uint32_t kBytes = SMALL + (2 * C + 16) * 4;
 };
 
-__device__ __forceinline__ __half2 wg_half2(uint32_t w) {
-  __half2 h;
-  memcpy(&h, &w, 4);
-  return h;
-}
-__device__ __forceinline__ uint32_t wg_word(__half2 h) {
-  uint32_t w;
-  memcpy(&w, &h, 4);
-  return w;
-}
 __device__ __forceinline__ uint32_t wg_hmul2(uint32_t a, uint32_t b) {
-  __half2 x, y;
-  memcpy(&x, &a, 4);
-  memcpy(&y, &b, 4);
-  const __half2 z = __hmul2(x, y);
-  uint32_t w;
-  memcpy(&w, &z, 4);
-  return w;
+  return word_of(__hmul2(half2_of(a), half2_of(b)));
 }
 __device__ __forceinline__ float quad_sum(float v) {
   v += __shfl_xor_sync(0xffffffffu, v, 1);
