@@ -13,10 +13,10 @@
 // x_lead is exact in f16), whose residual rho = q - (H + lambda) x_lead replaces the right-hand side, then one-term
 // iterations on z = x - x_lead; x = x_lead + z at the end.
 //
-// Per iteration: S = X Kᵀ (m64 x C), Y = X H̄ᵀ (m64 x D, 64 columns per chain), P = S ⊙ M packed into A registers
-// (the mask as f16 pairs in registers), Y = e^G Y + P K (K read MN-major), then the update from the right-hand side,
-// which waits as eta sx q in fp32, thread-major (v23; f16 hi + lo words before, which every update unpacked), and
-// from the accurate iteration on as eta sx rho.
+// Per iteration: S = X Kᵀ (m64 x C), Y = X H̄ᵀ (m64 x D: m64n128 products at D = 128), P = S ⊙ M packed into A
+// registers (the mask as f16 pairs in registers), Y = e^G Y + P K (K read MN-major), then the update from the
+// right-hand side, which waits as eta sx q in fp32, thread-major (v23; f16 hi + lo words before, which every update
+// unpacked), and from the accurate iteration on as eta sx rho.
 //
 // Norms (spec §B.2) on the same tiles: w from K H̄ᵀ (H̄ hi + lo), P = K Kᵀ (exact: k is 16-bit), M (P ⊙ P) with M and
 // P ⊙ P as bf16 pairs (~2^-16; in f16 the products of small keys went subnormal: f 4 % off at f ~ 1e-2).
