@@ -7,11 +7,15 @@
 // k-step run while the next k-step's A is split. A chunk's tiles and its gate weights (chunk_weights_kernel, launched
 // first) arrive by bulk copies into a ring of kStages, kStages - 1 chunks ahead, so a chunk needs one barrier.
 // Measured on an H200 at 8 x 2048 (ncu): 64 x 64 blocks at three CTAs per SM took 270 us, 64 x D at two 242.
+// Each warp stores its 16 rows of a state through shared memory by tensor-map stores, which drain while the next
+// chunk's products run (v24; 8-byte st.global from the registers: 237 against 200 us at 8 x 2048, 495 against 431
+// at 1 x 32768, H200, real clock).
 //
 // Long sequences leave most SMs idle (a CTA walks its sequence's chunks in order), so where the grid is small each
 // sequence is cut into segments run in parallel, in two launches: the first (`totals`) runs every segment but the
 // last from a zero state without storing anything and keeps its end state E_i and decay product D_i; the second
-// starts segment s from init and the E_i, D_i before it (X = D_i X + E_i) and stores the states.
+// starts segment s from init and the E_i, D_i before it (X = D_i X + E_i) and stores the states. (Segment 0 in the
+// first launch, beside the totals, measured slower: 296 + 375 us against 192 + 431 at 1 x 32768 on an H200.)
 #include <algorithm>
 #include <cstdlib>
 
@@ -23,11 +27,15 @@
 namespace gka::cuda {
 namespace {
 
-constexpr int kWgThreads = 128, kStages = 4, kCtasPerSm = 2;
+constexpr int kWgThreads = 128, kStages = 3, kCtasPerSm = 2;  // 4 stages and the store stage: one CTA per SM
 constexpr int kTileBytes = kChunkMax * 128;  // a chunk's rows j x 64 bf16 columns, 128-byte swizzle (wgmma.cuh)
 constexpr int kWeights = kChunkMax + 4;      // a chunk's w_j, then e^{G_last} at [kChunkMax]: 16-byte rows
-template <int D>  // shared memory: per stage the tiles of B (D / 64) and A, the weights, a barrier
-constexpr size_t kSmemBytes = kStages*((D / 64 + 1) * kTileBytes + kWeights * sizeof(float) + sizeof(uint64_t));
+constexpr int kBoxBytes = 16 * 128;          // a state store's box: a warp's 16 rows x 32 fp32 columns, swizzled
+// Shared memory: per stage the tiles of B (D / 64) and A; the store stage (64 x D fp32); per stage the weights and a
+// barrier.
+template <int D>
+constexpr size_t kSmemBytes = kStages * (D / 64 + 1) * kTileBytes + 64 * D * sizeof(float) +
+                              kStages * (kWeights * sizeof(float) + sizeof(uint64_t));
 constexpr int kBlock = 64 * 64;  // elements of a CTA's state block
 
 struct WgStatesArgs {
@@ -62,16 +70,18 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-// One 8-byte store (a float2 store through a cast compiles to two 4-byte ones here).
-__device__ __forceinline__ void stg2(float* p, float x0, float x1) {
-  asm volatile("st.global.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(x0), "f"(x1) : "memory");
+// One 8-byte shared-memory store.
+__device__ __forceinline__ void sts2(uint32_t addr, float x0, float x1) {
+  asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(x0), "f"(x1) : "memory");
 }
 
 // grid: x = (sequence, head) major, then which (0 H̄, 1 S̄), row block (D / 64); y = segment. mk, mv: 4-D maps
-// over k and v ([B, T, H, D]) with boxes of 64 columns x 64 rows.
+// over k and v ([B, T, H, D]) with boxes of 64 columns x 64 rows; mh, ms over the state buffers ([slot, H, D, D]
+// fp32) with boxes of 32 columns x 16 rows.
 template <int D>
 __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
     states_wg_kernel(const __grid_constant__ CUtensorMap mk, const __grid_constant__ CUtensorMap mv,
+                     const __grid_constant__ CUtensorMap mh, const __grid_constant__ CUtensorMap ms,
                      const WgStatesArgs a) {
   constexpr int C = kChunkMax, NB = D / 64, PER = 2 * NB;  // NB: 64-row blocks of a state, 64-column blocks of B
   extern __shared__ __align__(1024) unsigned char sm[];
@@ -84,15 +94,16 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
   if (seg > 0 && lo == hi && !a.totals) return;  // an empty tail segment: nothing to store
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
   const DView init = which == 0 ? a.init_kk : a.init_kv;
-  float* buf = which == 0 ? a.st.Hs : a.st.Ss;
   // Shared memory: the tile ring (stages of 1024-byte aligned tiles: B's NB column blocks, then A's k columns, which
-  // for H̄ is B's block rb and not copied), the weights ring, the stages' barriers.
+  // for H̄ is B's block rb and not copied), the store stage (per warp D / 32 boxes), the weights ring, the stages'
+  // barriers.
+  constexpr int kRing = kStages * (NB + 1) * kTileBytes, kStage = 64 * D * sizeof(float);
   auto tile = [&](int c, int b) { return sm + (((c - lo) % kStages) * (NB + 1) + b) * kTileBytes; };
   auto tile_a = [&](int c) { return tile(c, which == 0 ? rb : NB); };
   auto weights = [&](int c) {
-    return reinterpret_cast<float*>(sm + kStages * (NB + 1) * kTileBytes) + ((c - lo) % kStages) * kWeights;
+    return reinterpret_cast<float*>(sm + kRing + kStage) + ((c - lo) % kStages) * kWeights;
   };
-  uint64_t* full = reinterpret_cast<uint64_t*>(sm + kStages * ((NB + 1) * kTileBytes + kWeights * sizeof(float)));
+  uint64_t* full = reinterpret_cast<uint64_t*>(sm + kRing + kStage + kStages * kWeights * sizeof(float));
   auto t0_of = [&](int c) { return sq.start + static_cast<int64_t>(c) * a.csize; };
   auto n_of = [&](int c) {
     return static_cast<int>(min(static_cast<int64_t>(a.csize), sq.length - int64_t{c} * a.csize));
@@ -112,7 +123,7 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
 
   // The state block: warp w holds rows r0 + (0, 8), r0 = a0 + 16 w + gq; column block b's n8 block j at x[b][4 j ..]
   // (columns 2 tq + 64 b + 8 j, + 1). each(f) calls f(dr, dc, x0, x1) with the offsets (dr, dc) from (r0, 2 tq):
-  // constants once unrolled, so the stores below take one base address and immediate offsets.
+  // constants once unrolled, so the stage stores below take one base address and immediate offsets.
   float x[NB][32];
   const int r0 = a0 + 16 * warp + gq;
   auto each = [&](auto&& f) {
@@ -124,11 +135,11 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
         for (int hf = 0; hf < 2; ++hf) f(8 * hf, 64 * b + 8 * j, x[b][4 * j + 2 * hf], x[b][4 * j + 2 * hf + 1]);
   };
   // Partials (max |x|, Σ x²) over groups of 4 NB lanes (kStateParts per state: NB CTAs x 4 warps x 8 / NB groups),
-  // and 8-byte stores (a warp writes whole 32-byte sectors) from one base address with constant offsets (addresses
-  // formed per store held the stores' registers until each issued: long scoreboard stalls), after the sums (what
-  // rewrites a register a store reads waits for the store to issue).
+  // and the warp's rows into its part of the store stage (box q = column / 32; chunk (column % 32) / 4 of local row
+  // i at swizzle128(i, chunk): two wavefronts per 8-byte store), then its lane 0 stores the boxes. The store stage
+  // is rewritten once lane 0's previous stores have read it.
+  const uint32_t out_stage = smem_addr(sm + kRing) + warp * 16 * D * sizeof(float) + gq * 128 + (tq & 1) * 8;
   auto slot_store = [&](int64_t slot) {
-    float* dst = buf + (slot * H + h) * D * D + r0 * D + 2 * tq;
     float mx[4] = {0.f, 0.f, 0.f, 0.f}, ss[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int b = 0; b < NB; ++b)
@@ -137,7 +148,20 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
         mx[e & 3] = fmaxf(mx[e & 3], fabsf(x[b][e]));
         ss[e & 3] = fmaf(x[b][e], x[b][e], ss[e & 3]);
       }
-    each([&](int dr, int dc, float x0, float x1) { stg2(dst + dr * D + dc, x0, x1); });
+    if (lane == 0) bulk_wait_read();
+    __syncwarp();
+    each([&](int dr, int dc, float x0, float x1) {  // dc % 32 / 4 + tq / 2: the chunk; (gq + dr) % 8 = gq
+      sts2(out_stage + dc / 32 * kBoxBytes + dr * 128 + (((dc % 32 / 4 + tq / 2) ^ gq) << 4), x0, x1);
+    });
+    fence_proxy_async();  // the store stage's writes, before the async proxy reads them
+    __syncwarp();
+    if (lane == 0) {
+#pragma unroll
+      for (int q = 0; q < D / 32; ++q)
+        tma_store_4d(which == 0 ? &mh : &ms, 32 * q, a0 + 16 * warp, h, static_cast<int>(slot),
+                     sm + kRing + warp * 16 * D * sizeof(float) + q * kBoxBytes);
+      bulk_commit();
+    }
     float m = fmaxf(fmaxf(mx[0], mx[1]), fmaxf(mx[2], mx[3])), q = (ss[0] + ss[1]) + (ss[2] + ss[3]);
 #pragma unroll
     for (int o = 2 * NB; o > 0; o >>= 1) {  // over lanes 4 NB u .. 4 NB u + 4 NB - 1
@@ -258,6 +282,7 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
     if (rb == 0 && threadIdx.x == 0) a.dec[part + seg] = dprod;
     return;
   }
+  if (lane == 0) bulk_wait_read();  // the store stage stays until the last stores have read it
   const DView fin = which == 0 ? a.fin_kk : a.fin_kv;
   if (fin.dt && hi == sq.count)
     each([&](int dr, int dc, float x0, float x1) {
@@ -282,6 +307,20 @@ bool rows_tmap(const TensorView& v, CUtensorMap* m) {
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+// A 4-D tensor map over fp32 states [slots, H, D, D] with boxes of 32 columns x 16 rows (128-byte swizzle).
+bool states_tmap(float* buf, int64_t slots, int64_t H, int64_t D, CUtensorMap* m) {
+  const auto encode = tensor_map_encoder();
+  if (!encode) return false;
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(D), static_cast<cuuint64_t>(D), static_cast<cuuint64_t>(H),
+                              static_cast<cuuint64_t>(slots)};
+  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(D * 4), static_cast<cuuint64_t>(D * D * 4),
+                                 static_cast<cuuint64_t>(H * D * D * 4)};
+  const cuuint32_t box[4] = {32, 16, 1, 1}, unit[4] = {1, 1, 1, 1};
+  return encode(m, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, buf, dims, strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 int sm_count() {
   static const int n = [] {
     int dev = 0, v = 0;
@@ -295,7 +334,8 @@ int sm_count() {
 
 template <int D>
 void run(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const TensorView& final_kk,
-         const TensorView& final_kv, const CUtensorMap& mk, const CUtensorMap& mv, const char* fn) {
+         const TensorView& final_kv, const CUtensorMap& mk, const CUtensorMap& mv, const CUtensorMap& mh,
+         const CUtensorMap& ms, const char* fn) {
   const int H = static_cast<int>(p.H);
   const int64_t per = 2 * (D / 64), ctas = p.num_seqs() * H * per;
   if (ctas > INT32_MAX) fail(fn, "too many sequences x heads for one states launch: " + std::to_string(ctas));
@@ -345,12 +385,13 @@ void run(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const Tenso
         fn, "cudaFuncSetAttribute");
   if (segs > 1) {
     a.totals = 1;
-    states_wg_kernel<D>
-        <<<dim3(static_cast<unsigned>(ctas), segs - 1), kWgThreads, kSmemBytes<D>, stream_of(p)>>>(mk, mv, a);
+    states_wg_kernel<D><<<dim3(static_cast<unsigned>(ctas), segs - 1), kWgThreads, kSmemBytes<D>, stream_of(p)>>>(
+        mk, mv, mh, ms, a);
     launch_check(fn);
     a.totals = 0;
   }
-  states_wg_kernel<D><<<dim3(static_cast<unsigned>(ctas), segs), kWgThreads, kSmemBytes<D>, stream_of(p)>>>(mk, mv, a);
+  states_wg_kernel<D><<<dim3(static_cast<unsigned>(ctas), segs), kWgThreads, kSmemBytes<D>, stream_of(p)>>>(mk, mv, mh,
+                                                                                                         ms, a);
   launch_check(fn);
 }
 
@@ -358,12 +399,16 @@ void run(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const Tenso
 
 bool states_wg_compute(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const TensorView& final_kk,
                        const TensorView& final_kv, const char* fn) {
-  CUtensorMap mk, mv;
-  if (!rows_tmap(p.in.k, &mk) || !rows_tmap(p.in.v, &mv)) return false;
+  int64_t slots = p.num_seqs();  // plan_make's: one per chunk and one more per sequence
+  for (const Sequence& q : p.seqs) slots += (q.length + p.chunk_size - 1) / p.chunk_size;
+  CUtensorMap mk, mv, mh, ms;
+  if (!rows_tmap(p.in.k, &mk) || !rows_tmap(p.in.v, &mv) || !states_tmap(st.Hs, slots, p.H, p.D, &mh) ||
+      !states_tmap(st.Ss, slots, p.H, p.D, &ms))
+    return false;
   if (p.D == 64)
-    run<64>(p, seqs, st, final_kk, final_kv, mk, mv, fn);
+    run<64>(p, seqs, st, final_kk, final_kv, mk, mv, mh, ms, fn);
   else
-    run<128>(p, seqs, st, final_kk, final_kv, mk, mv, fn);
+    run<128>(p, seqs, st, final_kk, final_kv, mk, mv, mh, ms, fn);
   return true;
 }
 
