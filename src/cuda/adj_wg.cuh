@@ -61,7 +61,7 @@ __device__ __forceinline__ bool wg_adj_dqt(const WgFwdArgs& a, const ChunkPos& c
   // under 2^117.
   bad |= !isfinite(ms) || !isfinite(mv) || abs(es) > 100 || abs(ev) > 60 || abs(ek + ev - es) > 90;
   if (__syncthreads_or(bad)) {
-    if (tid == 0) a.ok[c.id] = 0;
+    if (tid == 0) give_up(a.ok, a.redo, c.id);
     return false;
   }
   wg_state_tiles<D>(sm + L::HI, sm + L::LO, Sg, ldexpf(1.f, es));

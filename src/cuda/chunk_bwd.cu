@@ -46,13 +46,11 @@ __device__ __forceinline__ void gram_mac(float (&acc)[D / 16][D / 16], const flo
 }
 
 template <int D, bool KX>
-__global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, BwdArgs a) {
+__device__ __forceinline__ void step_b_one(const BwdArgs& a, const ChunkPos& c) {
   using F = Cfg<D>;
   extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
   ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
-  const ChunkPos c = chunk_pos(items, a.H);
   const auto [it, h, n, id, tile] = c;
-  if (a.ok && a.ok[id]) return;  // adj_wg_kernel did it
   const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
   const bool solve = a.cc.n > 0;
   constexpr int64_t DD = static_cast<int64_t>(D) * D;
@@ -148,6 +146,11 @@ __global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, 
   if (threadIdx.x < F::C) a.scal[id * 3 * F::C + threadIdx.x] = threadIdx.x < n ? s.f[threadIdx.x] : 0.f;
 }
 
+template <int D, bool KX>
+__global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, BwdArgs a) {
+  for_chunks(items, a.H, a.redo, [&](const ChunkPos& c) { step_b_one<D, KX>(a, c); });
+}
+
 // The chunk sums of (B)'s second half, from x in s.X, u in s.V, w in s.w and K in s.K (either kernel's layout):
 // Σ e^{G_s} Ψ_s = -Uᵀ diag(e^G) X - γ H̄ - Kᵀ diag(ρ) K and Σ e^{Gg_s} Φ_s = s Q~ᵀ diag(e^Gg) dO, into Ψ's and Φ's
 // slots, all but γ H̄, which step_c subtracts (it streams H̄ anyway; here its scattered loads took a fifth of
@@ -211,13 +214,11 @@ __device__ __forceinline__ void step_b2_sums(S& s, const BwdArgs& a, const Chunk
 // own: inlined after the first half, the solve's loop compiled to 1806 instructions (464 R2UR: its descriptors
 // left the uniform datapath) against 1667 here, like chunk_fwd's (scripts/sass_loops.sh).
 template <int D, bool KX>
-__global__ void __launch_bounds__(kThreads, 1) step_b2_kernel(const Item* items, BwdArgs a) {
+__device__ __forceinline__ void step_b2_one(const BwdArgs& a, const ChunkPos& c) {
   using F = Cfg<D>;
   extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
   ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
-  const ChunkPos c = chunk_pos(items, a.H);
   const auto [it, h, n, id, tile] = c;
-  if (a.ok && a.ok[id]) return;  // adj_wg_kernel solved it: step_b2_lean_kernel's
   const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
   const bool solve = a.cc.n > 0;
   constexpr int64_t DD = static_cast<int64_t>(D) * D;
@@ -266,6 +267,11 @@ __global__ void __launch_bounds__(kThreads, 1) step_b2_kernel(const Item* items,
   regs_to_smem<D>(x, s.X);
   regs_to_smem<D>(u, s.V);
   step_b2_sums<D, KX>(s, a, c, solve);
+}
+
+template <int D, bool KX>
+__global__ void __launch_bounds__(kThreads, 1) step_b2_kernel(const Item* items, BwdArgs a) {
+  for_chunks(items, a.H, a.redo, [&](const ChunkPos& c) { step_b2_one<D, KX>(a, c); });
 }
 
 // step_b2 where adj_wg_kernel solved the chunk (ok[id]): u from its scratch, then the same. With no solve it keeps no
@@ -422,6 +428,7 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
       dots(fn, ids * 4 * kDotParts<D> * fs, stream), gamma(fn, ids * fs, stream);
   const bool adj = !plan.items.empty() && adj_wg_usable(p, gin, solve_schedule(p));
   Scratch uadj(fn, adj ? ids * C * D * fs : 0, stream), ok(fn, adj ? ids * sizeof(int) : 0, stream);
+  const RedoList redo(fn, adj ? ids : 0, stream);
   BwdArgs a{dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),
             dview(gin.d_o), dview(gin.x), dview(gin.fro), dview(gout.dq), dview(gout.dk), dview(gout.dv),
             dview(gout.dalpha), dview(gout.dg), dview(gout.dgk), st, X.as<float>(), U.as<float>(), Psi.as<float>(),
@@ -439,16 +446,18 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
             "cudaFuncSetAttribute");
     if (adj) {  // step_b's work and the adjoint solve, one warpgroup per chunk (fwd_wg.cuh, adj_wg.cuh)
       WgFwdArgs w{a.q, a.k, a.v, a.alpha, a.g, a.gk, DView{}, a.x_in, a.fro_in, st.Hs, st.Ss, a.omega, ok.as<int>(),
-                  a.cc, a.scale, a.H, a.sched.one_term};
+                  redo.get(), a.cc, a.scale, a.H, a.sched.one_term};
       w.d_o = a.d_o, w.dalpha = a.dalpha, w.adj_x = a.X, w.adj_dqt = a.U, w.adj_u = uadj.as<float>();
       w.adj_qt = a.Phi, w.adj_scal = a.scal, w.stat = st.stat;
       wg_launch<D>(adj_wg_kernel<D>, grid, items.get(), w, stream, fn);
       a.uadj = uadj.as<float>();
       a.ok = ok.as<int>();
+      a.redo = redo.get();
     }
-    step_b<<<grid, kThreads, smem, stream>>>(items.get(), a);  // (B) where adj_wg_kernel did not
+    const dim3 rest = chunk_grid(plan.items.size(), p.H, adj);  // the chunks adj_wg_kernel left, or all
+    step_b<<<rest, kThreads, smem, stream>>>(items.get(), a);  // (B)
     launch_check(fn);
-    step_b2<<<grid, kThreads, smem, stream>>>(items.get(), a);
+    step_b2<<<rest, kThreads, smem, stream>>>(items.get(), a);
     launch_check(fn);
     // the chunks adj_wg_kernel solved: on warpgroup products (GKA_STEP_B2_WG=0: step_b2_lean_kernel, for A/B tests)
     static const bool b2_wg_off = env_off("GKA_STEP_B2_WG");

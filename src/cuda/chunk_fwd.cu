@@ -20,16 +20,14 @@ struct FwdArgs {
   float scale;
   int H;
   SolveSchedule sched;
-  const int* ok = nullptr;  // per (item, head): 1 where fwd_wg_kernel did the chunk
+  const int64_t* redo = nullptr;  // where fwd_wg_kernel ran: the chunks it and out_wg_kernel gave up (for_chunks)
 };
 
 template <int D, bool KX>
-__global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* items, FwdArgs a) {
+__device__ __forceinline__ void chunk_fwd_one(const FwdArgs& a, const ChunkPos& c) {
   using F = Cfg<D>;
   extern __shared__ __align__(1024) float4 smem_raw[];  // 1024: the wgmma tiles (cheb_wgmma.cuh)
   ChunkSmem<D>& s = *reinterpret_cast<ChunkSmem<D>*>(smem_raw);
-  const ChunkPos c = chunk_pos(items, a.H);
-  if (a.ok && a.ok[c.id]) return;
   const auto [it, h, n, id, tile] = c;
   const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
 
@@ -109,6 +107,11 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* item
   }
 }
 
+template <int D, bool KX>
+__global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* items, FwdArgs a) {
+  for_chunks(items, a.H, a.redo, [&](const ChunkPos& c) { chunk_fwd_one<D, KX>(a, c); });
+}
+
 // Rows of sequences without a state slot (pool padding) produce zeros.
 __global__ void zero_rows_kernel(DView v, int64_t b, int64_t start, int64_t len, int64_t H, int64_t width) {
   const int64_t total = len * H * width;
@@ -134,11 +137,11 @@ bool fwd_wg_usable(const Problem& p, const SolveSchedule& s, const ForwardOutput
 
 // fwd_wg_kernel, then out_wg_kernel (the readout) on the chunks it solved; x: the saved x's view, or a scratch's.
 template <int D>
-void fwd_wg_launch(const FwdArgs& a, const DView& x, int* ok, const Item* items, size_t n_items, cudaStream_t stream,
-                   const char* fn) {
+void fwd_wg_launch(const FwdArgs& a, const DView& x, int* ok, int64_t* redo, const Item* items, size_t n_items,
+                   cudaStream_t stream, const char* fn) {
   const StateBufs& st = a.st;
-  WgFwdArgs w{a.q,  a.k,     a.v, a.alpha,         a.g, a.gk, a.o, x, a.fro, st.Hs, st.Ss, a.omega, ok,
-              a.cc, a.scale, a.H, a.sched.one_term};
+  WgFwdArgs w{a.q, a.k, a.v, a.alpha, a.g, a.gk, a.o, x, a.fro, st.Hs, st.Ss, a.omega, ok, redo, a.cc, a.scale, a.H,
+              a.sched.one_term};
   w.stat = st.stat;
   const dim3 grid(static_cast<unsigned>(n_items), static_cast<unsigned>(a.H));
   wg_launch<D>(fwd_wg_kernel<D>, grid, items, w, stream, fn);
@@ -171,22 +174,22 @@ void forward_run(const Problem& p, const ForwardOutputs& out) {
               static_cast<float>(p.scale), static_cast<int>(p.H), solve_schedule(p)};
     const bool wg = fwd_wg_usable(p, a.sched, out);
     Scratch ok(fn, wg ? plan.items.size() * p.H * sizeof(int) : 0, stream);
+    const RedoList redo(fn, wg ? plan.items.size() * p.H : 0, stream);
     // The readout takes q~ from fwd_wg_kernel's x: a scratch of the same layout where the caller saves none.
     Scratch xs(fn, wg && !out.x.defined() ? p.B * p.T * p.H * p.D * sizeof(float) : 0, stream);
     if (wg) {
-      a.ok = ok.as<int>();
+      a.redo = redo.get();
       const DView x = out.x.defined()
                           ? a.x
                           : dview(TensorView::contiguous(xs.as<float>(), DType::f32, {p.B, p.T, p.H, p.D}, Device::cuda,
                                                          p.in.q.device_index));
-      fwd_wg_launch<D>(a, x, ok.as<int>(), items.get(), plan.items.size(), stream, fn);
+      fwd_wg_launch<D>(a, x, ok.as<int>(), redo.get(), items.get(), plan.items.size(), stream, fn);
     }
     const size_t smem = solve_smem_bytes<D>();
     const auto kernel = inputs_tf32_exact(p) ? chunk_fwd_kernel<D, true> : chunk_fwd_kernel<D, false>;
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), fn,
           "cudaFuncSetAttribute");
-    kernel<<<dim3(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H)), kThreads, smem, stream>>>(
-        items.get(), a);
+    kernel<<<chunk_grid(plan.items.size(), p.H, wg), kThreads, smem, stream>>>(items.get(), a);  // what fwd_wg left
     launch_check(fn);
   }
   for (const Sequence& sq : p.seqs)

@@ -219,7 +219,7 @@ __device__ __forceinline__ void wg_chunk(const Item* items, const WgFwdArgs& a) 
            abs(ex1 + 2 * ek) > 120 || (qm0 * eta0 > 0.f && !(el0 >= 0x1p-12f)) ||
            (qm1 * eta1 > 0.f && !(el1 >= 0x1p-12f));
     if (__syncthreads_or(bad)) {  // outside f16's range: chunk_fwd_kernel does this chunk
-      if (tid == 0) a.ok[c.id] = 0;
+      if (tid == 0) give_up(a.ok, a.redo, c.id);
       return;
     }
     float4* rh = reinterpret_cast<float4*>(sm + L::RH) + tid;

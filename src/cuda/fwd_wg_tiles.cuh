@@ -12,6 +12,7 @@ struct WgFwdArgs {
   DView q, k, v, alpha, g, gk, o, x, fro;  // fro optional; x: fwd_wg_kernel's output, out_wg_kernel's input
   const float *Hs, *Ss, *omega;            // chunk-start states (fp32, per slot and head), N omegas
   int* ok;                                 // out, per (item, head): 1 where this kernel did the chunk
+  int64_t* redo;                           // out: the chunks given up (give_up)
   ChebConst cc;
   float scale;
   int H, lead;

@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(128, 2) out_wg_kernel(const Item* items, WgFwd
   // (below): at most 2^90 keeps it under 2^117.
   if (gpos || !isfinite(ms) || !isfinite(mk) || !isfinite(mv) || abs(ek) > 60 || abs(es) > 100 || abs(ev) > 100 ||
       abs(ek + ev - es) > 90) {
-    if (tid == 0) a.ok[c.id] = 0;  // chunk_fwd_kernel redoes the chunk (x included)
+    if (tid == 0) give_up(a.ok, a.redo, c.id);  // chunk_fwd_kernel redoes the chunk (x included)
     return;
   }
 

@@ -321,17 +321,6 @@ bool states_tmap(float* buf, int64_t slots, int64_t H, int64_t D, CUtensorMap* m
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, v = 0;
-    return cudaGetDevice(&dev) == cudaSuccess &&
-                   cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess
-               ? v
-               : 132;
-  }();
-  return n;
-}
-
 template <int D>
 void run(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const TensorView& final_kk,
          const TensorView& final_kv, const CUtensorMap& mk, const CUtensorMap& mv, const CUtensorMap& mh,

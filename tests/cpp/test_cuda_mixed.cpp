@@ -302,6 +302,42 @@ TEST(CudaMixed, FarFromUnitScaleMatchesOracle) {
     }
 }
 
+// Many chunks handed back by the Hopper warpgroup kernels: more than the device has SMs, so the fallback kernels'
+// CTAs each take several from the redo list (for_chunks; a barrier between two). q at 2^90 makes fwd_wg give every
+// chunk up; v at 2^-70 with the value state's initial state at 2^70 makes out_wg and adj_wg give every chunk up.
+// Against the fp32 precision on the same inputs (x within 2e-4, as both are within 1e-4 of the oracle in
+// FarFromUnitScaleMatchesOracle; o and the gradients within its 3e-3). A chunk left undone keeps the poisoned or
+// zero output, a chunk done twice or by the wrong CTA reads another chunk's scratch: errors of order 1.
+TEST(CudaMixed, ManyGivenUpChunksMatchFp32) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const int v_exp : {0, -70}) {
+    Case c;
+    c.name = "mixed_given_up";
+    c.B = 1;
+    c.T = 2600;  // 41 chunks, the last of 40 rows
+    c.H = 4;
+    c.D = 64;
+    c.h0 = true;
+    c.gates = "untied";
+    c.dtype = "bf16";
+    CaseInputs in = inputs_make(c, 23);
+    const auto scale = [](Tensor& t, int e) {
+      for (int64_t i = 0; i < t.numel(); ++i) t.set_f64(i, std::ldexp(t.get_f64(i), e));
+    };
+    scale(v_exp == 0 ? in.q : in.v, v_exp == 0 ? 90 : v_exp);
+    scale(in.h0_kv, -v_exp);
+    const std::string at = v_exp == 0 ? "q*2^90: " : "v*2^-70: ";
+    const ForwardResult got = cuda_forward(c, in, false, Precision::mixed);
+    const ForwardResult ref = cuda_forward(c, in, false, Precision::fp32);
+    expect_close(got.x, ref.x, 2e-4, at + "x");
+    expect_close(got.o, ref.o, 3e-3, at + "o");
+    const BackwardSeeds seeds = seeds_make(c, 7);
+    const BackwardResult g = cuda_backward(c, in, seeds, Precision::mixed, &got);
+    const BackwardResult gr = cuda_backward(c, in, seeds, Precision::fp32, &ref);
+    expect_gradients_close(g, gr, 3e-3, 3e-3, 3e-3, at);
+  }
+}
+
 // fp64 residuals ||(H_t + r ||H_t||_F I) x_t - q_t|| / ||q_t|| ([B, T, H] order) of a given x [B, T, H, D], with
 // H_t = e^{gk_t} H_{t-1} + k_t k_tᵀ run token by token over each sequence from its initial state (or zero).
 std::vector<double> residuals_of(const Case& c, const CaseInputs& in, const Tensor& x) {
