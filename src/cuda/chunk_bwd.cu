@@ -331,8 +331,8 @@ __global__ void __launch_bounds__(kThreads, 2) step_b2_lean_kernel(const Item* i
 
 // (C) grid (seqs * H, 2, D*D / 1024), four elements per thread: R_{c-1} = e^{G_last} R_c + Σ_c (Ψ's Σ_c completed
 // here by its - γ H̄_c term, step_b2_sums); leaves R_c in the chunk-sum buffers, and the partial sums of the state dots
-// (kDotParts), which spares step_d four D x D tile pairs. Four CTAs per SM (64 registers; 74 gave three): at 1 x 32768
-// x 16 heads its 512 CTAs are one round (H200: 938 -> 825 us; 8 x 2048 unchanged, 418).
+// (kDotParts), which spares step_d four D x D tile pairs. Four CTAs per SM (64 registers; 74 gave three): at
+// 1 x 32768 x 16 heads its 512 CTAs are one round (H200: 938 -> 825 us; 8 x 2048 unchanged, 418).
 template <int D>
 __global__ void __launch_bounds__(kThreads, 4)
     step_c_kernel(const SeqInfo* seqs, BwdArgs a, DView dfin_kk, DView dfin_kv, DView dinit_kk, DView dinit_kv) {
