@@ -6,7 +6,8 @@
 //   (C) elementwise reverse scan over each sequence's chunks: the adjoints R_c, Q_c arriving at each chunk's
 //       end state, and the initial-state gradients;
 //   (D) one CTA per (chunk, head): dk, dv, dgk, dg (chunk_bwd_d.cu).
-// No atomics: every CTA writes only its own rows and tiles, so the result is bitwise reproducible.
+// No float atomics: every CTA writes only its own rows and tiles, so the result is bitwise reproducible (the redo
+// list's counter, redo_list.cuh, orders only which CTA redoes a chunk).
 #include "backends.h"
 #include "cuda/cheb_solve.cuh"
 #include "cuda/chunk_bwd.cuh"
@@ -147,8 +148,8 @@ __device__ __forceinline__ void step_b_one(const BwdArgs& a, const ChunkPos& c) 
 }
 
 template <int D, bool KX>
-__global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, BwdArgs a) {
-  for_chunks(items, a.H, a.redo, [&](const ChunkPos& c) { step_b_one<D, KX>(a, c); });
+__global__ void __launch_bounds__(kThreads, 1) step_b_kernel(const Item* items, const __grid_constant__ BwdArgs a) {
+  step_b_one<D, KX>(a, chunk_pos(items, a.H));
 }
 
 // The chunk sums of (B)'s second half, from x in s.X, u in s.V, w in s.w and K in s.K (either kernel's layout):
@@ -270,8 +271,22 @@ __device__ __forceinline__ void step_b2_one(const BwdArgs& a, const ChunkPos& c)
 }
 
 template <int D, bool KX>
-__global__ void __launch_bounds__(kThreads, 1) step_b2_kernel(const Item* items, BwdArgs a) {
-  for_chunks(items, a.H, a.redo, [&](const ChunkPos& c) { step_b2_one<D, KX>(a, c); });
+__global__ void __launch_bounds__(kThreads, 1) step_b2_kernel(const Item* items, const __grid_constant__ BwdArgs a) {
+  step_b2_one<D, KX>(a, chunk_pos(items, a.H));
+}
+
+// Steps (B) on the chunks adj_wg_kernel gave up (its inputs are 16-bit: KX).
+template <int D>
+__global__ void __launch_bounds__(kThreads, 1)
+    step_b_redo_kernel(const Item* items, const __grid_constant__ BwdArgs a) {
+  for_redo_chunks(items, a.H, a.redo,
+                  [&](const ChunkPos& c) __attribute__((always_inline)) { step_b_one<D, true>(a, c); });
+}
+template <int D>
+__global__ void __launch_bounds__(kThreads, 1)
+    step_b2_redo_kernel(const Item* items, const __grid_constant__ BwdArgs a) {
+  for_redo_chunks(items, a.H, a.redo,
+                  [&](const ChunkPos& c) __attribute__((always_inline)) { step_b2_one<D, true>(a, c); });
 }
 
 // step_b2 where adj_wg_kernel solved the chunk (ok[id]): u from its scratch, then the same. With no solve it keeps no
@@ -440,8 +455,9 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
   const dim3 grid(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H));
   const bool kx = inputs_tf32_exact(p, &gin.d_o);
   if (!plan.items.empty()) {
-    const auto step_b = kx ? step_b_kernel<D, true> : step_b_kernel<D, false>;
-    const auto step_b2 = kx ? step_b2_kernel<D, true> : step_b2_kernel<D, false>;
+    // After adj_wg_kernel, only the chunks it gave up (16-bit inputs: kx).
+    const auto step_b = adj ? step_b_redo_kernel<D> : kx ? step_b_kernel<D, true> : step_b_kernel<D, false>;
+    const auto step_b2 = adj ? step_b2_redo_kernel<D> : kx ? step_b2_kernel<D, true> : step_b2_kernel<D, false>;
     for (const auto kernel : {step_b, step_b2})
       check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), fn,
             "cudaFuncSetAttribute");
@@ -455,7 +471,7 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
       a.ok = ok.as<int>();
       a.redo = redo.get();
     }
-    const dim3 rest = chunk_grid(plan.items.size(), p.H, adj);  // the chunks adj_wg_kernel left, or all
+    const dim3 rest = adj ? redo_grid(static_cast<int64_t>(plan.items.size()) * p.H) : grid;
     step_b<<<rest, kThreads, smem, stream>>>(items.get(), a);  // (B)
     launch_check(fn);
     step_b2<<<rest, kThreads, smem, stream>>>(items.get(), a);

@@ -20,7 +20,7 @@ struct FwdArgs {
   float scale;
   int H;
   SolveSchedule sched;
-  const int64_t* redo = nullptr;  // where fwd_wg_kernel ran: the chunks it and out_wg_kernel gave up (for_chunks)
+  const int64_t* redo = nullptr;  // where fwd_wg_kernel ran: the chunks it and out_wg_kernel gave up
 };
 
 template <int D, bool KX>
@@ -108,8 +108,16 @@ __device__ __forceinline__ void chunk_fwd_one(const FwdArgs& a, const ChunkPos& 
 }
 
 template <int D, bool KX>
-__global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* items, FwdArgs a) {
-  for_chunks(items, a.H, a.redo, [&](const ChunkPos& c) { chunk_fwd_one<D, KX>(a, c); });
+__global__ void __launch_bounds__(kThreads, 1) chunk_fwd_kernel(const Item* items, const __grid_constant__ FwdArgs a) {
+  chunk_fwd_one<D, KX>(a, chunk_pos(items, a.H));
+}
+
+// The chunks fwd_wg_kernel and out_wg_kernel gave up (their inputs are 16-bit: KX).
+template <int D>
+__global__ void __launch_bounds__(kThreads, 1)
+    chunk_fwd_redo_kernel(const Item* items, const __grid_constant__ FwdArgs a) {
+  for_redo_chunks(items, a.H, a.redo,
+                  [&](const ChunkPos& c) __attribute__((always_inline)) { chunk_fwd_one<D, true>(a, c); });
 }
 
 // Rows of sequences without a state slot (pool padding) produce zeros.
@@ -186,10 +194,15 @@ void forward_run(const Problem& p, const ForwardOutputs& out) {
       fwd_wg_launch<D>(a, x, ok.as<int>(), redo.get(), items.get(), plan.items.size(), stream, fn);
     }
     const size_t smem = solve_smem_bytes<D>();
-    const auto kernel = inputs_tf32_exact(p) ? chunk_fwd_kernel<D, true> : chunk_fwd_kernel<D, false>;
+    const auto kernel = wg                     ? chunk_fwd_redo_kernel<D>
+                        : inputs_tf32_exact(p) ? chunk_fwd_kernel<D, true>
+                                               : chunk_fwd_kernel<D, false>;
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), fn,
           "cudaFuncSetAttribute");
-    kernel<<<chunk_grid(plan.items.size(), p.H, wg), kThreads, smem, stream>>>(items.get(), a);  // what fwd_wg left
+    const dim3 grid = wg ? redo_grid(static_cast<int64_t>(plan.items.size()) * p.H)
+                         : dim3(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H));
+    kernel<<<grid, kThreads, smem, stream>>>(items.get(), a);
+
     launch_check(fn);
   }
   for (const Sequence& sq : p.seqs)

@@ -117,31 +117,6 @@ __device__ __forceinline__ ChunkPos chunk_pos(const Item* items, int H) {
   const int h = blockIdx.y;
   return {it, h, it.n, static_cast<int64_t>(blockIdx.x) * H + h, static_cast<int64_t>(it.slot) * H + h};
 }
-__device__ __forceinline__ ChunkPos chunk_at(const Item* items, int H, int64_t id) {
-  const Item it = items[id / H];
-  const int h = static_cast<int>(id % H);
-  return {it, h, it.n, id, static_cast<int64_t>(it.slot) * H + h};
-}
-
-// The chunks of a fallback kernel's CTA: with no redo list its own (grid (items, H)); else every gridDim.x-th of the
-// list's, the chunks a warpgroup kernel gave up (redo[0] of them, ids from redo[1]; grid (a few per SM)), a barrier
-// between two (f reuses shared memory). Launching a CTA per chunk that exits at once for the others cost 25-34 us per
-// kernel at 1 x 32768 x 16 heads (H200). f is called at one place, so its body is inlined once.
-template <class F>
-__device__ __forceinline__ void for_chunks(const Item* items, int H, const int64_t* redo, F&& f) {
-  const int64_t n = redo ? redo[0] : 1;
-  for (int64_t i = redo ? blockIdx.x : 0; i < n; i += redo ? gridDim.x : 1) {
-    if (i >= gridDim.x) __syncthreads();
-    f(redo ? chunk_at(items, H, redo[1 + i]) : chunk_pos(items, H));
-  }
-}
-
-// A warpgroup kernel hands chunk `id` back (one thread): ok[id] = 0, and id onto the redo list (for_chunks).
-__device__ __forceinline__ void give_up(int* ok, int64_t* redo, int64_t id) {
-  ok[id] = 0;
-  const unsigned long long i = atomicAdd(reinterpret_cast<unsigned long long*>(redo), 1ull);
-  redo[1 + i] = id;
-}
 
 // Rows [t0, t0+n) of head h of a [B,T,H,D] view into a C x D tile (ld LDT, rows >= n zeroed), times `scale`.
 // Fast path (16-byte aligned rows): 8 elements per 16-byte (bf16/f16) or 2 x 16-byte (f32) load (W = 2 words per

@@ -324,22 +324,4 @@ inline int sm_count() {
   return n;
 }
 
-// The grid of a kernel that runs for_chunks (chunk_tile.cuh): a CTA per chunk, or with a redo list one per SM.
-inline dim3 chunk_grid(size_t items, int64_t H, bool redo) {
-  return redo ? dim3(static_cast<unsigned>(std::min<int64_t>(static_cast<int64_t>(items) * H, sm_count())))
-              : dim3(static_cast<unsigned>(items), static_cast<unsigned>(H));
-}
-
-// A redo list (for_chunks) of up to n chunks, empty: [0] the count, then the ids.
-class RedoList {
- public:
-  RedoList(const char* fn, size_t n, cudaStream_t stream) : buf_(fn, n ? (n + 1) * sizeof(int64_t) : 0, stream) {
-    if (n) check(cudaMemsetAsync(buf_.as<int64_t>(), 0, sizeof(int64_t), stream), fn, "cudaMemsetAsync");
-  }
-  int64_t* get() const { return buf_.as<int64_t>(); }
-
- private:
-  Scratch buf_;
-};
-
 }  // namespace gka::cuda

@@ -4,6 +4,7 @@
 
 #include "cuda/chunk_states.h"
 #include "cuda/chunk_tile.cuh"
+#include "cuda/redo_list.cuh"
 #include "cuda/wgmma.cuh"
 
 namespace gka::cuda {

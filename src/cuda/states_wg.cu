@@ -27,7 +27,7 @@
 namespace gka::cuda {
 namespace {
 
-constexpr int kWgThreads = 128, kStages = 3, kCtasPerSm = 2;  // 4 stages and the store stage: one CTA per SM
+constexpr int kWgThreads = 128, kStages = 3, kCtasPerSm = 2;  // D = 128: 4 stages and the store stage fit one CTA
 constexpr int kTileBytes = kChunkMax * 128;  // a chunk's rows j x 64 bf16 columns, 128-byte swizzle (wgmma.cuh)
 constexpr int kWeights = kChunkMax + 4;      // a chunk's w_j, then e^{G_last} at [kChunkMax]: 16-byte rows
 constexpr int kBoxBytes = 16 * 128;          // a state store's box: a warp's 16 rows x 32 fp32 columns, swizzled
@@ -123,7 +123,7 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
 
   // The state block: warp w holds rows r0 + (0, 8), r0 = a0 + 16 w + gq; column block b's n8 block j at x[b][4 j ..]
   // (columns 2 tq + 64 b + 8 j, + 1). each(f) calls f(dr, dc, x0, x1) with the offsets (dr, dc) from (r0, 2 tq):
-  // constants once unrolled, so the stage stores below take one base address and immediate offsets.
+  // constants once unrolled, so the stage stores below take a few base addresses and immediate offsets.
   float x[NB][32];
   const int r0 = a0 + 16 * warp + gq;
   auto each = [&](auto&& f) {
@@ -157,9 +157,9 @@ __global__ void __launch_bounds__(kWgThreads, kCtasPerSm)
     __syncwarp();
     if (lane == 0) {
 #pragma unroll
-      for (int q = 0; q < D / 32; ++q)
-        tma_store_4d(which == 0 ? &mh : &ms, 32 * q, a0 + 16 * warp, h, static_cast<int>(slot),
-                     sm + kRing + warp * 16 * D * sizeof(float) + q * kBoxBytes);
+      for (int box = 0; box < D / 32; ++box)
+        tma_store_4d(which == 0 ? &mh : &ms, 32 * box, a0 + 16 * warp, h, static_cast<int>(slot),
+                     sm + kRing + warp * 16 * D * sizeof(float) + box * kBoxBytes);
       bulk_commit();
     }
     float m = fmaxf(fmaxf(mx[0], mx[1]), fmaxf(mx[2], mx[3])), q = (ss[0] + ss[1]) + (ss[2] + ss[3]);
@@ -372,6 +372,9 @@ void run(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const Tenso
   check(cudaFuncSetAttribute(states_wg_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(kSmemBytes<D>)),
         fn, "cudaFuncSetAttribute");
+  check(cudaFuncSetAttribute(states_wg_kernel<D>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                             cudaSharedmemCarveoutMaxShared),
+        fn, "cudaFuncSetAttribute");  // two CTAs per SM
   if (segs > 1) {
     a.totals = 1;
     states_wg_kernel<D><<<dim3(static_cast<unsigned>(ctas), segs - 1), kWgThreads, kSmemBytes<D>, stream_of(p)>>>(
@@ -388,8 +391,9 @@ void run(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const Tenso
 
 bool states_wg_compute(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const TensorView& final_kk,
                        const TensorView& final_kv, const char* fn) {
-  int64_t slots = p.num_seqs();  // plan_make's: one per chunk and one more per sequence
-  for (const Sequence& q : p.seqs) slots += (q.length + p.chunk_size - 1) / p.chunk_size;
+  int64_t slots = p.num_seqs();  // plan_make's: one per chunk of a sequence with a state, one more per sequence
+  for (const Sequence& q : p.seqs)
+    if (q.state >= 0) slots += (q.length + p.chunk_size - 1) / p.chunk_size;
   CUtensorMap mk, mv, mh, ms;
   if (!rows_tmap(p.in.k, &mk) || !rows_tmap(p.in.v, &mv) || !states_tmap(st.Hs, slots, p.H, p.D, &mh) ||
       !states_tmap(st.Ss, slots, p.H, p.D, &ms))
