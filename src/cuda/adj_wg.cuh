@@ -12,9 +12,9 @@
 namespace gka::cuda {
 
 // Runs after K's tile is written (ek: its scale) and before H̄'s; `bad` carries the prologue's range checks. Returns
-// false, with ok = 0, where the chunk is outside f16's range: step_b and step_b2 then do all of it. Else fills rhs
-// (this thread's positions: rows r0, r1, columns 8 j + 2 t, + 1) and f, writes dalpha and step_b2's scratch, and
-// leaves the tiles free for H̄'s.
+// false, the chunk on the redo list, where it is outside f16's range: step_b and step_b2's redo kernels then do all
+// of it. Else fills rhs (this thread's positions: rows r0, r1, columns 8 j + 2 t, + 1) and f, writes dalpha and
+// step_b2's scratch, and leaves the tiles free for H̄'s.
 template <int D>
 __device__ __forceinline__ bool wg_adj_dqt(const WgFwdArgs& a, const ChunkPos& c, char* sm, int ek, bool bad,
                                            float (&rhs)[D / 8][4], float& f0, float& f1) {

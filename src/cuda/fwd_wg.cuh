@@ -3,7 +3,7 @@
 // products fill the tensor pipe while the other updates (chunk_fwd_kernel splits a chunk's columns over two
 // warpgroups, which wait for each other every iteration, one CTA per SM). It stores x in fp32; the alpha-mix and
 // readout are out_wg_kernel's (out_wg.cuh, v20: together the code overflowed the SM's instruction cache). A chunk
-// outside f16's range sets ok = 0 and leaves everything to chunk_fwd_kernel.
+// outside f16's range goes onto the redo list (give_up, redo_list.cuh), and chunk_fwd_redo_kernel does all of it.
 //
 // The warpgroup owns all D columns of the iterate, which therefore lives in registers only as the scaled f16 words the
 // products take as A (xa; the last step xd = x - x_prev): iterates rounded to f16 cost no accuracy measurably

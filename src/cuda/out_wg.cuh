@@ -8,7 +8,7 @@
 // Tiles as in fwd_wg_kernel's readout: S̄ as f16 hi + lo under a power-of-two scale (its largest element under 2^14),
 // K and V under their own, q~ as f16 pairs in registers under a per-row scale (the row's largest |q~| under 2^6, so
 // |q~ k| < 2^9.5 and P = (q~ k) Mg < 2^14.5): every product ~2^-22. A chunk whose scales leave f16's range (or with
-// positive log-gates) gets ok = 0, and chunk_fwd_kernel, launched after this kernel, redoes all of it.
+// positive log-gates) goes onto the redo list, and chunk_fwd_redo_kernel, launched after this kernel, redoes all of it.
 #pragma once
 
 #include "cuda/fwd_wg_tiles.cuh"
@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(128, 2) out_wg_kernel(const Item* items, WgFwd
   // (below): at most 2^90 keeps it under 2^117.
   if (gpos || !isfinite(ms) || !isfinite(mk) || !isfinite(mv) || abs(ek) > 60 || abs(es) > 100 || abs(ev) > 100 ||
       abs(ek + ev - es) > 90) {
-    if (tid == 0) give_up(a.ok, a.redo, c.id);  // chunk_fwd_kernel redoes the chunk (x included)
+    if (tid == 0) give_up(a.ok, a.redo, c.id);  // chunk_fwd_redo_kernel redoes the chunk (x included)
     return;
   }
 
