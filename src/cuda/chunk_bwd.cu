@@ -307,7 +307,7 @@ __global__ void __launch_bounds__(kThreads, 2) step_b2_lean_kernel(const Item* i
   LeanSmem<D>& s = *reinterpret_cast<LeanSmem<D>*>(smem_raw);
   const ChunkPos c = chunk_pos(items, a.H);
   const auto [it, h, n, id, tile] = c;
-  if (!a.ok[id]) return;  // step_b2_kernel's
+  if (!a.ok[id]) return;  // given up: step_b2_redo_kernel's
   const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
   rows_load<D>(s.K, a.k, it, h);
   if (threadIdx.x < F::C)

@@ -20,7 +20,7 @@ struct BwdArgs {
   SolveSchedule sched;
   const float* uadj = nullptr;  // adj_wg_kernel's u (C x D per id), where ok[id]; else step_b2 solves
   const int* ok = nullptr;
-  const int64_t* redo = nullptr;  // where adj_wg_kernel ran: the chunks it gave up (for_chunks)
+  const int64_t* redo = nullptr;  // where adj_wg_kernel ran: the chunks it gave up (redo_list.cuh)
   float* gamma = nullptr;  // per id: γ of Ψ's chunk sum (step_b2_sums), applied by step_c
 };
 

@@ -202,7 +202,6 @@ void forward_run(const Problem& p, const ForwardOutputs& out) {
     const dim3 grid = wg ? redo_grid(static_cast<int64_t>(plan.items.size()) * p.H)
                          : dim3(static_cast<unsigned>(plan.items.size()), static_cast<unsigned>(p.H));
     kernel<<<grid, kThreads, smem, stream>>>(items.get(), a);
-
     launch_check(fn);
   }
   for (const Sequence& sq : p.seqs)

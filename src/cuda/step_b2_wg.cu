@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_b2_wg_kernel(const Item* ite
   const ChunkPos c = chunk_pos(items, a.H);
   const int n = c.n;
   const int64_t id = c.id;
-  if (!a.ok[id]) return;  // step_b2_kernel's
+  if (!a.ok[id]) return;  // given up: step_b2_redo_kernel's
   const uint32_t base = smem_addr(sm);
   if (base & 1023u) __trap();  // the swizzle needs 1024-byte aligned tiles
   float* rows = reinterpret_cast<float*>(sm + L::SMALL);
