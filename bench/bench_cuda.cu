@@ -5,7 +5,8 @@
 // back-to-back and CUDA-graph times and a cudaMemcpy of the same state bytes)
 // GKA_BENCH_ITERS=N overrides num_iter (diagnostics); GKA_BENCH_PARTS=chunk|decode runs one half only;
 // GKA_BENCH_LONG=1 adds 1x131072 (the linear-time check); GKA_BENCH_PRECISION=fp32|mixed times one precision
-// only; GKA_CUDA_WGMMA and GKA_CUDA_ONE_TERM_ITERS, see src/cuda/common.cuh.
+// only; GKA_BENCH_DECODE_DROP=ikk,ikv,fkk,fkv leaves those decode states out (what each transfer costs);
+// GKA_CUDA_WGMMA and GKA_CUDA_ONE_TERM_ITERS, see src/cuda/common.cuh.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -206,6 +207,13 @@ int main(int argc, char** argv) {
     out.o = tv(o, gka::DType::bf16, {B, 1, H, D});
     out.final_kk = in.initial_kk;  // in place
     out.final_kv = in.initial_kv;
+    if (const char* drop = std::getenv("GKA_BENCH_DECODE_DROP")) {  // diagnostics: states left out
+      const std::string d = drop;
+      if (d.find("ikk") != std::string::npos) in.initial_kk = {};
+      if (d.find("ikv") != std::string::npos) in.initial_kv = {};
+      if (d.find("fkk") != std::string::npos) out.final_kk = {};
+      if (d.find("fkv") != std::string::npos) out.final_kv = {};
+    }
     const double ms = median_ms([&] { gka::recurrent_forward(in, out, opt); }, 4 * reps + 1, nullptr, 0);
     // Back-to-back calls: host overhead of the call included, no flush.
     cudaEvent_t a, b;
