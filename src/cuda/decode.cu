@@ -1,18 +1,18 @@
-// Token-by-token forward (decode, spec §D) of the CUDA backend: one CTA of 2 D threads per (sequence, head). Two
-// neighbour lanes own row r of H in registers, each the alternate 16-byte chunks of it, so a mat-vec is D/2 fp32
-// FMAs per thread against the iterate broadcast from shared memory, one shuffle to add the halves, and one barrier
-// per Chebyshev iteration (x double-buffered). Two threads per row rather than one: 64 registers of H instead of
-// 128, twice the warps per scheduler, and 5 % off batched decode (measured).
+// Token-by-token forward (decode, spec §D) of the CUDA backend: one CTA of 2 D threads per (sequence, head). H
+// lives in registers, D/2 floats per thread as a block of 4 rows x D/8 columns, so a mat-vec is D/2 fp32 FMAs per
+// thread against the iterate broadcast from shared memory, three shuffle levels to finish the row sums, and one
+// barrier per Chebyshev iteration (x double-buffered). Blocks rather than half rows: each x chunk loaded serves four
+// rows; delivering x from shared memory was about a quarter of an iteration (v25: 3.8 % off batched decode).
 // One shared buffer (D/32 boxes of D rows x 128 bytes, 128-byte swizzle: rows and columns read back without bank
-// conflicts, bar a 2-way one on the one-time register fill) serves twice. First H arrives in it as D/32 tensor-map
-// bulk copies (bulk_copy.cuh; per-thread copies of a 64 KB state took 2000-4000 cycles on one SM), is read into
-// registers, and, when the final H is known before S needs the buffer (at most one token), goes out the same way;
-// with several tokens it is stored straight from the registers. Then it holds S (stored k-major, [D][Dv]), which
-// arrives during the first solve (after that H store, its load goes out a few iterations in): thread (g, c) =
-// (t / (D/4), t % (D/4)) updates and reads out the 16-byte column chunk c of the rows of group g. Views that no
-// tensor map fits (16-byte alignment of data and strides), and builds below sm_90, move the same layout by
-// per-thread copies. States are read completely before they are written, so final_* may alias initial_* (pools
-// are updated in place). The omega sequence comes precomputed from the host (no fp64 division on the chain).
+// conflicts) serves twice. First H arrives in it as D/32 tensor-map bulk copies (bulk_copy.cuh; per-thread copies of a
+// 64 KB state took 2000-4000 cycles on one SM), is read into registers, and, when the final H is known before S needs
+// the buffer (at most one token), goes out the same way; with several tokens it is stored straight from the registers.
+// Then it holds S (stored k-major, [D][Dv]), which arrives during the first solve (after that H store, its load goes
+// out a few iterations in): thread (g, c) = (t / (D/4), t % (D/4)) updates and reads out the 16-byte column chunk c of
+// the rows of group g. Views that no tensor map fits (16-byte alignment of data and strides), and builds below sm_90,
+// move the same layout by per-thread copies. States are read completely before they are written, so final_* may alias
+// initial_* (pools are updated in place). The omega sequence comes precomputed from the host (no fp64 division on the
+// chain).
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
@@ -94,11 +94,16 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
   __shared__ uint64_t bar[2];  // arrival of H, of S
   const SeqInfo sq = blockIdx.x < kInlineSeqs ? a.seqs[blockIdx.x] : a.seq_table[blockIdx.x];
   if (threadIdx.x < kInlineOmegas) om_s[threadIdx.x] = a.omega[threadIdx.x];
-  // Thread t: row r = t / 2 of H, the 16-byte chunks 2 c + half of it (the two halves are neighbour lanes);
-  // S chunk column t % NC of the rows of group g.
-  const int t = threadIdx.x, h = blockIdx.y, r = t >> 1, half = t & 1, lane = t & 31;
+  // H in registers as blocks: a warp holds 16 rows, each group of 8 lanes 4 of them (rows r0 .. r0 + 3), lane j of
+  // the group the 16-byte chunks j, j + 8, ... of those rows (D / 8 columns). Each x chunk a lane loads then serves
+  // four rows: a mat-vec moves D^2 / 4 floats of x out of shared memory instead of D^2 (a quarter of the iteration
+  // at one row per lane pair, measured), for two more shuffle levels in the row sums. After the sums lane j holds
+  // row r = r0 + rho(j) (as does lane j ^ 1); S chunk column t % NC of the rows of group g.
+  constexpr int MC = NC / 8;  // register chunks per row
+  const int t = threadIdx.x, h = blockIdx.y, lane = t & 31, jl = lane & 7;
+  const int r0 = 16 * (t >> 5) + 4 * (lane >> 3), r = r0 + 2 * ((jl >> 2) & 1) + ((jl >> 1) & 1);
   const int c4 = 4 * (t % NC), g = t / NC;
-  const bool owner = half == 0;  // writes row r's results (both halves hold them, bitwise equal)
+  const bool owner = (jl & 1) == 0;  // writes row r's results (lanes j and j ^ 1 hold them, bitwise equal)
   const int64_t b = sq.batch, t_end = sq.start + sq.length;
   if (sq.state < 0) {  // pool padding: zero outputs, leave every state alone
     for (int64_t tt = sq.start; owner && tt < t_end; ++tt) {
@@ -169,13 +174,15 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     alpha = dscalar(a.alpha, b, tt, h, 1.f);
   };
   if (sq.length > 0) load_token(sq.start);
-  auto col = [&](int c) { return 4 * (2 * c + half); };  // column of the thread's c-th register chunk
-  float hr[D / 2];  // the thread's half of row r of H
+  // Register chunk c = rho MC + m: row r0 + rho, 16-byte chunk jl + 8 m (column 4 (jl + 8 m)).
+  auto hrow = [&](int c) { return r0 + c / MC; };
+  auto hchk = [&](int c) { return jl + 8 * (c % MC); };
+  float hr[D / 2];  // the thread's block of H
   if (a.ikk.dt) {
     state_wait(kIkk, &bar[0]);
 #pragma unroll
     for (int c = 0; c < NC / 2; ++c) {
-      const float4 u = chunk(r, 2 * c + half);
+      const float4 u = chunk(hrow(c), hchk(c));
       hr[4 * c] = u.x;
       hr[4 * c + 1] = u.y;
       hr[4 * c + 2] = u.z;
@@ -187,10 +194,10 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     for (int i = 0; i < D / 2; ++i) hr[i] = 0.f;
   }
   auto update_h = [&] {  // H = e^gk H + k kᵀ (tok read after a barrier)
-    const float kr = tok[0][r];
 #pragma unroll
     for (int c = 0; c < NC / 2; ++c) {
-      const float4 kc = *reinterpret_cast<const float4*>(&tok[0][col(c)]);
+      const float kr = tok[0][hrow(c)];
+      const float4 kc = *reinterpret_cast<const float4*>(&tok[0][4 * hchk(c)]);
       hr[4 * c] = fmaf(ak, hr[4 * c], kr * kc.x);
       hr[4 * c + 1] = fmaf(ak, hr[4 * c + 1], kr * kc.y);
       hr[4 * c + 2] = fmaf(ak, hr[4 * c + 2], kr * kc.z);
@@ -198,14 +205,15 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     }
   };
   // The final H: through the buffer when it is known before S needs the buffer (at most one token), else
-  // straight from the registers (16 rows per warp store).
+  // straight from the registers (4 rows x 128 bytes per warp store).
   auto store_h_direct = [&] {
     if (!a.fkk.dt) return;
     const bool vk = vec_ok(a.fkk);
     const int64_t off = drow(a.fkk, sq.state, h, 0);  // row i at off + i s2
 #pragma unroll
     for (int c = 0; c < NC / 2; ++c)
-      st4(a.fkk, off + r * a.fkk.s2 + col(c), vk, make_float4(hr[4 * c], hr[4 * c + 1], hr[4 * c + 2], hr[4 * c + 3]));
+      st4(a.fkk, off + hrow(c) * a.fkk.s2 + 4 * hchk(c), vk,
+          make_float4(hr[4 * c], hr[4 * c + 1], hr[4 * c + 2], hr[4 * c + 3]));
   };
   if (sq.length >= 1) {
     __syncthreads();  // tok
@@ -224,7 +232,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
   if (sq.length <= 1 && a.fkk.dt) {
 #pragma unroll
     for (int c = 0; c < NC / 2; ++c)
-      chunk(r, 2 * c + half) = make_float4(hr[4 * c], hr[4 * c + 1], hr[4 * c + 2], hr[4 * c + 3]);
+      chunk(hrow(c), hchk(c)) = make_float4(hr[4 * c], hr[4 * c + 1], hr[4 * c + 2], hr[4 * c + 3]);
     state_store(kFkk, a.fkk);
     if (!s_late) {
       if (t == 0) bulk_wait_read();  // before S lands in the buffer (thread 0 issues that load too)
@@ -247,21 +255,33 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     __syncthreads();
     return s;
   };
-  // Row r of H times a shared vector: eight accumulators per half (short FMA chains), summed in a fixed order,
-  // then the two halves (a + b in one lane, b + a in the other: the same float).
+  // Row r of H times a shared vector. Each lane forms its four rows' partial sums (two accumulators per row), then
+  // the 8 lanes of the group reduce them: at xor 4 each lane keeps two rows and sends two, at xor 2 one and one,
+  // at xor 1 the pair j, j ^ 1 adds its two halves (a + b in one lane, b + a in the other: the same float).
   auto matvec = [&](const float* vec) {
-    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    float4 u[MC];
 #pragma unroll
-    for (int c = 0; c < NC / 2; ++c) {
-      const float4 u = *reinterpret_cast<const float4*>(vec + col(c));
-      float* p = acc + 4 * (c & 1);
-      p[0] = fmaf(hr[4 * c], u.x, p[0]);
-      p[1] = fmaf(hr[4 * c + 1], u.y, p[1]);
-      p[2] = fmaf(hr[4 * c + 2], u.z, p[2]);
-      p[3] = fmaf(hr[4 * c + 3], u.w, p[3]);
+    for (int m = 0; m < MC; ++m) u[m] = *reinterpret_cast<const float4*>(vec + 4 * (jl + 8 * m));
+    float s4[4];
+#pragma unroll
+    for (int rho = 0; rho < 4; ++rho) {
+      float e0 = 0.f, e1 = 0.f;
+#pragma unroll
+      for (int m = 0; m < MC; ++m) {
+        const float* hc = hr + 4 * (rho * MC + m);
+        e0 = fmaf(hc[0], u[m].x, e0);
+        e1 = fmaf(hc[1], u[m].y, e1);
+        e0 = fmaf(hc[2], u[m].z, e0);
+        e1 = fmaf(hc[3], u[m].w, e1);
+      }
+      s4[rho] = e0 + e1;
     }
-    const float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    return s + __shfl_xor_sync(0xffffffffu, s, 1);
+    const bool hi4 = jl & 4, hi2 = jl & 2;
+    float k0 = hi4 ? s4[2] : s4[0], k1 = hi4 ? s4[3] : s4[1];
+    k0 += __shfl_xor_sync(0xffffffffu, hi4 ? s4[0] : s4[2], 4);
+    k1 += __shfl_xor_sync(0xffffffffu, hi4 ? s4[1] : s4[3], 4);
+    const float v = (hi2 ? k1 : k0) + __shfl_xor_sync(0xffffffffu, hi2 ? k0 : k1, 2);
+    return v + __shfl_xor_sync(0xffffffffu, v, 1);
   };
   for (int64_t tt = sq.start; tt < t_end; ++tt) {
     const bool last = tt + 1 == t_end;
