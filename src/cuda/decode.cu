@@ -19,70 +19,14 @@
 #include <optional>
 
 #include "backends.h"
-#include "cuda/bulk_copy.cuh"
-#include "cuda/common.cuh"
+#include "cuda/decode_common.cuh"
 
 namespace gka::cuda {
-
-inline constexpr int kInlineSeqs = 128;
-inline constexpr int kInlineOmegas = 64;
-inline constexpr int kLateS = 4;  // iterations of the first solve before S's load, where the final H drains first
-
-// Everything a decode launch needs travels in the kernel parameter (no uploads, no allocations): a call is
-// one launch. Sequences beyond kInlineSeqs come from a device table; iterations beyond kInlineOmegas
-// continue the omega recurrence on the device in fp64 from omega_tail, exactly as the host plan does.
-struct DecArgs {
-  CUtensorMap tmap[4];  // initial_kk, initial_kv, final_kk, final_kv (state_tmap), where tmap_ok
-  int32_t tmap_ok[4];
-  DView q, k, v, alpha, g, gk, o, x, fro, res;
-  DView ikk, ikv, fkk, fkv;
-  ChebConst cc;
-  double c;           // rho^2 / 4 of the omega recurrence (spec §A.3)
-  double omega_tail;  // omega_{kInlineOmegas} in fp64 (when cc.n > kInlineOmegas)
-  float scale;
-  int H;
-  const SeqInfo* seq_table;
-  float omega[kInlineOmegas];
-  SeqInfo seqs[kInlineSeqs];
-};
-
-// Four consecutive fp32 of a state view (16-byte access when the view allows it).
-__device__ __forceinline__ float4 ld4(const DView& v, int64_t off, bool vec) {
-  const float* p = static_cast<const float*>(v.p) + off;
-  if (vec) return *reinterpret_cast<const float4*>(p);
-  return make_float4(p[0], p[1], p[2], p[3]);
-}
-__device__ __forceinline__ void st4(const DView& v, int64_t off, bool vec, float4 x) {
-  float* p = static_cast<float*>(v.p) + off;
-  if (vec) {
-    *reinterpret_cast<float4*>(p) = x;
-  } else {
-    p[0] = x.x;
-    p[1] = x.y;
-    p[2] = x.z;
-    p[3] = x.w;
-  }
-}
-__device__ __forceinline__ bool vec_ok(const DView& v) {
-  return ((reinterpret_cast<uintptr_t>(v.p) | static_cast<uintptr_t>((v.s0 | v.s1 | v.s2) * 4)) & 15) == 0;
-}
-
-// Threads of a decode CTA: two per row of H.
-template <int D>
-inline constexpr int kDecThreads = 2 * D;
-
-// Dynamic shared memory of a decode CTA: one state in the 128-byte swizzled layout of bulk_copy.cuh (D/32 boxes of
-// D rows x 128 bytes), 1024-byte aligned by hand (hence the extra KB). It holds H first, then S.
-template <int D>
-constexpr size_t dec_smem_bytes() {
-  return static_cast<size_t>(D) * D * sizeof(float) + 1024;
-}
 
 template <int D>
 __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_constant__ DecArgs a) {
   constexpr int NT = kDecThreads<D>, NC = D / 4, NW = NT / 32;
   constexpr int NG = NT / NC, RG = D / NG;  // S: row groups, rows per group
-  enum { kIkk, kIkv, kFkk, kFkv };
   extern __shared__ unsigned char s_raw[];
   char* const buf = reinterpret_cast<char*>(s_raw) + ((1024u - (smem_addr(s_raw) & 1023u)) & 1023u);
   __shared__ __align__(16) float tok[3][D];  // k, q, v of the current token
@@ -92,18 +36,14 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
   __shared__ float red[NW];
   __shared__ float om_s[kInlineOmegas];
   __shared__ uint64_t bar[2];  // arrival of H, of S
-  const SeqInfo sq = blockIdx.x < kInlineSeqs ? a.seqs[blockIdx.x] : a.seq_table[blockIdx.x];
+  const SeqInfo sq = dec_seq(a, blockIdx.x);
   if (threadIdx.x < kInlineOmegas) om_s[threadIdx.x] = a.omega[threadIdx.x];
-  // H in registers as blocks: a warp holds 16 rows, each group of 8 lanes 4 of them (rows r0 .. r0 + 3), lane j of
-  // the group the 16-byte chunks j, j + 8, ... of those rows (D / 8 columns). Each x chunk a lane loads then serves
-  // four rows: a mat-vec moves D^2 / 4 floats of x out of shared memory instead of D^2 (a quarter of the iteration
-  // at one row per lane pair, measured), for two more shuffle levels in the row sums. After the sums lane j holds
-  // row r = r0 + rho(j) (as does lane j ^ 1); S chunk column t % NC of the rows of group g.
-  constexpr int MC = NC / 8;  // register chunks per row
-  const int t = threadIdx.x, h = blockIdx.y, lane = t & 31, jl = lane & 7;
-  const int r0 = 16 * (t >> 5) + 4 * (lane >> 3), r = r0 + 2 * ((jl >> 2) & 1) + ((jl >> 1) & 1);
+  // H in registers as blocks (HBlock, decode_common.cuh): this thread's mat-vec row is r; S chunk column t % NC of
+  // the rows of group g.
+  HBlock<D> hb;
+  const int t = threadIdx.x, h = blockIdx.y, r = hb.r;
   const int c4 = 4 * (t % NC), g = t / NC;
-  const bool owner = (jl & 1) == 0;  // writes row r's results (lanes j and j ^ 1 hold them, bitwise equal)
+  const bool owner = hb.owner();  // writes row r's results (lanes j and j ^ 1 hold them, bitwise equal)
   const int64_t b = sq.batch, t_end = sq.start + sq.length;
   if (sq.state < 0) {  // pool padding: zero outputs, leave every state alone
     for (int64_t tt = sq.start; owner && tt < t_end; ++tt) {
@@ -121,10 +61,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     mbar_init(&bar[1]);
   }
   __syncthreads();
-  // Chunk j (16 bytes) of row i of the state in the buffer.
-  auto chunk = [&](int i, int j) -> float4& {
-    return *reinterpret_cast<float4*>(buf + (j >> 3) * (D * 128) + swizzle128(i, j & 7));
-  };
+  auto chunk = [&](int i, int j) -> float4& { return dec_chunk<D>(buf, i, j); };
   // A state between global memory and the buffer: D/32 tensor-map boxes issued by thread 0 where the host made a
   // map (sm_90), else every thread copies chunks (a warp per row: coalesced). A load is complete after
   // state_wait; a store reads what every thread wrote before it, and thread 0 waits for its bulk reads
@@ -174,50 +111,21 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     alpha = dscalar(a.alpha, b, tt, h, 1.f);
   };
   if (sq.length > 0) load_token(sq.start);
-  // Register chunk c = rho MC + m: row r0 + rho, 16-byte chunk jl + 8 m (column 4 (jl + 8 m)).
-  auto hrow = [&](int c) { return r0 + c / MC; };
-  auto hchk = [&](int c) { return jl + 8 * (c % MC); };
-  float hr[D / 2];  // the thread's block of H
   if (a.ikk.dt) {
     state_wait(kIkk, &bar[0]);
-#pragma unroll
-    for (int c = 0; c < NC / 2; ++c) {
-      const float4 u = chunk(hrow(c), hchk(c));
-      hr[4 * c] = u.x;
-      hr[4 * c + 1] = u.y;
-      hr[4 * c + 2] = u.z;
-      hr[4 * c + 3] = u.w;
-    }
+    hb.from_buf(buf);
     __syncthreads();  // the buffer is rewritten
   } else {
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) hr[i] = 0.f;
+    hb.zero();
   }
-  auto update_h = [&] {  // H = e^gk H + k kᵀ (tok read after a barrier)
-#pragma unroll
-    for (int c = 0; c < NC / 2; ++c) {
-      const float kr = tok[0][hrow(c)];
-      const float4 kc = *reinterpret_cast<const float4*>(&tok[0][4 * hchk(c)]);
-      hr[4 * c] = fmaf(ak, hr[4 * c], kr * kc.x);
-      hr[4 * c + 1] = fmaf(ak, hr[4 * c + 1], kr * kc.y);
-      hr[4 * c + 2] = fmaf(ak, hr[4 * c + 2], kr * kc.z);
-      hr[4 * c + 3] = fmaf(ak, hr[4 * c + 3], kr * kc.w);
-    }
-  };
   // The final H: through the buffer when it is known before S needs the buffer (at most one token), else
   // straight from the registers (4 rows x 128 bytes per warp store).
   auto store_h_direct = [&] {
-    if (!a.fkk.dt) return;
-    const bool vk = vec_ok(a.fkk);
-    const int64_t off = drow(a.fkk, sq.state, h, 0);  // row i at off + i s2
-#pragma unroll
-    for (int c = 0; c < NC / 2; ++c)
-      st4(a.fkk, off + hrow(c) * a.fkk.s2 + 4 * hchk(c), vk,
-          make_float4(hr[4 * c], hr[4 * c + 1], hr[4 * c + 2], hr[4 * c + 3]));
+    if (a.fkk.dt) hb.store(a.fkk, drow(a.fkk, sq.state, h, 0));
   };
   if (sq.length >= 1) {
     __syncthreads();  // tok
-    update_h();
+    hb.update(tok[0], ak);
   }
   // S: arrives during the first solve; each thread then updates and reads out its own chunks. Where the final H
   // has just left this buffer by tensor map, S's load is issued kLateS iterations into the solve, so that the store
@@ -230,9 +138,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     s_late = false;
   };
   if (sq.length <= 1 && a.fkk.dt) {
-#pragma unroll
-    for (int c = 0; c < NC / 2; ++c)
-      chunk(hrow(c), hchk(c)) = make_float4(hr[4 * c], hr[4 * c + 1], hr[4 * c + 2], hr[4 * c + 3]);
+    hb.to_buf(buf);
     state_store(kFkk, a.fkk);
     if (!s_late) {
       if (t == 0) bulk_wait_read();  // before S lands in the buffer (thread 0 issues that load too)
@@ -245,87 +151,20 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     for (int n = t; n < D * NC; n += NT) chunk(n / NC, n % NC) = float4{};
   }
   bool s_ready = !a.ikv.dt;
-  auto bsum = [&](float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if (lane == 0) red[t >> 5] = v;
-    __syncthreads();
-    float s = 0.f;
-#pragma unroll
-    for (int w = 0; w < NW; ++w) s += red[w];
-    __syncthreads();
-    return s;
-  };
-  // Row r of H times a shared vector. Each lane forms its four rows' partial sums (two accumulators per row), then
-  // the 8 lanes of the group reduce them: at xor 4 each lane keeps two rows and sends two, at xor 2 one and one,
-  // at xor 1 the pair j, j ^ 1 adds its two halves (a + b in one lane, b + a in the other: the same float).
-  auto matvec = [&](const float* vec) {
-    float4 u[MC];
-#pragma unroll
-    for (int m = 0; m < MC; ++m) u[m] = *reinterpret_cast<const float4*>(vec + 4 * (jl + 8 * m));
-    float s4[4];
-#pragma unroll
-    for (int rho = 0; rho < 4; ++rho) {
-      float e0 = 0.f, e1 = 0.f;
-#pragma unroll
-      for (int m = 0; m < MC; ++m) {
-        const float* hc = hr + 4 * (rho * MC + m);
-        e0 = fmaf(hc[0], u[m].x, e0);
-        e1 = fmaf(hc[1], u[m].y, e1);
-        e0 = fmaf(hc[2], u[m].z, e0);
-        e1 = fmaf(hc[3], u[m].w, e1);
-      }
-      s4[rho] = e0 + e1;
-    }
-    const bool hi4 = jl & 4, hi2 = jl & 2;
-    float k0 = hi4 ? s4[2] : s4[0], k1 = hi4 ? s4[3] : s4[1];
-    k0 += __shfl_xor_sync(0xffffffffu, hi4 ? s4[0] : s4[2], 4);
-    k1 += __shfl_xor_sync(0xffffffffu, hi4 ? s4[1] : s4[3], 4);
-    const float v = (hi2 ? k1 : k0) + __shfl_xor_sync(0xffffffffu, hi2 ? k0 : k1, 2);
-    return v + __shfl_xor_sync(0xffffffffu, v, 1);
-  };
+  auto bsum = [&](float v) { return dec_block_sum<NW>(v, red); };
   for (int64_t tt = sq.start; tt < t_end; ++tt) {
     const bool last = tt + 1 == t_end;
     if (tt > sq.start) {
       load_token(tt);
       __syncthreads();
-      update_h();
+      hb.update(tok[0], ak);
     }
     if (last && sq.length > 1) store_h_direct();
     const float qr = tok[1][r];
-    float hh2 = 0.f;
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) hh2 = fmaf(hr[i], hr[i], hh2);
+    const float hh2 = hb.sumsq();
     const float f = sqrtf(bsum(hh2));
     const float lam = a.cc.r * f;
-    float x = qr;
-    if (a.cc.n > 0) {
-      const float eta = f > 0.f ? a.cc.eta_f / f : 0.f, a0 = 1.f - eta * lam;  // H = 0: x = 0
-      float xp = 0.f;
-      x = eta * qr;
-      if (owner) xb[0][r] = x;
-      __syncthreads();
-      auto step = [&](int it, float w) {
-        const float hx = matvec(xb[it & 1]);
-        const float xn = w * a0 * x + w * eta * (qr - hx) + (1.f - w) * xp;
-        xp = x;
-        x = xn;
-        if (owner) xb[(it + 1) & 1][r] = x;
-        __syncthreads();
-      };
-      // The omegas from shared memory, and past them the recurrence in fp64 in a loop of its own: the hot loop
-      // has no branch and no indexed parameter load besides the mat-vec.
-      const int n_inline = min(a.cc.n, kInlineOmegas);
-      int it = 0;
-      if (s_late) {
-        for (; it < min(kLateS, n_inline); ++it) step(it, om_s[it]);
-        load_s_late();
-      }
-      for (; it < n_inline; ++it) step(it, om_s[it]);
-      for (double om = a.omega_tail; it < a.cc.n; ++it) {
-        om = 1.0 / (1.0 - a.c * om);
-        step(it, static_cast<float>(om));
-      }
-    }
+    const float x = dec_solve<D>(a, hb, om_s, xb, qr, f, lam, [&](int) { load_s_late(); });
     if (owner) qt[r] = qr + alpha * (x - qr);
     load_s_late();  // N = 0 (else already issued within the solve)
     if (!s_ready) {
@@ -369,7 +208,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     if (a.res.dt) {
       if (owner) xb[0][r] = x;
       __syncthreads();
-      const float rr = matvec(xb[0]) + lam * x - qr;
+      const float rr = hb.matvec(xb[0]) + lam * x - qr;
       const float num = bsum(owner ? rr * rr : 0.f), den = bsum(owner ? qr * qr : 0.f);
       if (t == 0) dstore(a.res, drow(a.res, b, tt, h), sqrtf(num) / sqrtf(den));
     }

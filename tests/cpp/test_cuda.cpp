@@ -218,6 +218,29 @@ TEST(CudaScratch, ReleasedBetweenCallsSameResults) {
   EXPECT_EQ(ga.dk.to_f64(), gb.dk.to_f64());
 }
 
+// One decode_pool_step on the CPU backend and one on CUDA, each from its own copy of the pool (kk, kv seen through
+// `rows`): the outputs and the whole pool buffers after the step match.
+template <class Rows>
+void expect_pool_step_matches_cpu(const Case& c, const CaseInputs& in, const Tensor& kk, const Tensor& kv,
+                                  const Tensor& slots, Rows rows, const std::string& at) {
+  Tensor kk_cpu = kk, kv_cpu = kv, kk_gpu = kk, kv_gpu = kv;
+  Tensor o_cpu(DType::f32, {c.B, c.T, c.H, c.D}), o(DType::f32, {c.B, c.T, c.H, c.D});
+  o.fill_nan();
+  decode_pool_step(in.view(), StatePool{rows(kk_cpu.view()), rows(kv_cpu.view()), slots.view()}, o_cpu.view(),
+                   c.options(Backend::cpu));
+  DevInputs din(in);
+  DevTensor dkk(kk_gpu), dkv(kv_gpu), dout(o);
+  decode_pool_step(din.view(), StatePool{rows(dkk.view()), rows(dkv.view()), slots.view()}, dout.view(),
+                   c.options(Backend::cuda));
+  GKA_CUDA_OK(cudaDeviceSynchronize());
+  dkk.download();
+  dkv.download();
+  dout.download();
+  expect_close(o, o_cpu, 1e-4, at + "o");
+  expect_close(kk_gpu, kk_cpu, 1e-5, at + "pool.kk");
+  expect_close(kv_gpu, kv_cpu, 1e-5, at + "pool.kv");
+}
+
 // A state pool updated in place by slot (decode serving): matches the CPU backend's pool step.
 TEST(CudaPool, MatchesCpu) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
@@ -228,23 +251,10 @@ TEST(CudaPool, MatchesCpu) {
   c.D = 64;
   const CaseInputs in = inputs_make(c, 8);
   std::mt19937_64 rng(3);
-  Tensor kk = Tensor::randn(DType::f32, {5, c.H, c.D, c.D}, rng, 0.05), kv = Tensor::randn(DType::f32, {5, c.H, c.D, c.D}, rng, 0.05);
-  Tensor slots = Tensor::from_f64({4, -1, 1}, DType::i32, {3});
-  Tensor kk_cpu = kk, kv_cpu = kv;
-  Tensor o_cpu(DType::f32, {c.B, c.T, c.H, c.D}), o(DType::f32, {c.B, c.T, c.H, c.D});
-  o.fill_nan();
-  Inputs ic = in.view();
-  decode_pool_step(ic, StatePool{kk_cpu.view(), kv_cpu.view(), slots.view()}, o_cpu.view(), c.options(Backend::cpu));
-  DevInputs din(in);
-  DevTensor dkk(kk), dkv(kv), dout(o);
-  decode_pool_step(din.view(), StatePool{dkk.view(), dkv.view(), slots.view()}, dout.view(), c.options(Backend::cuda));
-  GKA_CUDA_OK(cudaDeviceSynchronize());
-  dkk.download();
-  dkv.download();
-  dout.download();
-  expect_close(o, o_cpu, 1e-4, "o");
-  expect_close(kk, kk_cpu, 1e-5, "pool.kk");
-  expect_close(kv, kv_cpu, 1e-5, "pool.kv");
+  const Tensor kk = Tensor::randn(DType::f32, {5, c.H, c.D, c.D}, rng, 0.05);
+  const Tensor kv = Tensor::randn(DType::f32, {5, c.H, c.D, c.D}, rng, 0.05);
+  const Tensor slots = Tensor::from_f64({4, -1, 1}, DType::i32, {3});
+  expect_pool_step_matches_cpu(c, in, kk, kv, slots, [](TensorView v) { return v; }, "");
 }
 
 // A pool whose state rows are padded to D + 1 floats (no 16-byte alignment): the CUDA decode moves such states by
@@ -260,31 +270,73 @@ TEST(CudaPool, PaddedStateRowsMatchCpu) {
     c.D = D;
     const CaseInputs in = inputs_make(c, 9);
     std::mt19937_64 rng(4);
-    Tensor kk = Tensor::randn(DType::f32, {3, c.H, D, D + 1}, rng, 0.05);
-    Tensor kv = Tensor::randn(DType::f32, {3, c.H, D, D + 1}, rng, 0.05);
-    Tensor slots = Tensor::from_f64({2, 0}, DType::i32, {2});
+    const Tensor kk = Tensor::randn(DType::f32, {3, c.H, D, D + 1}, rng, 0.05);
+    const Tensor kv = Tensor::randn(DType::f32, {3, c.H, D, D + 1}, rng, 0.05);
+    const Tensor slots = Tensor::from_f64({2, 0}, DType::i32, {2});
     const auto rows = [D](TensorView v) {  // [3, H, D, D] in the padded buffer
       v.sizes[3] = D;
       return v;
     };
-    Tensor kk_cpu = kk, kv_cpu = kv;
-    Tensor o_cpu(DType::f32, {c.B, c.T, c.H, D}), o(DType::f32, {c.B, c.T, c.H, D});
-    o.fill_nan();
-    decode_pool_step(in.view(), StatePool{rows(kk_cpu.view()), rows(kv_cpu.view()), slots.view()}, o_cpu.view(),
-                     c.options(Backend::cpu));
-    DevInputs din(in);
-    DevTensor dkk(kk), dkv(kv), dout(o);
-    decode_pool_step(din.view(), StatePool{rows(dkk.view()), rows(dkv.view()), slots.view()}, dout.view(),
-                     c.options(Backend::cuda));
-    GKA_CUDA_OK(cudaDeviceSynchronize());
-    dkk.download();
-    dkv.download();
-    dout.download();
-    const std::string at = "D=" + std::to_string(D) + " ";
-    expect_close(o, o_cpu, 1e-4, at + "o");
-    expect_close(kk, kk_cpu, 1e-5, at + "pool.kk");
-    expect_close(kv, kv_cpu, 1e-5, at + "pool.kv");
+    expect_pool_step_matches_cpu(c, in, kk, kv, slots, rows, "D=" + std::to_string(D) + " ");
   }
+}
+
+// Batched one-token steps, more heads than CTAs fit at once (several waves of them): a pool updated in place, with
+// padding rows (slot -1), matches the CPU backend.
+TEST(CudaPool, BatchedStepMatchesCpu) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const int64_t D : {64, 128}) {
+    Case c;
+    c.B = D == 64 ? 600 : 300;  // 1200 / 600 heads: more than the CTAs that fit on a 132-SM card
+    c.T = 1;
+    c.H = 2;
+    c.D = D;
+    const CaseInputs in = inputs_make(c, 21);
+    std::mt19937_64 rng(5);
+    const int64_t S = c.B + 3;  // 603 = 9 x 67, 303 = 3 x 101: i -> 7 i + 3 (mod S) is one to one
+    const Tensor kk = Tensor::randn(DType::f32, {S, c.H, D, D}, rng, 0.05);
+    const Tensor kv = Tensor::randn(DType::f32, {S, c.H, D, D}, rng, 0.05);
+    std::vector<double> sl(c.B);
+    for (int64_t i = 0; i < c.B; ++i) sl[i] = i % 9 == 4 ? -1.0 : static_cast<double>((7 * i + 3) % S);
+    const Tensor slots = Tensor::from_f64(sl, DType::i32, {c.B});
+    expect_pool_step_matches_cpu(c, in, kk, kv, slots, [](TensorView v) { return v; }, "D=" + std::to_string(D) + " ");
+  }
+}
+
+// The same batched steps through recurrent_forward, with and without initial states, match the oracle; with no
+// final states asked for (the final H then never goes through the shared buffer) o is the same to the bit.
+TEST(CudaDecode, BatchedStepsMatchOracle) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const int64_t D : {64, 128})
+    for (const bool h0 : {true, false}) {
+      Case c;
+      c.B = D == 64 ? 600 : 300;
+      c.T = 1;
+      c.H = 2;
+      c.D = D;
+      c.h0 = h0;
+      const std::string at = "D=" + std::to_string(D) + (h0 ? " h0 " : " ");
+      const CaseInputs in = inputs_make(c, 23);
+      const ForwardResult got = cuda_forward(c, in, /*recurrent=*/true);
+      const ForwardResult ref = forward_run(case_in_f64(c), inputs_to_f64(in), Backend::reference);
+      const double tol = tol_forward(false, c.ridge_ratio);
+      const double amp = readout_amplification(c, inputs_to_f64(in), ref);
+      expect_close(got.o, ref.o, tol_output(dtype_parse(c.dtype), false, c.ridge_ratio, amp), at + "o");
+      expect_close(got.final_kk, ref.final_kk, tol, at + "final_kk");
+      expect_close(got.final_kv, ref.final_kv, tol, at + "final_kv");
+      expect_close(got.x, ref.x, tol, at + "x");
+      expect_close(got.fro, ref.fro, tol, at + "fro");
+      ForwardResult r = harness::forward_buffers_make(c.shape());  // o only: no final H leaves the buffer
+      r.poison();
+      DevInputs din(in);
+      DevTensor o(r.o);
+      ForwardOutputs out;
+      out.o = o.view();
+      recurrent_forward(din.view(), out, c.options(Backend::cuda));
+      GKA_CUDA_OK(cudaDeviceSynchronize());
+      o.download();
+      EXPECT_EQ(r.o.to_f64(), got.o.to_f64()) << at << "o without final states";
+    }
 }
 
 // Varlen decode with empty sequences, initial states given and no final states asked for: an empty sequence's
