@@ -209,6 +209,7 @@ int main(int argc, char** argv) {
     out.final_kv = in.initial_kv;
     if (const char* drop = std::getenv("GKA_BENCH_DECODE_DROP")) {  // diagnostics: states left out
       const std::string d = drop;
+      std::printf("decode B=%ld without %s (GKA_BENCH_DECODE_DROP)\n", static_cast<long>(B), drop);
       if (d.find("ikk") != std::string::npos) in.initial_kk = {};
       if (d.find("ikv") != std::string::npos) in.initial_kv = {};
       if (d.find("fkk") != std::string::npos) out.final_kk = {};

@@ -2,7 +2,7 @@
 // lives in registers, D/2 floats per thread as a block of 4 rows x D/8 columns, so a mat-vec is D/2 fp32 FMAs per
 // thread against the iterate broadcast from shared memory, three shuffle levels to finish the row sums, and one
 // barrier per Chebyshev iteration (x double-buffered). Blocks rather than half rows: each x chunk loaded serves four
-// rows; delivering x from shared memory was about a quarter of an iteration (v25: 3.8 % off batched decode).
+// rows; delivering x from shared memory was about a quarter of an iteration (v25: 3.4-3.8 % off batched decode).
 // One shared buffer (D/32 boxes of D rows x 128 bytes, 128-byte swizzle: rows and columns read back without bank
 // conflicts) serves twice. First H arrives in it as D/32 tensor-map bulk copies (bulk_copy.cuh; per-thread copies of a
 // 64 KB state took 2000-4000 cycles on one SM), is read into registers, and, when the final H is known before S needs
@@ -27,6 +27,7 @@ template <int D>
 __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_constant__ DecArgs a) {
   constexpr int NT = kDecThreads<D>, NC = D / 4, NW = NT / 32;
   constexpr int NG = NT / NC, RG = D / NG;  // S: row groups, rows per group
+  enum { kIkk, kIkv, kFkk, kFkv };
   extern __shared__ unsigned char s_raw[];
   char* const buf = reinterpret_cast<char*>(s_raw) + ((1024u - (smem_addr(s_raw) & 1023u)) & 1023u);
   __shared__ __align__(16) float tok[3][D];  // k, q, v of the current token
@@ -164,7 +165,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     const float hh2 = hb.sumsq();
     const float f = sqrtf(bsum(hh2));
     const float lam = a.cc.r * f;
-    const float x = dec_solve<D>(a, hb, om_s, xb, qr, f, lam, [&](int) { load_s_late(); });
+    const float x = dec_solve<D>(a, hb, om_s, xb, qr, f, lam, s_late ? kLateS : 0, [&] { load_s_late(); });
     if (owner) qt[r] = qr + alpha * (x - qr);
     load_s_late();  // N = 0 (else already issued within the solve)
     if (!s_ready) {

@@ -1,5 +1,6 @@
-// The pieces of the decode kernel (decode.cu) with a job of their own: the launch argument, the state buffer's
-// layout, the CTA-wide sum, H held in registers as blocks (its update, norm and mat-vec) and the Chebyshev solve.
+// The pieces of the decode kernel (decode.cu) with a job of their own, kept apart from its control flow (which
+// state is where, when): the launch argument, the state buffer's layout, the CTA-wide sum, H held in registers as
+// blocks (its update, norm and mat-vec) and the Chebyshev solve.
 #pragma once
 
 #include <cuda.h>
@@ -12,7 +13,7 @@ namespace gka::cuda {
 
 inline constexpr int kInlineSeqs = 128;
 inline constexpr int kInlineOmegas = 64;
-inline constexpr int kLateS = 4;  // iterations of the first solve before the buffer is reused, while H's store drains
+inline constexpr int kLateS = 4;  // iterations of the first solve before S's load, where the final H drains first
 
 // Everything a decode launch needs travels in the kernel parameter (no uploads, no allocations): a call is
 // one launch. Sequences beyond kInlineSeqs come from a device table; iterations beyond kInlineOmegas
@@ -31,7 +32,6 @@ struct DecArgs {
   float omega[kInlineOmegas];
   SeqInfo seqs[kInlineSeqs];
 };
-enum DecState { kIkk, kIkv, kFkk, kFkv };
 
 __device__ __forceinline__ SeqInfo dec_seq(const DecArgs& a, int s) {
   return s < kInlineSeqs ? a.seqs[s] : a.seq_table[s];
@@ -92,8 +92,9 @@ __device__ __forceinline__ float dec_block_sum(float v, float* red) {
 // the group the 16-byte chunks j, j + 8, ... of those rows (D / 8 columns). Each x chunk a lane loads then serves
 // four rows: a mat-vec moves D^2 / 4 floats of x out of shared memory instead of D^2 (at one row per lane pair that
 // delivery was a quarter of an iteration, measured), for two more shuffle levels in the row sums. After the sums
-// lane j holds row r = r0 + rho(j), as does lane j ^ 1. Register chunk c = rho MC + m: row r0 + rho, 16-byte chunk
-// j + 8 m. A group's 8 lanes touch one 128-byte row of a swizzled box at a time: no bank conflicts.
+// lane j holds row r = r0 + 2 ((j >> 2) & 1) + ((j >> 1) & 1), as does lane j ^ 1. Register chunk c = i MC + m: row
+// r0 + i, 16-byte chunk j + 8 m. A group's 8 lanes touch one 128-byte row of a swizzled box at a time: no bank
+// conflicts.
 template <int D>
 struct HBlock {
   static constexpr int NC = D / 4, MC = NC / 8;  // 16-byte chunks per row, per row of the block
@@ -185,11 +186,11 @@ struct HBlock {
 };
 
 // The Chebyshev solve of spec §A.3 for row r (every thread of the CTA calls it; x double-buffered in xb, one barrier
-// per iteration): x_0 = eta q, then x' = omega (a0 x + eta (q - H x)) + (1 - omega) x_prev. `at(it)` runs after
-// iteration it (the callers issue copies there). Returns x_N (q when N = 0).
-template <int D, typename After>
+// per iteration): x_0 = eta q, then x' = omega (a0 x + eta (q - H x)) + (1 - omega) x_prev. With late > 0, `at()`
+// runs once, after the first min(late, N) iterations (the caller issues a copy there). Returns x_N (q when N = 0).
+template <int D, typename At>
 __device__ __forceinline__ float dec_solve(const DecArgs& a, const HBlock<D>& hb, const float* om_s, float (*xb)[D],
-                                           float qr, float f, float lam, After at) {
+                                           float qr, float f, float lam, int late, At at) {
   if (a.cc.n <= 0) return qr;
   const float eta = f > 0.f ? a.cc.eta_f / f : 0.f, a0 = 1.f - eta * lam;  // H = 0: x = 0
   float xp = 0.f, x = eta * qr;
@@ -207,8 +208,10 @@ __device__ __forceinline__ float dec_solve(const DecArgs& a, const HBlock<D>& hb
   // branch and no indexed parameter load besides the mat-vec.
   const int n_inline = min(a.cc.n, kInlineOmegas);
   int it = 0;
-  for (; it < min(kLateS, n_inline); ++it) step(it, om_s[it]);
-  at(it);
+  if (late > 0) {
+    for (; it < min(late, n_inline); ++it) step(it, om_s[it]);
+    at();
+  }
   for (; it < n_inline; ++it) step(it, om_s[it]);
   for (double om = a.omega_tail; it < a.cc.n; ++it) {
     om = 1.0 / (1.0 - a.c * om);

@@ -335,7 +335,10 @@ TEST(CudaDecode, BatchedStepsMatchOracle) {
       recurrent_forward(din.view(), out, c.options(Backend::cuda));
       GKA_CUDA_OK(cudaDeviceSynchronize());
       o.download();
-      EXPECT_EQ(r.o.to_f64(), got.o.to_f64()) << at << "o without final states";
+      const std::vector<double> alone = r.o.to_f64(), with = got.o.to_f64();
+      int64_t differ = 0;  // a count, not the vectors (76 800 elements each)
+      for (size_t i = 0; i < alone.size(); ++i) differ += !(alone[i] == with[i]);
+      EXPECT_EQ(differ, 0) << at << "elements of o that change without final states";
     }
 }
 
