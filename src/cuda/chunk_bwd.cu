@@ -437,7 +437,7 @@ void backward_run(const Problem& p, const BackwardInputs& gin, const Gradients& 
   const size_t fs = sizeof(float);
   Scratch hs(fn, plan.slots * p.H * DD * fs, stream), ss(fn, plan.slots * p.H * DD * fs, stream),
       dec(fn, ids * 2 * fs, stream), stat(fn, plan.slots * p.H * 2 * kStateParts * sizeof(float2), stream);
-  const StateBufs st{hs.as<float>(), ss.as<float>(), dec.as<float>(), stat.as<float2>()};
+  const StateBufs st{hs.as<float>(), ss.as<float>(), dec.as<float>(), stat.as<float2>(), plan.slots};
   states_compute(p, items.get(), seqs.get(), st, TensorView{}, TensorView{}, fn);  // (A)
   Scratch X(fn, ids * C * D * fs, stream), U(fn, ids * C * D * fs, stream), Psi(fn, ids * DD * fs, stream),
       Phi(fn, ids * DD * fs, stream), scal(fn, ids * 3 * C * fs, stream),

@@ -174,7 +174,7 @@ void forward_run(const Problem& p, const ForwardOutputs& out) {
   Scratch hs(fn, plan.slots * p.H * tile * sizeof(float), stream), ss(fn, plan.slots * p.H * tile * sizeof(float), stream);
   Scratch dec(fn, std::max<size_t>(1, plan.items.size() * p.H * 2) * sizeof(float), stream);
   Scratch stat(fn, plan.slots * p.H * 2 * kStateParts * sizeof(float2), stream);
-  const StateBufs st{hs.as<float>(), ss.as<float>(), dec.as<float>(), stat.as<float2>()};
+  const StateBufs st{hs.as<float>(), ss.as<float>(), dec.as<float>(), stat.as<float2>(), plan.slots};
   states_compute(p, items.get(), seqs.get(), st, out.final_kk, out.final_kv, fn);
   if (!plan.items.empty()) {
     FwdArgs a{dview(p.in.q), dview(p.in.k), dview(p.in.v), dview(p.in.alpha), dview(p.in.g), dview(p.in.gk),

@@ -13,6 +13,7 @@ struct StateBufs {
   float* Ss;
   float* decay;
   float2* stat;  // per state, kStateParts partials (max |x|, Σ x²): state_stat_index
+  int64_t slots = 0;  // states per head in Hs and Ss (Plan::slots)
 };
 
 // Partials per state of its largest |element| and squared Frobenius norm, one per warp of the states kernels (D / RB

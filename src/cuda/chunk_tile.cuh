@@ -112,10 +112,12 @@ struct ChunkPos {
   int h, n;
   int64_t id, tile;
 };
+__device__ __forceinline__ ChunkPos chunk_pos_at(const Item* items, int H, int64_t item, int h) {
+  const Item it = items[item];
+  return {it, h, it.n, item * H + h, static_cast<int64_t>(it.slot) * H + h};
+}
 __device__ __forceinline__ ChunkPos chunk_pos(const Item* items, int H) {
-  const Item it = items[blockIdx.x];
-  const int h = blockIdx.y;
-  return {it, h, it.n, static_cast<int64_t>(blockIdx.x) * H + h, static_cast<int64_t>(it.slot) * H + h};
+  return chunk_pos_at(items, H, blockIdx.x, blockIdx.y);
 }
 
 // Rows [t0, t0+n) of head h of a [B,T,H,D] view into a C x D tile (ld LDT, rows >= n zeroed), times `scale`.

@@ -42,9 +42,7 @@ __device__ __forceinline__ void for_redo_chunks(const Item* items, int H, const 
   for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
     if (i >= gridDim.x) __syncthreads();
     const int64_t id = redo[1 + i];
-    const Item it = items[id / H];
-    const int h = static_cast<int>(id % H);
-    f(ChunkPos{it, h, it.n, id, static_cast<int64_t>(it.slot) * H + h});
+    f(chunk_pos_at(items, H, id / H, static_cast<int>(id % H)));
   }
 }
 

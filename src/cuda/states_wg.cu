@@ -391,12 +391,9 @@ void run(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const Tenso
 
 bool states_wg_compute(const Problem& p, const SeqInfo* seqs, const StateBufs& st, const TensorView& final_kk,
                        const TensorView& final_kv, const char* fn) {
-  int64_t slots = p.num_seqs();  // plan_make's: one per chunk of a sequence with a state, one more per sequence
-  for (const Sequence& q : p.seqs)
-    if (q.state >= 0) slots += (q.length + p.chunk_size - 1) / p.chunk_size;
   CUtensorMap mk, mv, mh, ms;
-  if (!rows_tmap(p.in.k, &mk) || !rows_tmap(p.in.v, &mv) || !states_tmap(st.Hs, slots, p.H, p.D, &mh) ||
-      !states_tmap(st.Ss, slots, p.H, p.D, &ms))
+  if (!rows_tmap(p.in.k, &mk) || !rows_tmap(p.in.v, &mv) || !states_tmap(st.Hs, st.slots, p.H, p.D, &mh) ||
+      !states_tmap(st.Ss, st.slots, p.H, p.D, &ms))
     return false;
   if (p.D == 64)
     run<64>(p, seqs, st, final_kk, final_kv, mk, mv, mh, ms, fn);
