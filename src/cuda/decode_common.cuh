@@ -91,24 +91,29 @@ __device__ __forceinline__ float dec_block_sum(float v, float* red) {
 // H in registers as blocks: a warp holds 16 rows, each group of 8 lanes 4 of them (rows r0 .. r0 + 3), lane j of
 // the group the 16-byte chunks j, j + 8, ... of those rows (D / 8 columns). Each x chunk a lane loads then serves
 // four rows: a mat-vec moves D^2 / 4 floats of x out of shared memory instead of D^2 (at one row per lane pair that
-// delivery was a quarter of an iteration, measured), for two more shuffle levels in the row sums. After the sums
-// lane j holds row r = r0 + 2 ((j >> 2) & 1) + ((j >> 1) & 1), as does lane j ^ 1. Register chunk c = i MC + m: row
-// r0 + i, 16-byte chunk j + 8 m. A group's 8 lanes touch one 128-byte row of a swizzled box at a time: no bank
-// conflicts.
+// delivery was a quarter of an iteration, measured), for two more shuffle levels in the row sums. Lane j keeps its
+// four rows in the order r0 + (i ^ sw), sw = j >> 1: every lane then sends the same two slots at each shuffle level
+// (no selects on the chain), and after the sums lane j holds row r = r0 + sw, as does lane j ^ 1. Register chunk
+// c = i MC + m: row r0 + (i ^ sw), 16-byte chunk j + 8 m. A group's 8 lanes touch 8 distinct 16-byte bank groups of
+// a swizzled box at a time (j ^ (j >> 1) is a permutation): no bank conflicts.
 template <int D>
 struct HBlock {
-  static constexpr int NC = D / 4, MC = NC / 8;  // 16-byte chunks per row, per row of the block
+  // Rows per lane, lanes per row group. R = 4 balances the x loads (D / (8 R) 16-byte loads per iteration) against
+  // the shuffles (R, in log2 2R levels): R = 2 and R = 8 took 14.1-14.2 / 95.3 and 14.3-14.5 / 90.7-91.1 us a step
+  // (B = 1 / B = 64, H200) against 12.6-12.9 / 86.0-86.4.
+  static constexpr int R = 4, L = 2 * R;
+  static constexpr int NC = D / 4, MC = NC / L;      // 16-byte chunks per row, per row of the block
   float v[D / 2];
   int jl, r0, r;
 
   __device__ __forceinline__ HBlock() {
     const int t = threadIdx.x, lane = t & 31;
-    jl = lane & 7;
-    r0 = 16 * (t >> 5) + 4 * (lane >> 3);
-    r = r0 + 2 * ((jl >> 2) & 1) + ((jl >> 1) & 1);
+    jl = lane % L;
+    r0 = 16 * (t >> 5) + R * (lane / L);
+    r = r0 + (jl >> 1);
   }
-  __device__ __forceinline__ int row(int c) const { return r0 + c / MC; }
-  __device__ __forceinline__ int chk(int c) const { return jl + 8 * (c % MC); }
+  __device__ __forceinline__ int row(int c) const { return r0 + ((c / MC) ^ (jl >> 1)); }
+  __device__ __forceinline__ int chk(int c) const { return jl + L * (c % MC); }
   __device__ __forceinline__ bool owner() const { return (jl & 1) == 0; }  // writes row r's results
 
   __device__ __forceinline__ void zero() {
@@ -155,33 +160,33 @@ struct HBlock {
     for (int i = 0; i < D / 2; ++i) s = fmaf(v[i], v[i], s);
     return s;
   }
-  // Row r of H times a vector in shared memory. Each lane forms its four rows' partial sums (two accumulators per
-  // row), then the group's 8 lanes reduce them: at xor 4 each lane keeps two rows and sends two, at xor 2 one and
-  // one, at xor 1 the pair j, j ^ 1 adds its two halves (a + b in one lane, b + a in the other: the same float).
+  // Row r of H times a vector in shared memory. Each lane forms its four rows' partial sums (one accumulator per
+  // row: four independent chains), then the group's 8 lanes reduce them: at xor 4 each lane keeps slots 0, 1 and
+  // sends 2, 3 (the partner holds the same rows there), at xor 2 it keeps slot 0 and sends 1, at xor 1 the pair j,
+  // j ^ 1 adds its two halves (a + b in one lane, b + a in the other: the same float).
   __device__ __forceinline__ float matvec(const float* vec) const {
     float4 u[MC];
 #pragma unroll
-    for (int m = 0; m < MC; ++m) u[m] = *reinterpret_cast<const float4*>(vec + 4 * (jl + 8 * m));
-    float s4[4];
+    for (int m = 0; m < MC; ++m) u[m] = *reinterpret_cast<const float4*>(vec + 4 * (jl + L * m));
+    float s[R];
 #pragma unroll
-    for (int rho = 0; rho < 4; ++rho) {
-      float e0 = 0.f, e1 = 0.f;
+    for (int i = 0; i < R; ++i) {
+      float e = 0.f;
 #pragma unroll
       for (int m = 0; m < MC; ++m) {
-        const float* hc = v + 4 * (rho * MC + m);
-        e0 = fmaf(hc[0], u[m].x, e0);
-        e1 = fmaf(hc[1], u[m].y, e1);
-        e0 = fmaf(hc[2], u[m].z, e0);
-        e1 = fmaf(hc[3], u[m].w, e1);
+        const float* hc = v + 4 * (i * MC + m);
+        e = fmaf(hc[0], u[m].x, e);
+        e = fmaf(hc[1], u[m].y, e);
+        e = fmaf(hc[2], u[m].z, e);
+        e = fmaf(hc[3], u[m].w, e);
       }
-      s4[rho] = e0 + e1;
+      s[i] = e;
     }
-    const bool hi4 = jl & 4, hi2 = jl & 2;
-    float k0 = hi4 ? s4[2] : s4[0], k1 = hi4 ? s4[3] : s4[1];
-    k0 += __shfl_xor_sync(0xffffffffu, hi4 ? s4[0] : s4[2], 4);
-    k1 += __shfl_xor_sync(0xffffffffu, hi4 ? s4[1] : s4[3], 4);
-    const float s = (hi2 ? k1 : k0) + __shfl_xor_sync(0xffffffffu, hi2 ? k0 : k1, 2);
-    return s + __shfl_xor_sync(0xffffffffu, s, 1);
+#pragma unroll
+    for (int w = R / 2; w >= 1; w /= 2)  // at xor 2 w: keep slots [0, w), add the partner's [w, 2 w)
+#pragma unroll
+      for (int i = 0; i < w; ++i) s[i] += __shfl_xor_sync(0xffffffffu, s[i + w], 2 * w);
+    return s[0] + __shfl_xor_sync(0xffffffffu, s[0], 1);
   }
 };
 
@@ -193,29 +198,44 @@ __device__ __forceinline__ float dec_solve(const DecArgs& a, const HBlock<D>& hb
                                            float qr, float f, float lam, int late, At at) {
   if (a.cc.n <= 0) return qr;
   const float eta = f > 0.f ? a.cc.eta_f / f : 0.f, a0 = 1.f - eta * lam;  // H = 0: x = 0
-  float xp = 0.f, x = eta * qr;
+  const float eq = eta * qr;
+  float xp = 0.f, x = eq;
   if (hb.owner()) xb[0][hb.r] = x;
   __syncthreads();
-  auto step = [&](int it, float w) {
-    const float hx = hb.matvec(xb[it & 1]);
-    const float xn = w * a0 * x + w * eta * (qr - hx) + (1.f - w) * xp;
+  // x' = xp + omega (y - xp) with y = a0 x + eta (q - H x): after the mat-vec, three dependent operations.
+  auto step = [&](float w, const float* cur, float* nxt) {
+    const float c = fmaf(a0, x, eq);  // off the chain
+    const float y = fmaf(-eta, hb.matvec(cur), c);
+    const float xn = fmaf(w, y - xp, xp);
     xp = x;
     x = xn;
-    if (hb.owner()) xb[(it + 1) & 1][hb.r] = x;
+    if (hb.owner()) nxt[hb.r] = x;
     __syncthreads();
   };
-  // The omegas from shared memory, and past them the recurrence in fp64 in a loop of its own: the hot loop has no
-  // branch and no indexed parameter load besides the mat-vec.
+  // The omegas from shared memory in pairs of steps with fixed buffers (it is even where a pair loop starts), and
+  // past them the recurrence in fp64 in a loop of its own: the hot loop has no branch and no indexed load besides
+  // the mat-vec's and the omega's.
+  static_assert(kLateS % 2 == 0, "the pair loop starts at an even iteration");
   const int n_inline = min(a.cc.n, kInlineOmegas);
   int it = 0;
+  auto run = [&](int end) {
+    for (; it + 1 < end; it += 2) {
+      step(om_s[it], xb[0], xb[1]);
+      step(om_s[it + 1], xb[1], xb[0]);
+    }
+    if (it < end) {
+      step(om_s[it], xb[it & 1], xb[(it + 1) & 1]);
+      ++it;
+    }
+  };
   if (late > 0) {
-    for (; it < min(late, n_inline); ++it) step(it, om_s[it]);
+    run(min(late, n_inline));
     at();
   }
-  for (; it < n_inline; ++it) step(it, om_s[it]);
+  run(n_inline);
   for (double om = a.omega_tail; it < a.cc.n; ++it) {
     om = 1.0 / (1.0 - a.c * om);
-    step(it, static_cast<float>(om));
+    step(static_cast<float>(om), xb[it & 1], xb[(it + 1) & 1]);
   }
   return x;
 }

@@ -1,0 +1,125 @@
+// Throwaway probe (not part of the library): the floor under a decode step measured the way gka_bench_cuda does
+// (a CUDA graph of one launch, replayed 100 times, CUDA events around the replays). Kernels that do nothing (with
+// a large __grid_constant__ parameter like decode's), or only a decode step's unavoidable pieces: read one token (a
+// dependent DRAM round trip), read a 64 KB state per CTA, write one output. Grids as decode's at B = 1 (16 CTAs of
+// 256 threads) and B = 64 (1024 CTAs, 2 per SM). Last, the SM clock while a kernel runs.
+// Build: nvcc -O3 -std=c++17 -arch=sm_90a dev/launch_floor.cu -o /tmp/launch_floor; run: /tmp/launch_floor
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <type_traits>
+
+__global__ void empty_kernel(const float*, float*) {}
+
+// Empty kernels with a parameter of N bytes (decode's launch argument, DecArgs, is ~5.5 KB).
+template <int N>
+struct BigArg {
+  float v[N / 4];
+};
+template <int N>
+__global__ void big_param_kernel(const __grid_constant__ BigArg<N> a, float* out) {
+  if (a.v[threadIdx.x % (N / 4)] == 1.f) out[threadIdx.x] = 0.f;
+}
+// The SM clock while one CTA spins: clock64 cycles over globaltimer nanoseconds.
+__global__ void clock_kernel(double* mhz) {
+  unsigned long long g0, g1;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g0));
+  const long long c0 = clock64();
+  while (clock64() - c0 < 2000000) {
+  }
+  const long long c1 = clock64();
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g1));
+  if (threadIdx.x == 0) *mhz = 1e3 * static_cast<double>(c1 - c0) / static_cast<double>(g1 - g0);
+}
+
+// One token's worth of loads, a CTA-wide barrier, one store per thread: launch + a DRAM round trip + a write.
+__global__ void token_kernel(const float* in, float* out) {
+  __shared__ float s[256];
+  s[threadIdx.x] = in[blockIdx.x * 256 + threadIdx.x];
+  __syncthreads();
+  out[blockIdx.x * 256 + threadIdx.x] = s[255 - threadIdx.x];
+}
+
+// Also reads a 64 KB state per CTA (float4 per thread, 16 rounds) before the store: what moving H in costs alone.
+__global__ void state_kernel(const float* in, float* out) {
+  const float4* st = reinterpret_cast<const float4*>(in) + static_cast<size_t>(blockIdx.x) * 4096;
+  float4 acc{};
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    const float4 v = st[i * 256 + threadIdx.x];
+    acc.x += v.x;
+    acc.y += v.y;
+    acc.z += v.z;
+    acc.w += v.w;
+  }
+  out[blockIdx.x * 256 + threadIdx.x] = acc.x + acc.y + acc.z + acc.w;
+}
+
+// Microseconds per replay of a graph holding what `launch` puts on the stream (best of 5 rounds of 100 replays).
+template <typename Launch>
+float replay_us(Launch launch, cudaStream_t st) {
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal);
+  launch();
+  cudaStreamEndCapture(st, &g);
+  cudaGraphInstantiate(&ge, g, 0);
+  cudaGraphLaunch(ge, st);
+  cudaStreamSynchronize(st);
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  float best = 1e9f;
+  for (int round = 0; round < 5; ++round) {
+    cudaEventRecord(a, st);
+    for (int r = 0; r < 100; ++r) cudaGraphLaunch(ge, st);
+    cudaEventRecord(b, st);
+    cudaEventSynchronize(b);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, a, b);
+    best = ms < best ? ms : best;
+  }
+  cudaGraphExecDestroy(ge);
+  cudaGraphDestroy(g);
+  return best * 1e3f / 100;
+}
+
+int main() {
+  cudaDeviceProp p;
+  cudaGetDeviceProperties(&p, 0);
+  std::printf("%s, %d SMs\n", p.name, p.multiProcessorCount);
+  float *in, *out;
+  cudaMalloc(&in, 1024ull * 65536);
+  cudaMalloc(&out, 1024ull * 1024);
+  cudaMemset(in, 0, 1024ull * 65536);
+  cudaStream_t st;
+  cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking);
+  const size_t smem = 65 * 1024;
+  for (auto* k : {empty_kernel, token_kernel, state_kernel})
+    cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  auto row = [&](const char* name, auto launch) {
+    std::printf("%-34s %8.2f %8.2f\n", name, replay_us([&] { launch(16); }, st), replay_us([&] { launch(1024); }, st));
+  };
+  auto plain = [&](auto* kernel, size_t bytes) { return [=](int ctas) { kernel<<<ctas, 256, bytes, st>>>(in, out); }; };
+  auto big = [&](auto tag) {
+    return [=](int ctas) { big_param_kernel<decltype(tag)::value><<<ctas, 256, 0, st>>>({}, out); };
+  };
+  std::printf("%-34s %8s %8s\n", "kernel (graph replay, us)", "16 CTAs", "1024");
+  row("empty", plain(empty_kernel, 0));
+  row("empty, 65 KB dynamic smem", plain(empty_kernel, smem));
+  row("empty, 512 B parameter", big(std::integral_constant<int, 512>{}));
+  row("empty, 2048 B parameter", big(std::integral_constant<int, 2048>{}));
+  row("empty, 5632 B parameter", big(std::integral_constant<int, 5632>{}));
+  row("token load + barrier + store", plain(token_kernel, smem));
+  row("64 KB state read per CTA + store", plain(state_kernel, smem));
+  double* mhz;
+  cudaMallocManaged(&mhz, sizeof(double));
+  for (int i = 0; i < 3; ++i) {
+    clock_kernel<<<1, 32>>>(mhz);
+    cudaDeviceSynchronize();
+    std::printf("SM clock while spinning: %.0f MHz\n", *mhz);
+  }
+  const cudaError_t e = cudaDeviceSynchronize();
+  if (e != cudaSuccess) std::printf("error: %s\n", cudaGetErrorString(e));
+  return 0;
+}
