@@ -13,7 +13,9 @@ namespace gka::cuda {
 
 inline constexpr int kInlineSeqs = 128;
 inline constexpr int kInlineOmegas = 64;
-inline constexpr int kLateS = 4;  // iterations of the first solve before S's load, where the final H drains first
+// Iterations of the first solve before S's load, where the final H drains first. 8 and 12 took 84.3-84.6 us at
+// B = 64 against 85.8-85.9 for 4 (v26, H200; 2 and 10 lost to 4 with the v12 iteration).
+inline constexpr int kLateS = 8;
 
 // Everything a decode launch needs travels in the kernel parameter (no uploads, no allocations): a call is
 // one launch. Sequences beyond kInlineSeqs come from a device table; iterations beyond kInlineOmegas
