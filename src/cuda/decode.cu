@@ -3,8 +3,8 @@
 // thread against the iterate broadcast from shared memory, three shuffle levels to finish the row sums, and one
 // barrier per Chebyshev iteration (x double-buffered). Blocks rather than half rows: each x chunk loaded serves four
 // rows; delivering x from shared memory was about a quarter of an iteration (v25: 3.4-3.8 % off batched decode).
-// The iteration is issue-bound, so its instructions are counted (v26, decode_common.cuh: 86 per iteration, 64 of them
-// FMAs, from 116).
+// The iteration is issue-bound, so its instructions are counted (v26, decode_common.cuh: at D = 128, 86 per iteration
+// and warp, 64 of them the mat-vec's FMAs, from 116).
 // One shared buffer (D/32 boxes of D rows x 128 bytes, 128-byte swizzle) serves twice. First H arrives in it as D/32
 // tensor-map bulk copies (bulk_copy.cuh; per-thread copies of a 64 KB state took 2000-4000 cycles on one SM, and one
 // 64 KB 1-D bulk copy each way into a plain layout 1.2-1.3 / 5.6-5.7 us more a step at B = 1 / 64), is read into
@@ -12,11 +12,11 @@
 // with several tokens it is stored straight from the registers. Then it holds S (stored k-major, [D][Dv]), which
 // arrives during the first solve (after that H store, its load goes out a few iterations in): thread (g, c) =
 // (t / (D/4), t % (D/4)) updates and reads out the 16-byte column chunk c of the rows of group g; the final S goes
-// from those registers straight to global memory (a warp per 512-byte row), sparing the buffer a second pass (B = 64:
-// 85.3 against 86.2-86.4 us). Views that no tensor map fits (16-byte alignment of data and strides), and builds below
-// sm_90, move the same layout by per-thread copies. States are read completely before they are written, so final_*
-// may alias initial_* (pools are updated in place). The omega sequence comes precomputed from the host (no fp64
-// division on the chain).
+// from those registers straight to global memory (a warp per row at D = 128, two at D = 64: whole 32-byte sectors),
+// sparing the buffer a second pass (B = 64: 85.3 against 86.2-86.4 us). Views that no tensor map fits (16-byte
+// alignment of data and strides), and builds below sm_90, move the same layout by per-thread copies. States are read
+// completely before they are written, so final_* may alias initial_* (pools are updated in place). The omega sequence
+// comes precomputed from the host (no fp64 division on the chain).
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
@@ -124,7 +124,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     hb.zero();
   }
   // The final H: through the buffer when it is known before S needs the buffer (at most one token), else
-  // straight from the registers (4 rows x 128 bytes per warp store).
+  // straight from the registers (16 rows x 32 bytes per warp store: full sectors).
   auto store_h_direct = [&] {
     if (a.fkk.dt) hb.store(a.fkk, drow(a.fkk, sq.state, h, 0));
   };
@@ -182,7 +182,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
        // thread's chunks: a partial of four outputs per row group, the groups summed below
       const float4 v4 = *reinterpret_cast<const float4*>(&tok[2][c4]);
       float4 po = float4{};
-      const bool s_out = last && a.fkv.dt;  // the final S: straight from the registers (a warp per row)
+      const bool s_out = last && a.fkv.dt;  // the final S: straight from the registers
       const bool s_vec = s_out && vec_ok(a.fkv);
       const int64_t s_off = s_out ? drow(a.fkv, sq.state, h, g * RG) + c4 : 0;
 #pragma unroll

@@ -13,8 +13,8 @@ namespace gka::cuda {
 
 inline constexpr int kInlineSeqs = 128;
 inline constexpr int kInlineOmegas = 64;
-// Iterations of the first solve before S's load, where the final H drains first. 8 and 12 took 84.3-84.6 us at
-// B = 64 against 85.8-85.9 for 4 (v26, H200; 2 and 10 lost to 4 with the v12 iteration).
+// Iterations of the first solve before S's load, where the final H drains first. At B = 64 8 took 84.3-84.7 us and
+// 12 84.4, against 85.8-86.1 for 4 (v26, H200, two calls; 2 and 10 lost to 4 with the v12 iteration).
 inline constexpr int kLateS = 8;
 
 // Everything a decode launch needs travels in the kernel parameter (no uploads, no allocations): a call is
@@ -137,7 +137,8 @@ struct HBlock {
     for (int c = 0; c < NC / 2; ++c)
       dec_chunk<D>(buf, row(c), chk(c)) = make_float4(v[4 * c], v[4 * c + 1], v[4 * c + 2], v[4 * c + 3]);
   }
-  // Straight to a state view (4 rows x 128 bytes per warp store); row i of the state at off + i s2.
+  // Straight to a state view (16 rows x 32 bytes per warp store: lanes j and j ^ 1 fill a sector); row i of the
+  // state at off + i s2.
   __device__ __forceinline__ void store(const DView& s, int64_t off) const {
     const bool vec = vec_ok(s);
 #pragma unroll
