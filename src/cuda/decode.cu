@@ -42,7 +42,6 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
   __shared__ float om_s[kInlineOmegas];
   __shared__ uint64_t bar[2];  // arrival of H, of S
   const SeqInfo sq = dec_seq(a, blockIdx.x);
-  if (threadIdx.x < kInlineOmegas) om_s[threadIdx.x] = a.omega[threadIdx.x];
   // H in registers as blocks (HBlock, decode_common.cuh): this thread's mat-vec row is r; S chunk column t % NC of
   // the rows of group g.
   HBlock<D> hb;
@@ -61,11 +60,6 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     }
     return;
   }
-  if (t == 0) {
-    mbar_init(&bar[0]);
-    mbar_init(&bar[1]);
-  }
-  __syncthreads();
   auto chunk = [&](int i, int j) -> float4& { return dec_chunk<D>(buf, i, j); };
   // A state between global memory and the buffer: D/32 tensor-map boxes issued by thread 0 where the host made a
   // map (sm_90), else every thread copies chunks (a warp per row: coalesced). A load is complete after
@@ -102,7 +96,6 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
       for (int n = t; n < D * NC; n += NT) st4(v, drow(v, sq.state, h, n / NC) + 4 * (n % NC), vec, chunk(n / NC, n % NC));
     }
   };
-  if (a.ikk.dt) state_load(kIkk, a.ikk, &bar[0]);
   // Token tt into tok (read after a barrier) and its scalars.
   float ak = 1.f, av = 1.f, alpha = 1.f;
   auto load_token = [&](int64_t tt) {
@@ -115,7 +108,18 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
     av = expf(dscalar(a.g, b, tt, h, 0.f));
     alpha = dscalar(a.alpha, b, tt, h, 1.f);
   };
+  // What takes longest starts first: thread 0 initialises the barriers and issues H's copy on the one it has just
+  // initialised, the first D threads load the token, the last kInlineOmegas copy the omegas out of the launch argument
+  // (reads at distinct addresses, which the constant cache serves one by one); one barrier then publishes the
+  // barriers' initialisation and the omegas.
+  if (t == 0) {
+    mbar_init(&bar[0]);
+    mbar_init(&bar[1]);
+  }
+  if (a.ikk.dt) state_load(kIkk, a.ikk, &bar[0]);
+  if (t >= NT - kInlineOmegas) om_s[t - (NT - kInlineOmegas)] = a.omega[t - (NT - kInlineOmegas)];
   if (sq.length > 0) load_token(sq.start);
+  __syncthreads();
   if (a.ikk.dt) {
     state_wait(kIkk, &bar[0]);
     hb.from_buf(buf);
