@@ -12,7 +12,8 @@
 
 __global__ void empty_kernel(const float*, float*) {}
 
-// Empty kernels with a parameter of N bytes (decode's launch argument, DecArgs, is ~5.5 KB).
+// Kernels that only read a parameter of N bytes, one float per thread at distinct addresses (up to 32 per warp, as
+// decode's omega copy does; decode's launch argument, DecArgs, is ~5.5 KB).
 template <int N>
 struct BigArg {
   float v[N / 4];
