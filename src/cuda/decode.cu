@@ -20,6 +20,7 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
+#include <algorithm>
 #include <optional>
 
 #include "backends.h"
@@ -273,8 +274,12 @@ void recurrent_forward(const Problem& p, const ForwardOutputs& out) {
             dview(out.o), dview(out.x), dview(out.fro), dview(out.residual), dview(p.in.initial_kk),
             dview(p.in.initial_kv), dview(out.final_kk), dview(out.final_kv), cheb_const(p), plan.c, 0.0,
             static_cast<float>(p.scale), static_cast<int>(p.H), nullptr, {}, {}};
+  // final_kv leaves the buffer by tensor map only where a sequence has no token (else from the registers): its map
+  // is encoded only then.
+  const bool empty_seq = std::any_of(p.seqs.begin(), p.seqs.end(), [](const Sequence& s) { return s.length == 0; });
   const TensorView* states[4] = {&p.in.initial_kk, &p.in.initial_kv, &out.final_kk, &out.final_kv};
-  for (int k = 0; k < 4; ++k) a.tmap_ok[k] = state_tmap(*states[k], p.D, &a.tmap[k]) ? 1 : 0;
+  for (int k = 0; k < 4; ++k)
+    a.tmap_ok[k] = (states[k] != &out.final_kv || empty_seq) && state_tmap(*states[k], p.D, &a.tmap[k]) ? 1 : 0;
   for (size_t i = 0; i < plan.omega.size() && i < static_cast<size_t>(kInlineOmegas); ++i)
     a.omega[i] = static_cast<float>(plan.omega[i]);
   if (plan.omega.size() > static_cast<size_t>(kInlineOmegas)) a.omega_tail = plan.omega[kInlineOmegas - 1];
