@@ -6,7 +6,8 @@
 // GKA_BENCH_ITERS=N overrides num_iter (diagnostics); GKA_BENCH_PARTS=chunk|decode runs one half only;
 // GKA_BENCH_LONG=1 adds 1x131072 (the linear-time check); GKA_BENCH_PRECISION=fp32|mixed times one precision
 // only; GKA_BENCH_DECODE_DROP=ikk,ikv,fkk,fkv leaves those decode states out (what each transfer costs);
-// GKA_CUDA_WGMMA and GKA_CUDA_ONE_TERM_ITERS, see src/cuda/common.cuh.
+// GKA_BENCH_DECODE_B=B times decode at that batch only; GKA_CUDA_WGMMA and GKA_CUDA_ONE_TERM_ITERS, see
+// src/cuda/common.cuh, and GKA_CUDA_DECODE_SPLIT, src/cuda/decode.cu.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -181,6 +182,7 @@ int main(int argc, char** argv) {
   }
   std::vector<int64_t> decode_batches;
   if (parts.find("decode") != std::string::npos) decode_batches = {1, 64};
+  if (const char* e = std::getenv("GKA_BENCH_DECODE_B")) decode_batches = {std::atoi(e)};  // diagnostics: one batch
   cudaStream_t stream;
   ck(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
   for (int64_t B : decode_batches) {

@@ -263,6 +263,18 @@ void launch(dim3 grid, const DecArgs& a, cudaStream_t stream, const char* fn) {
   decode_kernel<D><<<grid, kDecThreads<D>, dec_smem_bytes<D>(), stream>>>(a);
 }
 
+// The cluster form (decode_split.cu) where it applies: one token per sequence, its three CTAs per head in one wave
+// (two fit an SM), initial states a tensor map reads, a build and device with clusters. GKA_CUDA_DECODE_SPLIT=0
+// turns it off (A/B).
+bool split_fits(const Problem& p, const DecArgs& a) {
+  static const bool off = env_off("GKA_CUDA_DECODE_SPLIT");
+  const bool one_token =
+      std::all_of(p.seqs.begin(), p.seqs.end(), [](const Sequence& s) { return s.state < 0 || s.length == 1; });
+  return !off && one_token && p.num_seqs() > 0 && 3 * p.num_seqs() * p.H <= 2 * sm_count() &&
+         (!a.ikk.dt || a.tmap_ok[0]) && (!a.ikv.dt || a.tmap_ok[1]) &&
+         (p.D == 64 ? decode_split_ready<64>() : decode_split_ready<128>());
+}
+
 void recurrent_forward(const Problem& p, const ForwardOutputs& out) {
   const char* fn = "gka::recurrent_forward (cuda)";
   supported_check(p, fn, false);
@@ -288,6 +300,13 @@ void recurrent_forward(const Problem& p, const ForwardOutputs& out) {
   if (table.size() > static_cast<size_t>(kInlineSeqs)) {
     up.emplace(fn, table, stream_of(p));
     a.seq_table = up->get();
+  }
+  if (split_fits(p, a)) {
+    if (p.D == 64)
+      decode_split_launch<64>(static_cast<unsigned>(p.num_seqs()), a, stream_of(p), fn);
+    else
+      decode_split_launch<128>(static_cast<unsigned>(p.num_seqs()), a, stream_of(p), fn);
+    return launch_check(fn);
   }
   const dim3 grid(static_cast<unsigned>(p.num_seqs()), static_cast<unsigned>(p.H));
   if (p.D == 64)

@@ -90,41 +90,47 @@ __device__ __forceinline__ float dec_block_sum(float v, float* red) {
   return s;
 }
 
-// H in registers as blocks: a warp holds 16 rows, each group of 8 lanes 4 of them (rows r0 .. r0 + 3), lane j of
-// the group the 16-byte chunks j, j + 8, ... of those rows (D / 8 columns). Each x chunk a lane loads then serves
-// four rows: a mat-vec moves D^2 / 4 floats of x out of shared memory instead of D^2 (at one row per lane pair that
-// delivery was a quarter of an iteration, measured), for two more shuffle levels in the row sums. Lane j keeps its
-// four rows in the order r0 + (i ^ sw), sw = j >> 1: every lane then sends the same two slots at each shuffle level
-// (no selects on the chain), and after the sums lane j holds row r = r0 + sw, as does lane j ^ 1. Register chunk
-// c = i MC + m: row r0 + (i ^ sw), 16-byte chunk j + 8 m. A group's 8 lanes touch 8 distinct 16-byte bank groups of
-// a swizzled box at a time (j ^ (j >> 1) is a permutation): no bank conflicts.
-template <int D>
+// H in registers as blocks: a group of L lanes holds R rows (rows r0 .. r0 + R - 1), each lane D / L columns of
+// them as the 16-byte chunks cb, cb + L, ... (MC per row). Each x chunk a lane loads then serves R rows: a mat-vec
+// moves D^2 / R floats of x out of shared memory instead of D^2 (at one row per lane pair that delivery was a
+// quarter of an iteration, measured), for log2 L shuffle levels in the row sums. Lane j keeps its rows in the order
+// r0 + (i ^ sw), sw = j / (L / R): every lane then sends the same slots at each shuffle level (no selects on the
+// chain), and after the sums lane j holds row r = r0 + sw (as does lane j ^ 1 where L = 2 R). Register chunk
+// c = i MC + m: row r0 + (i ^ sw), 16-byte chunk cb + L m. Two layouts:
+//   L = 2 R (decode.cu, R = 4: 2 D threads, 16 rows a warp): cb = j; a group's 8 lanes touch 8 distinct 16-byte
+//     bank groups of a swizzled box at a time (j ^ (j >> 1) is a permutation). R = 4 balances the x loads against
+//     the shuffles: R = 2 and R = 8 took 14.1-14.2 / 95.3 and 14.3-14.5 / 90.7-91.1 us a step (B = 1 / B = 64,
+//     H200) against 12.6-12.9 / 86.0-86.4;
+//   L = R = 4 (decode_split.cu: D threads, 32 rows a warp, one warp per scheduler at D = 128): cb = sigma(j), the
+//     product by a generator of GF(4) (0 2 3 1), so that sigma(j) ^ j is a permutation too and the 8 lanes of a
+//     quarter warp (two groups, rows 4 apart) read 8 distinct bank groups.
+template <int D, int R = 4, int L = 2 * R, int A = 1>
 struct HBlock {
-  // Rows per lane, lanes per row group. R = 4 balances the x loads (D / (8 R) 16-byte loads per iteration) against
-  // the shuffles (R, in log2 2R levels): R = 2 and R = 8 took 14.1-14.2 / 95.3 and 14.3-14.5 / 90.7-91.1 us a step
-  // (B = 1 / B = 64, H200) against 12.6-12.9 / 86.0-86.4.
-  static constexpr int R = 4, L = 2 * R;
-  static constexpr int NC = D / 4, MC = NC / L;      // 16-byte chunks per row, per row of the block
-  float v[D / 2];
-  int jl, r0, r;
+  static_assert(L == 2 * R || (L == R && R == 4), "the layouts above");
+  static constexpr int NC = D / 4, MC = NC / L;  // 16-byte chunks per row, per row of the block
+  static constexpr int kRowsPerWarp = 32 * R / L, kThreads = 32 * D / kRowsPerWarp;
+  float v[4 * R * MC];
+  int jl, cb, r0, r;
 
   __device__ __forceinline__ HBlock() {
     const int t = threadIdx.x, lane = t & 31;
     jl = lane % L;
-    r0 = 16 * (t >> 5) + R * (lane / L);
-    r = r0 + (jl >> 1);
+    cb = L == 2 * R ? jl : ((jl << 1) & 3) ^ (jl >> 1 ? 3 : 0);
+    r0 = kRowsPerWarp * (t >> 5) + R * (lane / L);
+    r = r0 + sw();
   }
-  __device__ __forceinline__ int row(int c) const { return r0 + ((c / MC) ^ (jl >> 1)); }
-  __device__ __forceinline__ int chk(int c) const { return jl + L * (c % MC); }
-  __device__ __forceinline__ bool owner() const { return (jl & 1) == 0; }  // writes row r's results
+  __device__ __forceinline__ int sw() const { return L == R ? jl : jl >> 1; }
+  __device__ __forceinline__ int row(int c) const { return r0 + ((c / MC) ^ sw()); }
+  __device__ __forceinline__ int chk(int c) const { return cb + L * (c % MC); }
+  __device__ __forceinline__ bool owner() const { return L == R || (jl & 1) == 0; }  // writes row r's results
 
   __device__ __forceinline__ void zero() {
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) v[i] = 0.f;
+    for (int i = 0; i < 4 * R * MC; ++i) v[i] = 0.f;
   }
   __device__ __forceinline__ void from_buf(char* buf) {
 #pragma unroll
-    for (int c = 0; c < NC / 2; ++c) {
+    for (int c = 0; c < R * MC; ++c) {
       const float4 u = dec_chunk<D>(buf, row(c), chk(c));
       v[4 * c] = u.x;
       v[4 * c + 1] = u.y;
@@ -134,7 +140,7 @@ struct HBlock {
   }
   __device__ __forceinline__ void to_buf(char* buf) const {
 #pragma unroll
-    for (int c = 0; c < NC / 2; ++c)
+    for (int c = 0; c < R * MC; ++c)
       dec_chunk<D>(buf, row(c), chk(c)) = make_float4(v[4 * c], v[4 * c + 1], v[4 * c + 2], v[4 * c + 3]);
   }
   // Straight to a state view (16 rows x 32 bytes per warp store: lanes j and j ^ 1 fill a sector); row i of the
@@ -142,13 +148,13 @@ struct HBlock {
   __device__ __forceinline__ void store(const DView& s, int64_t off) const {
     const bool vec = vec_ok(s);
 #pragma unroll
-    for (int c = 0; c < NC / 2; ++c)
+    for (int c = 0; c < R * MC; ++c)
       st4(s, off + row(c) * s.s2 + 4 * chk(c), vec, make_float4(v[4 * c], v[4 * c + 1], v[4 * c + 2], v[4 * c + 3]));
   }
   // H = e^gk H + k kᵀ (k in shared memory).
   __device__ __forceinline__ void update(const float* k, float ak) {
 #pragma unroll
-    for (int c = 0; c < NC / 2; ++c) {
+    for (int c = 0; c < R * MC; ++c) {
       const float kr = k[row(c)];
       const float4 kc = *reinterpret_cast<const float4*>(k + 4 * chk(c));
       v[4 * c] = fmaf(ak, v[4 * c], kr * kc.x);
@@ -157,48 +163,56 @@ struct HBlock {
       v[4 * c + 3] = fmaf(ak, v[4 * c + 3], kr * kc.w);
     }
   }
+  // The sum of squares in C independent chains (a chain of D / 2 FMAs is ~4 D cycles of latency; at two CTAs per SM
+  // (decode.cu) a second chain spilled).
+  template <int C = 1>
   __device__ __forceinline__ float sumsq() const {
-    float s = 0.f;
+    float s[C] = {};
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) s = fmaf(v[i], v[i], s);
-    return s;
+    for (int i = 0; i < 4 * R * MC; ++i) s[i % C] = fmaf(v[i], v[i], s[i % C]);
+#pragma unroll
+    for (int i = 1; i < C; ++i) s[0] += s[i];
+    return s[0];
   }
-  // Row r of H times a vector in shared memory. Each lane forms its four rows' partial sums (one accumulator per
-  // row: four independent chains), then the group's 8 lanes reduce them: at xor 4 each lane keeps slots 0, 1 and
-  // sends 2, 3 (the partner holds the same rows there), at xor 2 it keeps slot 0 and sends 1, at xor 1 the pair j,
-  // j ^ 1 adds its two halves (a + b in one lane, b + a in the other: the same float).
+  // Row r of H times a vector in shared memory. Each lane forms its R rows' partial sums (A accumulators a row: R A
+  // independent chains; decode.cu's two CTAs an SM have registers for A = 1 only), then the group's L lanes reduce
+  // them: at each level a lane keeps the lower half of its slots and adds the partner's upper half (which holds the
+  // same rows), and where L = 2 R the pair j, j ^ 1 adds its two halves last (a + b in one lane, b + a in the other:
+  // the same float).
   __device__ __forceinline__ float matvec(const float* vec) const {
     float4 u[MC];
 #pragma unroll
-    for (int m = 0; m < MC; ++m) u[m] = *reinterpret_cast<const float4*>(vec + 4 * (jl + L * m));
+    for (int m = 0; m < MC; ++m) u[m] = *reinterpret_cast<const float4*>(vec + 4 * chk(m));
     float s[R];
 #pragma unroll
     for (int i = 0; i < R; ++i) {
-      float e = 0.f;
+      float e[A] = {};
 #pragma unroll
       for (int m = 0; m < MC; ++m) {
         const float* hc = v + 4 * (i * MC + m);
-        e = fmaf(hc[0], u[m].x, e);
-        e = fmaf(hc[1], u[m].y, e);
-        e = fmaf(hc[2], u[m].z, e);
-        e = fmaf(hc[3], u[m].w, e);
+        e[(4 * m) % A] = fmaf(hc[0], u[m].x, e[(4 * m) % A]);
+        e[(4 * m + 1) % A] = fmaf(hc[1], u[m].y, e[(4 * m + 1) % A]);
+        e[(4 * m + 2) % A] = fmaf(hc[2], u[m].z, e[(4 * m + 2) % A]);
+        e[(4 * m + 3) % A] = fmaf(hc[3], u[m].w, e[(4 * m + 3) % A]);
       }
-      s[i] = e;
+#pragma unroll
+      for (int k = 1; k < A; ++k) e[0] += e[k];
+      s[i] = e[0];
     }
 #pragma unroll
-    for (int w = R / 2; w >= 1; w /= 2)  // at xor 2 w: keep slots [0, w), add the partner's [w, 2 w)
+    for (int w = R / 2; w >= 1; w /= 2)  // at xor (L / R) w: keep slots [0, w), add the partner's [w, 2 w)
 #pragma unroll
-      for (int i = 0; i < w; ++i) s[i] += __shfl_xor_sync(0xffffffffu, s[i + w], 2 * w);
-    return s[0] + __shfl_xor_sync(0xffffffffu, s[0], 1);
+      for (int i = 0; i < w; ++i) s[i] += __shfl_xor_sync(0xffffffffu, s[i + w], (L / R) * w);
+    return L == R ? s[0] : s[0] + __shfl_xor_sync(0xffffffffu, s[0], 1);
   }
 };
 
 // The Chebyshev solve of spec §A.3 for row r (every thread of the CTA calls it; x double-buffered in xb, one barrier
 // per iteration): x_0 = eta q, then x' = omega (a0 x + eta (q - H x)) + (1 - omega) x_prev. With late > 0, `at()`
 // runs once, after the first min(late, N) iterations (the caller issues a copy there). Returns x_N (q when N = 0).
-template <int D, typename At>
-__device__ __forceinline__ float dec_solve(const DecArgs& a, const HBlock<D>& hb, const float* om_s, float (*xb)[D],
-                                           float qr, float f, float lam, int late, At at) {
+template <int D, typename HB, typename At>
+__device__ __forceinline__ float dec_solve(const DecArgs& a, const HB& hb, const float* om_s, float (*xb)[D], float qr,
+                                           float f, float lam, int late, At at) {
   if (a.cc.n <= 0) return qr;
   const float eta = f > 0.f ? a.cc.eta_f / f : 0.f, a0 = 1.f - eta * lam;  // H = 0: x = 0
   const float eq = eta * qr;
@@ -242,5 +256,12 @@ __device__ __forceinline__ float dec_solve(const DecArgs& a, const HBlock<D>& hb
   }
   return x;
 }
+
+// The cluster form for one-token steps on grids with SMs to spare (decode_split.cu): whether this build and device
+// run it, and its launch (grid 2 seqs x H, clusters of two).
+template <int D>
+bool decode_split_ready();
+template <int D>
+void decode_split_launch(unsigned seqs, const DecArgs& a, cudaStream_t stream, const char* fn);
 
 }  // namespace gka::cuda

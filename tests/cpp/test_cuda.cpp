@@ -281,26 +281,29 @@ TEST(CudaPool, PaddedStateRowsMatchCpu) {
   }
 }
 
-// Batched one-token steps, more heads than CTAs fit at once (several waves of them): a pool updated in place, with
-// padding rows (slot -1), matches the CPU backend.
+// One-token steps on a pool updated in place, with padding rows (slot -1), match the CPU backend: a few heads (the
+// cluster form, decode_split.cu, two CTAs a head) and more heads than CTAs fit at once (several waves of decode.cu's).
 TEST(CudaPool, BatchedStepMatchesCpu) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
-  for (const int64_t D : {64, 128}) {
-    Case c;
-    c.B = D == 64 ? 600 : 300;  // 1200 / 600 heads: more than the CTAs that fit on a 132-SM card
-    c.T = 1;
-    c.H = 2;
-    c.D = D;
-    const CaseInputs in = inputs_make(c, 21);
-    std::mt19937_64 rng(5);
-    const int64_t S = c.B + 3;  // 603 = 9 x 67, 303 = 3 x 101: i -> 7 i + 3 (mod S) is one to one
-    const Tensor kk = Tensor::randn(DType::f32, {S, c.H, D, D}, rng, 0.05);
-    const Tensor kv = Tensor::randn(DType::f32, {S, c.H, D, D}, rng, 0.05);
-    std::vector<double> sl(c.B);
-    for (int64_t i = 0; i < c.B; ++i) sl[i] = i % 9 == 4 ? -1.0 : static_cast<double>((7 * i + 3) % S);
-    const Tensor slots = Tensor::from_f64(sl, DType::i32, {c.B});
-    expect_pool_step_matches_cpu(c, in, kk, kv, slots, [](TensorView v) { return v; }, "D=" + std::to_string(D) + " ");
-  }
+  for (const int64_t D : {64, 128})
+    for (const bool few : {true, false}) {
+      Case c;
+      c.B = few ? 5 : D == 64 ? 600 : 300;  // 1200 / 600 heads: more than the CTAs that fit on a 132-SM card
+      c.T = 1;
+      c.H = 2;
+      c.D = D;
+      const CaseInputs in = inputs_make(c, 21);
+      std::mt19937_64 rng(5);
+      const int64_t S = c.B + 3;  // 603 = 9 x 67, 303 = 3 x 101: i -> 7 i + 3 (mod S) is one to one
+      const Tensor kk = Tensor::randn(DType::f32, {S, c.H, D, D}, rng, 0.05);
+      const Tensor kv = Tensor::randn(DType::f32, {S, c.H, D, D}, rng, 0.05);
+      std::vector<double> sl(c.B);
+      for (int64_t i = 0; i < c.B; ++i) sl[i] = i % 9 == 4 ? -1.0 : static_cast<double>((7 * i + 3) % S);
+      const Tensor slots = Tensor::from_f64(sl, DType::i32, {c.B});
+      expect_pool_step_matches_cpu(
+          c, in, kk, kv, slots, [](TensorView v) { return v; },
+          "D=" + std::to_string(D) + " B=" + std::to_string(c.B) + " ");
+    }
 }
 
 // The same batched steps through recurrent_forward, with and without initial states, match the oracle; with no
@@ -308,38 +311,39 @@ TEST(CudaPool, BatchedStepMatchesCpu) {
 TEST(CudaDecode, BatchedStepsMatchOracle) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const int64_t D : {64, 128})
-    for (const bool h0 : {true, false}) {
-      Case c;
-      c.B = D == 64 ? 600 : 300;
-      c.T = 1;
-      c.H = 2;
-      c.D = D;
-      c.h0 = h0;
-      const std::string at = "D=" + std::to_string(D) + (h0 ? " h0 " : " ");
-      const CaseInputs in = inputs_make(c, 23);
-      const ForwardResult got = cuda_forward(c, in, /*recurrent=*/true);
-      const ForwardResult ref = forward_run(case_in_f64(c), inputs_to_f64(in), Backend::reference);
-      const double tol = tol_forward(false, c.ridge_ratio);
-      const double amp = readout_amplification(c, inputs_to_f64(in), ref);
-      expect_close(got.o, ref.o, tol_output(dtype_parse(c.dtype), false, c.ridge_ratio, amp), at + "o");
-      expect_close(got.final_kk, ref.final_kk, tol, at + "final_kk");
-      expect_close(got.final_kv, ref.final_kv, tol, at + "final_kv");
-      expect_close(got.x, ref.x, tol, at + "x");
-      expect_close(got.fro, ref.fro, tol, at + "fro");
-      ForwardResult r = harness::forward_buffers_make(c.shape());  // o only: no final H leaves the buffer
-      r.poison();
-      DevInputs din(in);
-      DevTensor o(r.o);
-      ForwardOutputs out;
-      out.o = o.view();
-      recurrent_forward(din.view(), out, c.options(Backend::cuda));
-      GKA_CUDA_OK(cudaDeviceSynchronize());
-      o.download();
-      const std::vector<double> alone = r.o.to_f64(), with = got.o.to_f64();
-      int64_t differ = 0;  // a count, not the vectors (76 800 elements each)
-      for (size_t i = 0; i < alone.size(); ++i) differ += !(alone[i] == with[i]);
-      EXPECT_EQ(differ, 0) << at << "elements of o that change without final states";
-    }
+    for (const bool few : {true, false})
+      for (const bool h0 : {true, false}) {
+        Case c;
+        c.B = few ? 3 : D == 64 ? 600 : 300;
+        c.T = 1;
+        c.H = 2;
+        c.D = D;
+        c.h0 = h0;
+        const std::string at = "D=" + std::to_string(D) + " B=" + std::to_string(c.B) + (h0 ? " h0 " : " ");
+        const CaseInputs in = inputs_make(c, 23);
+        const ForwardResult got = cuda_forward(c, in, /*recurrent=*/true);
+        const ForwardResult ref = forward_run(case_in_f64(c), inputs_to_f64(in), Backend::reference);
+        const double tol = tol_forward(false, c.ridge_ratio);
+        const double amp = readout_amplification(c, inputs_to_f64(in), ref);
+        expect_close(got.o, ref.o, tol_output(dtype_parse(c.dtype), false, c.ridge_ratio, amp), at + "o");
+        expect_close(got.final_kk, ref.final_kk, tol, at + "final_kk");
+        expect_close(got.final_kv, ref.final_kv, tol, at + "final_kv");
+        expect_close(got.x, ref.x, tol, at + "x");
+        expect_close(got.fro, ref.fro, tol, at + "fro");
+        ForwardResult r = harness::forward_buffers_make(c.shape());  // o only: no final H leaves the buffer
+        r.poison();
+        DevInputs din(in);
+        DevTensor o(r.o);
+        ForwardOutputs out;
+        out.o = o.view();
+        recurrent_forward(din.view(), out, c.options(Backend::cuda));
+        GKA_CUDA_OK(cudaDeviceSynchronize());
+        o.download();
+        const std::vector<double> alone = r.o.to_f64(), with = got.o.to_f64();
+        int64_t differ = 0;  // a count, not the vectors (76 800 elements each)
+        for (size_t i = 0; i < alone.size(); ++i) differ += !(alone[i] == with[i]);
+        EXPECT_EQ(differ, 0) << at << "elements of o that change without final states";
+      }
 }
 
 // Varlen decode with empty sequences, initial states given and no final states asked for: an empty sequence's
