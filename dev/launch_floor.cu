@@ -118,6 +118,30 @@ int main() {
   row("empty, 512 B parameter", big(std::integral_constant<int, 512>{}));
   row("empty, 2048 B parameter", big(std::integral_constant<int, 2048>{}));
   row("empty, 5632 B parameter", big(std::integral_constant<int, 5632>{}));
+  // Clusters (decode_split.cu: one of 3 CTAs per head): n clusters of `size` CTAs, 128 threads, 65 KB each.
+  auto clustered = [&](int size, bool spread) {
+    return [=](int n) {
+      cudaLaunchConfig_t cfg{};
+      cfg.gridDim = dim3(size * n);
+      cfg.blockDim = dim3(128);
+      cfg.dynamicSmemBytes = 65 * 1024;
+      cfg.stream = st;
+      cudaLaunchAttribute attr[2]{};
+      attr[0].id = cudaLaunchAttributeClusterDimension;
+      attr[0].val.clusterDim.x = size;
+      attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
+      attr[1].id = cudaLaunchAttributeClusterSchedulingPolicyPreference;
+      attr[1].val.clusterSchedulingPolicyPreference = spread ? cudaClusterSchedulingPolicySpread
+                                                             : cudaClusterSchedulingPolicyDefault;
+      cfg.attrs = attr;
+      cfg.numAttrs = 2;
+      cudaLaunchKernelEx(&cfg, empty_kernel, static_cast<const float*>(in), out);
+    };
+  };
+  row("empty, 16 / 1024 x 3 CTAs, no cluster", [&](int n) { empty_kernel<<<3 * n, 128, 65 * 1024, st>>>(in, out); });
+  row("empty, clusters of 2 (n x 2 CTAs)", clustered(2, false));
+  row("empty, clusters of 3 (n x 3 CTAs)", clustered(3, false));
+  row("empty, clusters of 3, spread", clustered(3, true));
   row("token load + barrier + store", plain(token_kernel, smem));
   row("64 KB state read per CTA + store", plain(state_kernel, smem));
   double* mhz;

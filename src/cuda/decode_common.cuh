@@ -219,11 +219,11 @@ __device__ __forceinline__ float dec_solve(const DecArgs& a, const HB& hb, const
   float xp = 0.f, x = eq;
   if (hb.owner()) xb[0][hb.r] = x;
   __syncthreads();
-  // x' = xp + omega (y - xp) with y = a0 x + eta (q - H x): after the mat-vec, three dependent operations.
+  // x' = (1 - omega) xp + omega (a0 x + eta q) - omega eta H x: after the mat-vec, one operation (the form
+  // xp + omega (y - xp), y = a0 x + eta (q - H x), had three on the chain).
   auto step = [&](float w, const float* cur, float* nxt) {
-    const float c = fmaf(a0, x, eq);  // off the chain
-    const float y = fmaf(-eta, hb.matvec(cur), c);
-    const float xn = fmaf(w, y - xp, xp);
+    const float d = fmaf(w, fmaf(a0, x, eq), (1.f - w) * xp);  // off the chain
+    const float xn = fmaf(-w * eta, hb.matvec(cur), d);
     xp = x;
     x = xn;
     if (hb.owner()) nxt[hb.r] = x;

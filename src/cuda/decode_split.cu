@@ -67,11 +67,13 @@ __global__ void __launch_bounds__(SplitH<D>::kThreads, 1) decode_split_kernel(co
     SplitH<D> hb;
     const int r = hb.r;
     start(kIkk, a.ikk.dt);
+    const float k_t = dload(a.k, drow(a.k, b, tt, h) + t), q_t = dload(a.q, drow(a.q, b, tt, h) + t);
+    const float alpha = dscalar(a.alpha, b, tt, h, 1.f);
     cluster_arrive();
     if (t >= NT - kInlineOmegas) om_s[t - (NT - kInlineOmegas)] = a.omega[t - (NT - kInlineOmegas)];
-    tok[0][t] = dload(a.k, drow(a.k, b, tt, h) + t);
-    tok[1][t] = dload(a.q, drow(a.q, b, tt, h) + t);
-    const float alpha = dscalar(a.alpha, b, tt, h, 1.f);
+    cluster_wait();  // the peers' barriers are initialised (while the token's loads are in flight)
+    tok[0][t] = k_t;
+    tok[1][t] = q_t;
     __syncthreads();
     if (a.ikk.dt) {
       mbar_wait(&bar[0], 0);
@@ -79,7 +81,6 @@ __global__ void __launch_bounds__(SplitH<D>::kThreads, 1) decode_split_kernel(co
     } else {
       hb.zero();
     }
-    cluster_wait();                                              // the peers' barriers are initialised
     if (t == 0 && a.fkk.dt) peer_signal(peer_addr(&bar[1], 1));  // rank 1 waits for it (and exits without)
     hb.update(tok[0], ak);
     const float qr = tok[1][r];
