@@ -41,12 +41,11 @@ __device__ __forceinline__ uint32_t peer_addr(const void* p, uint32_t rank) {
   return a;
 }
 
-// One arrival on a peer's mbarrier (peer_addr) that orders nothing before it (relaxed): a signal that something
-// this CTA observed has happened, not a hand-over of data. A release at cluster scope here cost the signalling warp
-// its earlier accesses' round trips.
-__device__ __forceinline__ void peer_signal(uint32_t bar) {
+// One arrival on a peer's mbarrier (peer_addr), releasing at cluster scope what this thread observed before it (a
+// bulk copy's completion, say): the peer's acquiring wait (mbar_wait_cluster) then orders its later accesses after.
+__device__ __forceinline__ void peer_arrive(uint32_t bar) {
 #if GKA_BULK_DEVICE
-  asm volatile("mbarrier.arrive.relaxed.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(bar) : "memory");
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(bar) : "memory");
 #endif
 }
 
@@ -59,7 +58,7 @@ __device__ __forceinline__ void peer_store(uint32_t dst, float v, uint32_t bar) 
 #endif
 }
 
-// mbar_wait that acquires at cluster scope: for a phase completed by a peer's arrival.
+// mbar_wait that acquires at cluster scope: for a phase completed by a peer (its arrival, or its st.async bytes).
 __device__ __forceinline__ void mbar_wait_cluster(uint64_t* bar, uint32_t parity) {
 #if GKA_BULK_DEVICE
   asm volatile(

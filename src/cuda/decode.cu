@@ -3,8 +3,9 @@
 // thread against the iterate broadcast from shared memory, three shuffle levels to finish the row sums, and one
 // barrier per Chebyshev iteration (x double-buffered). Blocks rather than half rows: each x chunk loaded serves four
 // rows; delivering x from shared memory was about a quarter of an iteration (v25: 3.4-3.8 % off batched decode).
-// The iteration is issue-bound, so its instructions are counted (v26, decode_common.cuh: at D = 128, 86 per iteration
-// and warp, 64 of them the mat-vec's FMAs, from 116).
+// At two CTAs per SM the iteration is issue-bound, so its instructions are counted (decode_common.cuh: at D = 128, 86
+// per iteration and warp in v26, 64 of them the mat-vec's FMAs, from 116; 88 in v27, whose update has one operation
+// after the mat-vec instead of three). One-token steps on grids with SMs to spare go to decode_split.cu instead.
 // One shared buffer (D/32 boxes of D rows x 128 bytes, 128-byte swizzle) serves twice. First H arrives in it as D/32
 // tensor-map bulk copies (bulk_copy.cuh; per-thread copies of a 64 KB state took 2000-4000 cycles on one SM, and one
 // 64 KB 1-D bulk copy each way into a plain layout 1.2-1.3 / 5.6-5.7 us more a step at B = 1 / 64), is read into
@@ -267,7 +268,7 @@ void launch(dim3 grid, const DecArgs& a, cudaStream_t stream, const char* fn) {
 // (at B = 4, H = 16, two an SM took 13.9 us against decode.cu's 12.9), initial states a tensor map reads, a build
 // and device with clusters. GKA_CUDA_DECODE_SPLIT=0 turns it off (A/B).
 bool split_fits(const Problem& p, const DecArgs& a) {
-  static const bool off = env_off("GKA_CUDA_DECODE_SPLIT");
+  const bool off = env_off("GKA_CUDA_DECODE_SPLIT");  // read at each call, as the tests' with_env expects
   const bool one_token =
       std::all_of(p.seqs.begin(), p.seqs.end(), [](const Sequence& s) { return s.state < 0 || s.length == 1; });
   return !off && one_token && p.num_seqs() > 0 && 3 * p.num_seqs() * p.H <= sm_count() &&

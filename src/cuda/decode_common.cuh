@@ -143,8 +143,8 @@ struct HBlock {
     for (int c = 0; c < R * MC; ++c)
       dec_chunk<D>(buf, row(c), chk(c)) = make_float4(v[4 * c], v[4 * c + 1], v[4 * c + 2], v[4 * c + 3]);
   }
-  // Straight to a state view (16 rows x 32 bytes per warp store: lanes j and j ^ 1 fill a sector); row i of the
-  // state at off + i s2.
+  // Straight to a state view (in decode.cu's layout, 16 rows x 32 bytes per warp store: lanes j and j ^ 1 fill a
+  // sector); row i of the state at off + i s2.
   __device__ __forceinline__ void store(const DView& s, int64_t off) const {
     const bool vec = vec_ok(s);
 #pragma unroll
@@ -163,8 +163,8 @@ struct HBlock {
       v[4 * c + 3] = fmaf(ak, v[4 * c + 3], kr * kc.w);
     }
   }
-  // The sum of squares in C independent chains (a chain of D / 2 FMAs is ~4 D cycles of latency; at two CTAs per SM
-  // (decode.cu) a second chain spilled).
+  // The sum of squares in C independent chains (a chain of 4 R MC FMAs, D / 2 in decode.cu's layout, is 4 cycles of
+  // latency each; at two CTAs per SM (decode.cu) a second chain spilled).
   template <int C = 1>
   __device__ __forceinline__ float sumsq() const {
     float s[C] = {};
@@ -257,8 +257,9 @@ __device__ __forceinline__ float dec_solve(const DecArgs& a, const HB& hb, const
   return x;
 }
 
-// The cluster form for one-token steps on grids with SMs to spare (decode_split.cu): whether this build and device
-// run it, and its launch (grid 2 seqs x H, clusters of two).
+// The cluster form for one-token steps on grids with SMs to spare (decode_split.cu): whether this build has its code
+// for the device (sm_90 PTX or better: below that its body is empty), and its launch (grid 3 seqs x H, clusters of
+// three).
 template <int D>
 bool decode_split_ready();
 template <int D>

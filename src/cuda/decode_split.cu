@@ -9,11 +9,13 @@
 //     q̃ lands.
 // Rank 0 is a CTA of D threads holding H as 4-row blocks over 4-lane groups (one warp per scheduler at D = 128):
 // an iteration took ~360 cycles as 2 D threads with 8-lane groups, bound by its latency chain (x's loads, the FMA
-// chains, the shuffle levels, the barrier) rather than by issue; the shorter chain is 0.3 us a step faster. With
-// one CTA doing all the traffic (two in a cluster) the step took 0.9 us longer than with no states (B = 1, H200).
+// chains, the shuffle levels, the barrier) rather than by issue; the shorter chain is 0.3 us a step faster. Both
+// states in one CTA beside the solving one (clusters of two) put that CTA on the critical path: B = 1 10.2 us against
+// 10.0 with three, and with N = 0 9.1 against 6.3 (H200).
 // Rank 1 stores the final H only after rank 0 has signalled that its own copy of H arrived, so final_kk may alias
 // initial_kk (pools in place). Both compute the final H as fmaf(e^gk, H, k_i k_j): the stored H is the one solved
-// with. The host takes this path only for sequences of one token, tensor-map-able initial states and sm_90.
+// with. The host (decode.cu, split_fits) takes this path only for sequences of one token, clusters that fit one CTA
+// per SM, tensor-map-able initial states and builds with sm_90 code for the device.
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
@@ -81,7 +83,7 @@ __global__ void __launch_bounds__(SplitH<D>::kThreads, 1) decode_split_kernel(co
     } else {
       hb.zero();
     }
-    if (t == 0 && a.fkk.dt) peer_signal(peer_addr(&bar[1], 1));  // rank 1 waits for it (and exits without)
+    if (t == 0 && a.fkk.dt) peer_arrive(peer_addr(&bar[1], 1));  // rank 1 waits for it (and exits without)
     hb.update(tok[0], ak);
     const float qr = tok[1][r];
     const float f = sqrtf(dec_block_sum<NW>(hb.template sumsq<4>(), red));
@@ -135,7 +137,7 @@ __global__ void __launch_bounds__(SplitH<D>::kThreads, 1) decode_split_kernel(co
     for (int j = 0; j < RG; ++j) st4(fin, off + j * fin.s2, vec, st[j]);
   }
   if (!h_rank) {  // o = scale S'ᵀ q̃: four outputs a thread over its rows, the row groups summed in shared memory
-    mbar_wait(&bar[1], 0);
+    mbar_wait_cluster(&bar[1], 0);  // st.async's bytes complete with release at cluster scope
     float4 po = float4{};
 #pragma unroll
     for (int j = 0; j < RG; j += 4) {
@@ -161,7 +163,7 @@ template <int D>
 bool decode_split_ready() {
   static const bool ok = [] {
     cudaFuncAttributes fa{};
-    return cudaFuncGetAttributes(&fa, decode_split_kernel<D>) == cudaSuccess && fa.binaryVersion >= 90;
+    return cudaFuncGetAttributes(&fa, decode_split_kernel<D>) == cudaSuccess && fa.ptxVersion >= 90;
   }();
   (void)cudaGetLastError();
   return ok;

@@ -24,6 +24,8 @@
 
 namespace gka::cuda {
 cudaMemPool_t scratch_pool(cudaStream_t stream, const char* fn);  // src/cuda/scratch_pool.cu
+template <int D>
+bool decode_split_ready();  // src/cuda/decode_split.cu
 }  // namespace gka::cuda
 
 namespace gka::test {
@@ -282,7 +284,7 @@ TEST(CudaPool, PaddedStateRowsMatchCpu) {
 }
 
 // One-token steps on a pool updated in place, with padding rows (slot -1), match the CPU backend: a few heads (the
-// cluster form, decode_split.cu, two CTAs a head) and more heads than CTAs fit at once (several waves of decode.cu's).
+// cluster form, decode_split.cu, three CTAs a head) and more heads than CTAs fit at once (waves of decode.cu's).
 TEST(CudaPool, BatchedStepMatchesCpu) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const int64_t D : {64, 128})
@@ -344,6 +346,49 @@ TEST(CudaDecode, BatchedStepsMatchOracle) {
         for (size_t i = 0; i < alone.size(); ++i) differ += !(alone[i] == with[i]);
         EXPECT_EQ(differ, 0) << at << "elements of o that change without final states";
       }
+}
+
+// One-token steps on a grid of a few heads take the cluster form (decode_split.cu) where this build has it for the
+// device; GKA_CUDA_DECODE_SPLIT=0 sends the same call to decode.cu. Both match the oracle, store the same final H
+// (both form it as fmaf(e^gk, H, k_i k_j)), and where the cluster form runs their x differ somewhere in the last
+// bits (other summation orders): equal x would mean the switch or the dispatch is dead, and the tests above never
+// ran the cluster kernel.
+TEST(CudaDecode, ClusterFormAndOneCtaFormMatchOracle) {
+  if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
+  for (const int64_t D : {64, 128}) {
+    Case c;
+    c.B = 2;
+    c.T = 1;
+    c.H = 2;
+    c.D = D;
+    c.h0 = true;
+    c.gates = "untied";
+    const std::string at = "D=" + std::to_string(D) + " ";
+    const CaseInputs in = inputs_make(c, 31);
+    const ForwardResult ref = forward_run(case_in_f64(c), inputs_to_f64(in), Backend::reference);
+    const ForwardResult split = cuda_forward(c, in, /*recurrent=*/true);
+    const ForwardResult plain =
+        with_env("GKA_CUDA_DECODE_SPLIT", "0", [&] { return cuda_forward(c, in, /*recurrent=*/true); });
+    const double tol = tol_forward(false, c.ridge_ratio);
+    const double amp = readout_amplification(c, inputs_to_f64(in), ref);
+    for (const ForwardResult* r : {&split, &plain}) {
+      const std::string path = at + (r == &split ? "cluster form: " : "decode.cu: ");
+      expect_close(r->o, ref.o, tol_output(dtype_parse(c.dtype), false, c.ridge_ratio, amp), path + "o");
+      expect_close(r->final_kk, ref.final_kk, tol, path + "final_kk");
+      expect_close(r->final_kv, ref.final_kv, tol, path + "final_kv");
+      expect_close(r->x, ref.x, tol, path + "x");
+      expect_close(r->fro, ref.fro, tol, path + "fro");
+    }
+    EXPECT_EQ(split.final_kk.to_f64(), plain.final_kk.to_f64()) << at << "final H";
+    int sms = 0;
+    GKA_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    if (3 * c.B * c.H <= sms && (D == 64 ? cuda::decode_split_ready<64>() : cuda::decode_split_ready<128>())) {
+      const std::vector<double> a = split.x.to_f64(), b = plain.x.to_f64();
+      int64_t differ = 0;
+      for (size_t i = 0; i < a.size(); ++i) differ += !(a[i] == b[i]);
+      EXPECT_GT(differ, 0) << at << "x is the same to the bit with and without the cluster form";
+    }
+  }
 }
 
 // Varlen decode with empty sequences, initial states given and no final states asked for: an empty sequence's
