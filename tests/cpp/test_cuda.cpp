@@ -45,6 +45,18 @@ Case promoted(Case c) {
   return c;
 }
 
+// A token-by-token forward's outputs and final states against the oracle's (ref), with the suite's tolerances.
+void expect_recurrent_matches(const Case& c, const CaseInputs& in, const ForwardResult& ref, const ForwardResult& got,
+                              const std::string& at) {
+  const double tol = tol_forward(false, c.ridge_ratio);
+  const double amp = readout_amplification(c, inputs_to_f64(in), ref);
+  expect_close(got.o, ref.o, tol_output(dtype_parse(c.dtype), false, c.ridge_ratio, amp), at + "o");
+  expect_close(got.final_kk, ref.final_kk, tol, at + "final_kk");
+  expect_close(got.final_kv, ref.final_kv, tol, at + "final_kv");
+  expect_close(got.x, ref.x, tol, at + "x");
+  expect_close(got.fro, ref.fro, tol, at + "fro");
+}
+
 class Cuda : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
@@ -137,13 +149,7 @@ TEST_P(Cuda, RecurrentMatchesOracle) {
   const CaseInputs in = inputs_make(c(), 5);
   const ForwardResult got = cuda_forward(c(), in, /*recurrent=*/true);
   const ForwardResult ref = forward_run(case_in_f64(c()), inputs_to_f64(in), Backend::reference);
-  const double tol = tol_forward(false, c().ridge_ratio);
-  const double amp = readout_amplification(c(), inputs_to_f64(in), ref);
-  expect_close(got.o, ref.o, tol_output(dtype(), false, c().ridge_ratio, amp), "o");
-  expect_close(got.final_kk, ref.final_kk, tol, "final_kk");
-  expect_close(got.final_kv, ref.final_kv, tol, "final_kv");
-  expect_close(got.x, ref.x, tol, "x");
-  expect_close(got.fro, ref.fro, tol, "fro");
+  expect_recurrent_matches(c(), in, ref, got, "");
 }
 
 TEST_P(Cuda, BitwiseDeterministic) {
@@ -325,13 +331,7 @@ TEST(CudaDecode, BatchedStepsMatchOracle) {
         const CaseInputs in = inputs_make(c, 23);
         const ForwardResult got = cuda_forward(c, in, /*recurrent=*/true);
         const ForwardResult ref = forward_run(case_in_f64(c), inputs_to_f64(in), Backend::reference);
-        const double tol = tol_forward(false, c.ridge_ratio);
-        const double amp = readout_amplification(c, inputs_to_f64(in), ref);
-        expect_close(got.o, ref.o, tol_output(dtype_parse(c.dtype), false, c.ridge_ratio, amp), at + "o");
-        expect_close(got.final_kk, ref.final_kk, tol, at + "final_kk");
-        expect_close(got.final_kv, ref.final_kv, tol, at + "final_kv");
-        expect_close(got.x, ref.x, tol, at + "x");
-        expect_close(got.fro, ref.fro, tol, at + "fro");
+        expect_recurrent_matches(c, in, ref, got, at);
         ForwardResult r = harness::forward_buffers_make(c.shape());  // o only: no final H leaves the buffer
         r.poison();
         DevInputs din(in);
@@ -369,16 +369,8 @@ TEST(CudaDecode, ClusterFormAndOneCtaFormMatchOracle) {
     const ForwardResult split = cuda_forward(c, in, /*recurrent=*/true);
     const ForwardResult plain =
         with_env("GKA_CUDA_DECODE_SPLIT", "0", [&] { return cuda_forward(c, in, /*recurrent=*/true); });
-    const double tol = tol_forward(false, c.ridge_ratio);
-    const double amp = readout_amplification(c, inputs_to_f64(in), ref);
-    for (const ForwardResult* r : {&split, &plain}) {
-      const std::string path = at + (r == &split ? "cluster form: " : "decode.cu: ");
-      expect_close(r->o, ref.o, tol_output(dtype_parse(c.dtype), false, c.ridge_ratio, amp), path + "o");
-      expect_close(r->final_kk, ref.final_kk, tol, path + "final_kk");
-      expect_close(r->final_kv, ref.final_kv, tol, path + "final_kv");
-      expect_close(r->x, ref.x, tol, path + "x");
-      expect_close(r->fro, ref.fro, tol, path + "fro");
-    }
+    expect_recurrent_matches(c, in, ref, split, at + "cluster form: ");
+    expect_recurrent_matches(c, in, ref, plain, at + "decode.cu: ");
     EXPECT_EQ(split.final_kk.to_f64(), plain.final_kk.to_f64()) << at << "final H";
     int sms = 0;
     GKA_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
