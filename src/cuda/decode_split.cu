@@ -102,7 +102,8 @@ __global__ void __launch_bounds__(SplitH<D>::kThreads, 1) decode_split_kernel(co
     return;
   }
   // Ranks 1 and 2: thread (g, c) = (t / NC, t % NC) owns the 16-byte column chunk c of rows g RG .. g RG + RG - 1 of
-  // its state (a warp reads or writes whole rows: full sectors). fresh() forms them as fmaf(decay, state, k_i w_c).
+  // its state (a warp reads or writes whole rows: full sectors) and forms them as fmaf(decay, state, k_i w_c), with
+  // w = k for H and v for S.
   const int c = t % NC, c4 = 4 * c, g = t / NC;
   const bool h_rank = rank == 1;
   const DView& fin = h_rank ? a.fkk : a.fkv;
@@ -114,11 +115,11 @@ __global__ void __launch_bounds__(SplitH<D>::kThreads, 1) decode_split_kernel(co
   const float decay = h_rank ? ak : expf(dscalar(a.g, b, tt, h, 0.f));
   const bool have = h_rank ? a.ikk.dt : a.ikv.dt;
   __syncthreads();
-  float4 st[RG];
   if (h_rank && !a.fkk.dt) {
     cluster_wait();
     return;
   }
+  float4 st[RG];
   if (have) mbar_wait(&bar[0], 0);
   const float4 w4 = *reinterpret_cast<const float4*>(&tok[h_rank ? 0 : 1][c4]);
 #pragma unroll
