@@ -57,6 +57,24 @@ void expect_recurrent_matches(const Case& c, const CaseInputs& in, const Forward
   expect_close(got.fro, ref.fro, tol, at + "fro");
 }
 
+// One token for each of B sequences of H = 2 heads of dimension D (the decode tests' grids).
+Case one_token_case(int64_t B, int64_t D) {
+  Case c;
+  c.B = B;
+  c.T = 1;
+  c.H = 2;
+  c.D = D;
+  return c;
+}
+
+// Elements of two tensors that differ to the bit (a count, not the vectors: they run to 76 800 elements).
+int64_t bitwise_differences(const Tensor& a, const Tensor& b) {
+  const std::vector<double> va = a.to_f64(), vb = b.to_f64();
+  int64_t n = 0;
+  for (size_t i = 0; i < va.size(); ++i) n += !(va[i] == vb[i]);
+  return n;
+}
+
 class Cuda : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
@@ -271,11 +289,7 @@ TEST(CudaPool, MatchesCpu) {
 TEST(CudaPool, PaddedStateRowsMatchCpu) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const int64_t D : {64, 128}) {
-    Case c;
-    c.B = 2;
-    c.T = 1;
-    c.H = 2;
-    c.D = D;
+    const Case c = one_token_case(2, D);
     const CaseInputs in = inputs_make(c, 9);
     std::mt19937_64 rng(4);
     const Tensor kk = Tensor::randn(DType::f32, {3, c.H, D, D + 1}, rng, 0.05);
@@ -295,11 +309,8 @@ TEST(CudaPool, BatchedStepMatchesCpu) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const int64_t D : {64, 128})
     for (const bool few : {true, false}) {
-      Case c;
-      c.B = few ? 5 : D == 64 ? 600 : 300;  // 1200 / 600 heads: more than the CTAs that fit on a 132-SM card
-      c.T = 1;
-      c.H = 2;
-      c.D = D;
+      // 1200 / 600 heads: more than the CTAs that fit on a 132-SM card
+      const Case c = one_token_case(few ? 5 : D == 64 ? 600 : 300, D);
       const CaseInputs in = inputs_make(c, 21);
       std::mt19937_64 rng(5);
       const int64_t S = c.B + 3;  // 603 = 9 x 67, 303 = 3 x 101: i -> 7 i + 3 (mod S) is one to one
@@ -321,11 +332,7 @@ TEST(CudaDecode, BatchedStepsMatchOracle) {
   for (const int64_t D : {64, 128})
     for (const bool few : {true, false})
       for (const bool h0 : {true, false}) {
-        Case c;
-        c.B = few ? 3 : D == 64 ? 600 : 300;
-        c.T = 1;
-        c.H = 2;
-        c.D = D;
+        Case c = one_token_case(few ? 3 : D == 64 ? 600 : 300, D);
         c.h0 = h0;
         const std::string at = "D=" + std::to_string(D) + " B=" + std::to_string(c.B) + (h0 ? " h0 " : " ");
         const CaseInputs in = inputs_make(c, 23);
@@ -341,10 +348,7 @@ TEST(CudaDecode, BatchedStepsMatchOracle) {
         recurrent_forward(din.view(), out, c.options(Backend::cuda));
         GKA_CUDA_OK(cudaDeviceSynchronize());
         o.download();
-        const std::vector<double> alone = r.o.to_f64(), with = got.o.to_f64();
-        int64_t differ = 0;  // a count, not the vectors (76 800 elements each)
-        for (size_t i = 0; i < alone.size(); ++i) differ += !(alone[i] == with[i]);
-        EXPECT_EQ(differ, 0) << at << "elements of o that change without final states";
+        EXPECT_EQ(bitwise_differences(r.o, got.o), 0) << at << "elements of o that change without final states";
       }
 }
 
@@ -356,11 +360,7 @@ TEST(CudaDecode, BatchedStepsMatchOracle) {
 TEST(CudaDecode, ClusterFormAndOneCtaFormMatchOracle) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const int64_t D : {64, 128}) {
-    Case c;
-    c.B = 2;
-    c.T = 1;
-    c.H = 2;
-    c.D = D;
+    Case c = one_token_case(2, D);
     c.h0 = true;
     c.gates = "untied";
     const std::string at = "D=" + std::to_string(D) + " ";
@@ -375,10 +375,8 @@ TEST(CudaDecode, ClusterFormAndOneCtaFormMatchOracle) {
     int sms = 0;
     GKA_CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     if (3 * c.B * c.H <= sms && (D == 64 ? cuda::decode_split_ready<64>() : cuda::decode_split_ready<128>())) {
-      const std::vector<double> a = split.x.to_f64(), b = plain.x.to_f64();
-      int64_t differ = 0;
-      for (size_t i = 0; i < a.size(); ++i) differ += !(a[i] == b[i]);
-      EXPECT_GT(differ, 0) << at << "x is the same to the bit with and without the cluster form";
+      EXPECT_GT(bitwise_differences(split.x, plain.x), 0) << at << "x is the same to the bit with and without the "
+                                                                 "cluster form";
     }
   }
 }
