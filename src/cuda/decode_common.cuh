@@ -45,10 +45,14 @@ __device__ __forceinline__ float4 ld4(const DView& v, int64_t off, bool vec) {
   if (vec) return *reinterpret_cast<const float4*>(p);
   return make_float4(p[0], p[1], p[2], p[3]);
 }
-__device__ __forceinline__ void st4(const DView& v, int64_t off, bool vec, float4 x) {
+// stream: evict-first streaming stores (st.global.cs), for states written once a step (l2_evict_first).
+__device__ __forceinline__ void st4(const DView& v, int64_t off, bool vec, float4 x, bool stream = false) {
   float* p = static_cast<float*>(v.p) + off;
   if (vec) {
-    *reinterpret_cast<float4*>(p) = x;
+    if (stream)
+      __stcs(reinterpret_cast<float4*>(p), x);
+    else
+      *reinterpret_cast<float4*>(p) = x;
   } else {
     p[0] = x.x;
     p[1] = x.y;
