@@ -64,13 +64,12 @@ __global__ void __launch_bounds__(SplitH<D>::kThreads, 1) decode_split_kernel(co
     mbar_expect(&bar[0], D * D * sizeof(float));
     for (int q = 0; q < D / 32; ++q) tma_load_4d(buf + q * D * 128, &a.tmap[k], 32 * q, 0, h, sq.state, &bar[0]);
   };
-  const float ak = expf(dscalar(a.gk, b, tt, h, 0.f));
   if (rank == 0) {
     SplitH<D> hb;
     const int r = hb.r;
     start(kIkk, a.ikk.dt);
     const float k_t = dload(a.k, drow(a.k, b, tt, h) + t), q_t = dload(a.q, drow(a.q, b, tt, h) + t);
-    const float alpha = dscalar(a.alpha, b, tt, h, 1.f);
+    const float alpha = dscalar(a.alpha, b, tt, h, 1.f), ak = expf(dscalar(a.gk, b, tt, h, 0.f));
     cluster_arrive();
     if (t >= NT - kInlineOmegas) om_s[t - (NT - kInlineOmegas)] = a.omega[t - (NT - kInlineOmegas)];
     cluster_wait();  // the peers' barriers are initialised (while the token's loads are in flight)
@@ -112,7 +111,7 @@ __global__ void __launch_bounds__(SplitH<D>::kThreads, 1) decode_split_kernel(co
   cluster_arrive();
   tok[0][t] = dload(a.k, drow(a.k, b, tt, h) + t);
   if (!h_rank) tok[1][t] = dload(a.v, drow(a.v, b, tt, h) + t);
-  const float decay = h_rank ? ak : expf(dscalar(a.g, b, tt, h, 0.f));
+  const float decay = expf(dscalar(h_rank ? a.gk : a.g, b, tt, h, 0.f));  // e^gk for H, e^g for S
   const bool have = h_rank ? a.ikk.dt : a.ikv.dt;
   __syncthreads();
   if (h_rank && !a.fkk.dt) {
