@@ -67,8 +67,8 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
 }
 
 // An L2 policy that evicts the lines it tags first, for data a kernel moves once: decode's states, read once and
-// written once a step (bulk copies and streaming stores with it: B = 64 80.0-80.1 us against 82.2-82.5, H200,
-// where any one of the three transfers tagged alone gained nothing).
+// written once a step (bulk copies and streaming stores with it: B = 64 80.0-80.2 us against 82.2-82.5, H200,
+// where the loads, the final H or the final S tagged alone gained nothing).
 __device__ __forceinline__ uint64_t l2_evict_first() {
   uint64_t policy = 0;
 #if GKA_BULK_DEVICE

@@ -15,10 +15,10 @@
 // (t / (D/4), t % (D/4)) updates and reads out the 16-byte column chunk c of the rows of group g; the final S goes
 // from those registers straight to global memory (a warp per row at D = 128, two at D = 64: whole 32-byte sectors),
 // sparing the buffer a second pass (B = 64: 85.3 against 86.2-86.4 us). All four state transfers carry an evict-first
-// L2 policy (bulk_copy.cuh, l2_evict_first). Views that no tensor map fits (16-byte
-// alignment of data and strides), and builds below sm_90, move the same layout by per-thread copies. States are read
-// completely before they are written, so final_* may alias initial_* (pools are updated in place). The omega sequence
-// comes precomputed from the host (no fp64 division on the chain).
+// L2 policy (bulk_copy.cuh, l2_evict_first). Views that no tensor map fits (16-byte alignment of data and strides),
+// and builds below sm_90, move the same layout by per-thread copies. States are read completely before they are
+// written, so final_* may alias initial_* (pools are updated in place). The omega sequence comes precomputed from the
+// host (no fp64 division on the chain).
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
