@@ -13,9 +13,10 @@ namespace gka::cuda {
 
 inline constexpr int kInlineSeqs = 128;
 inline constexpr int kInlineOmegas = 64;
-// Iterations of the first solve before S's load, where the final H drains first. At B = 64 8 took 84.3-84.7 us and
-// 12 84.4, against 85.8-86.1 for 4 (v26, H200, two calls; 2 and 10 lost to 4 with the v12 iteration).
-inline constexpr int kLateS = 8;
+// Iterations of the first solve before S's load, where the final H drains first. At B = 64 with v28's evict-first
+// transfers: 12 79.2-79.3 us, 16 79.3-79.4, 8 80.4-80.5, 4 81.9-82.0, 20 80.9-81.0 (H200, one call; v26 had found 8
+// and 12 alike, 84.3-84.7 / 84.4, against 85.8-86.1 for 4).
+inline constexpr int kLateS = 12;
 
 // Everything a decode launch needs travels in the kernel parameter (no uploads, no allocations): a call is
 // one launch. Sequences beyond kInlineSeqs come from a device table; iterations beyond kInlineOmegas
