@@ -54,15 +54,8 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
   const int c4 = 4 * (t % NC), g = t / NC;
   const bool owner = hb.owner();  // writes row r's results (lanes j and j ^ 1 hold them, bitwise equal)
   const int64_t b = sq.batch, t_end = sq.start + sq.length;
-  if (sq.state < 0) {  // pool padding: zero outputs, leave every state alone
-    for (int64_t tt = sq.start; owner && tt < t_end; ++tt) {
-      dstore(a.o, drow(a.o, b, tt, h) + r, 0.f);
-      if (a.x.dt) dstore(a.x, drow(a.x, b, tt, h) + r, 0.f);
-      if (r == 0) {
-        if (a.fro.dt) dstore(a.fro, drow(a.fro, b, tt, h), 0.f);
-        if (a.res.dt) dstore(a.res, drow(a.res, b, tt, h), 0.f);
-      }
-    }
+  if (sq.state < 0) {  // pool padding
+    if (owner) dec_zero_padding(a, sq, h, r);
     return;
   }
   auto chunk = [&](int i, int j) -> float4& { return dec_chunk<D>(buf, i, j); };

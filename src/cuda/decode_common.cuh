@@ -40,6 +40,17 @@ __device__ __forceinline__ SeqInfo dec_seq(const DecArgs& a, int s) {
   return s < kInlineSeqs ? a.seqs[s] : a.seq_table[s];
 }
 
+// A pool padding slot (state < 0): zeros for its tokens' outputs, states left alone. The caller passes the row of o
+// and x it writes (one thread a row); row 0 also writes the per-token statistics.
+__device__ __forceinline__ void dec_zero_padding(const DecArgs& a, const SeqInfo& sq, int h, int row) {
+  for (int64_t u = sq.start; u < sq.start + sq.length; ++u) {
+    dstore(a.o, drow(a.o, sq.batch, u, h) + row, 0.f);
+    if (a.x.dt) dstore(a.x, drow(a.x, sq.batch, u, h) + row, 0.f);
+    if (row == 0 && a.fro.dt) dstore(a.fro, drow(a.fro, sq.batch, u, h), 0.f);
+    if (row == 0 && a.res.dt) dstore(a.res, drow(a.res, sq.batch, u, h), 0.f);
+  }
+}
+
 // Four consecutive fp32 of a state view (16-byte access when the view allows it).
 __device__ __forceinline__ float4 ld4(const DView& v, int64_t off, bool vec) {
   const float* p = static_cast<const float*>(v.p) + off;
@@ -72,7 +83,7 @@ inline constexpr int kDecThreads = 2 * D;
 // Dynamic shared memory of a decode CTA: one state in the 128-byte swizzled layout of bulk_copy.cuh (D/32 boxes of
 // D rows x 128 bytes), 1024-byte aligned by hand (hence the extra KB).
 template <int D>
-constexpr size_t dec_smem_bytes() {
+constexpr size_t dec_smem_bytes() {  // also decode_split.cu's
   return static_cast<size_t>(D) * D * sizeof(float) + 1024;
 }
 

@@ -46,13 +46,8 @@ __global__ void __launch_bounds__(SplitH<D>::kThreads, 1) decode_split_kernel(co
   const SeqInfo sq = dec_seq(a, blockIdx.x / 3);
   const int t = threadIdx.x, h = blockIdx.y;
   const int64_t b = sq.batch, tt = sq.start;
-  if (sq.state < 0) {  // pool padding: zero outputs (rank 0), leave every state alone; no cluster traffic
-    for (int64_t u = sq.start; rank == 0 && u < sq.start + sq.length; ++u) {
-      dstore(a.o, drow(a.o, b, u, h) + t, 0.f);  // NT = D
-      if (a.x.dt) dstore(a.x, drow(a.x, b, u, h) + t, 0.f);
-      if (t == 0 && a.fro.dt) dstore(a.fro, drow(a.fro, b, u, h), 0.f);
-      if (t == 0 && a.res.dt) dstore(a.res, drow(a.res, b, u, h), 0.f);
-    }
+  if (sq.state < 0) {  // pool padding: rank 0 zeros the outputs (NT = D: a row a thread); no cluster traffic
+    if (rank == 0) dec_zero_padding(a, sq, h, t);
     return;
   }
   // Thread 0 starts a state's load (the host made every map this path reads), after initialising the barriers.
@@ -171,7 +166,7 @@ bool decode_split_ready() {
 
 template <int D>
 void decode_split_launch(unsigned seqs, const DecArgs& a, cudaStream_t stream, const char* fn) {
-  const size_t smem = static_cast<size_t>(D) * D * sizeof(float) + 1024;
+  const size_t smem = dec_smem_bytes<D>();
   check(
       cudaFuncSetAttribute(decode_split_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
       fn, "cudaFuncSetAttribute");
