@@ -56,7 +56,9 @@ struct Options {
 struct Inputs {
   TensorView q, k, v;                 // [B,T,H,D], [B,T,H,D], [B,T,H,Dv]
   TensorView alpha, g, gk;            // [B,T,H], optional
-  TensorView initial_kk, initial_kv;  // [N,H,D,D], [N,H,D,Dv], optional (zero), fp32 (fp64 with fp64 q)
+  // [N,H,D,D], [N,H,D,Dv], optional (zero), fp32 (fp64 with fp64 q). initial_kk is symmetric (a Gram matrix, like
+  // every final_kk): the CUDA decode may read only its upper triangle (spec §14).
+  TensorView initial_kk, initial_kv;
   TensorView cu_seqlens;              // [N+1] int32/int64 offsets into T, optional; requires B == 1
 };
 

@@ -6,7 +6,8 @@ Shapes (fla layout, time before heads):
                              note: ``gk`` is the *scalar* gate of the key covariance, not fla's per-channel gate
     alpha  [B, T, H]         mixing gate in (0, 1) (None = 1)
     states (h_kk [N, H, K, K], h_kv [N, H, K, V]) fp32 (fp64 when q is fp64); N = B, or the number of
-    sequences of cu_seqlens (then B == 1).
+    sequences of cu_seqlens (then B == 1). h_kk is a Gram matrix, symmetric like every state the ops return:
+    the CUDA decode may read only its upper triangle.
 """
 from __future__ import annotations
 

@@ -8,9 +8,10 @@
 // after the mat-vec instead of three). One-token steps on grids with SMs to spare go to decode_split.cu instead.
 // One shared buffer (D/32 boxes of D rows x 128 bytes, 128-byte swizzle) serves twice. First H arrives in it as D/32
 // tensor-map bulk copies (bulk_copy.cuh; per-thread copies of a 64 KB state took 2000-4000 cycles on one SM, and one
-// 64 KB 1-D bulk copy each way into a plain layout 1.2-1.3 / 5.6-5.7 us more a step at B = 1 / 64), is read into
-// registers, and, when the final H is known before S needs the buffer (at most one token), goes out the same way;
-// with several tokens it is stored straight from the registers. Then it holds S (stored k-major, [D][Dv]), which
+// 64 KB 1-D bulk copy each way into a plain layout 1.2-1.3 / 5.6-5.7 us more a step at B = 1 / 64), on grids of more
+// than one wave only its upper triangle (decode_kernel<D, true>: H is symmetric), is read into registers, and, when
+// the final H is known before S needs the buffer (at most one token), goes out the same way; with several tokens it
+// is stored straight from the registers. Then it holds S (stored k-major, [D][Dv]), which
 // arrives during the first solve (after that H store, its load goes out a few iterations in): thread (g, c) =
 // (t / (D/4), t % (D/4)) updates and reads out the 16-byte column chunk c of the rows of group g; the final S goes
 // from those registers straight to global memory (a warp per row at D = 128, two at D = 64: whole 32-byte sectors),
@@ -32,11 +33,11 @@
 
 namespace gka::cuda {
 
-template <int D>
+template <int D, bool Upper>
 __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_constant__ DecArgs a) {
   constexpr int NT = kDecThreads<D>, NC = D / 4, NW = NT / 32;
   constexpr int NG = NT / NC, RG = D / NG;  // S: row groups, rows per group
-  enum { kIkk, kIkv, kFkk, kFkv };
+  enum { kIkk, kIkv, kFkk, kFkv, kIkkUpper };
   extern __shared__ unsigned char s_raw[];
   char* const buf = reinterpret_cast<char*>(s_raw) + ((1024u - (smem_addr(s_raw) & 1023u)) & 1023u);
   __shared__ __align__(16) float tok[3][D];  // k, q, v of the current token
@@ -60,21 +61,30 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
   }
   auto chunk = [&](int i, int j) -> float4& { return dec_chunk<D>(buf, i, j); };
   // A state between global memory and the buffer: D/32 tensor-map boxes issued by thread 0 where the host made a
-  // map (sm_90), else every thread copies chunks (a warp per row: coalesced). A load is complete after
-  // state_wait; a store reads what every thread wrote before it, and thread 0 waits for its bulk reads
-  // (bulk_wait_read) before the buffer is rewritten or the CTA exits.
-  auto tma = [&](int k) { return GKA_BULK_DEVICE && a.tmap_ok[k]; };
+  // map (sm_90), else every thread copies chunks (a warp per row: coalesced). Where Upper (see the launch), of
+  // the initial H only the upper triangle's 32 x 32 boxes (or their chunks) come, and HBlock::from_buf mirrors the
+  // rest. A load is complete after state_wait; a store reads what every thread wrote before it, and thread 0 waits
+  // for its bulk reads (bulk_wait_read) before the buffer is rewritten or the CTA exits.
+  auto tma = [&](int k) { return GKA_BULK_DEVICE && a.tmap_ok[k == kIkk && Upper ? kIkkUpper : k]; };
   auto state_load = [&](int k, const DView& v, uint64_t* br) {
+    const bool upper = k == kIkk && Upper;
     if (tma(k)) {
       if (t == 0) {
-        mbar_expect(br, D * D * sizeof(float));
+        mbar_expect(br, upper ? dec_upper_bytes<D>() : D * D * sizeof(float));
         const uint64_t policy = l2_evict_first();
-        for (int q = 0; q < D / 32; ++q) tma_load_4d(buf + q * D * 128, &a.tmap[k], 32 * q, 0, h, sq.state, br, policy);
+        if (upper)
+          dec_load_upper<D>(buf, &a.tmap[kIkkUpper], h, sq.state, br, policy);
+        else
+          for (int q = 0; q < D / 32; ++q)
+            tma_load_4d(buf + q * D * 128, &a.tmap[k], 32 * q, 0, h, sq.state, br, policy);
       }
     } else {
       const bool vec = vec_ok(v);
 #pragma unroll 4
-      for (int n = t; n < D * NC; n += NT) chunk(n / NC, n % NC) = ld4(v, drow(v, sq.state, h, n / NC) + 4 * (n % NC), vec);
+      for (int n = t; n < D * NC; n += NT) {
+        const int i = n / NC, j = n % NC;
+        if (!upper || (j >> 3) >= (i >> 5)) chunk(i, j) = ld4(v, drow(v, sq.state, h, i) + 4 * j, vec);
+      }
     }
   };
   auto state_wait = [&](int k, uint64_t* br) {
@@ -122,7 +132,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
   __syncthreads();
   if (a.ikk.dt) {
     state_wait(kIkk, &bar[0]);
-    hb.from_buf(buf);
+    hb.from_buf(buf, Upper);
     __syncthreads();  // the buffer is rewritten
   } else {
     hb.zero();
@@ -236,9 +246,9 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
   if (t == 0) bulk_wait_read();  // the bulk stores read shared memory that lives as long as the CTA
 }
 
-// A 4-D tensor map over a state view [S, H, D, D] (fp32): boxes of D rows x 32 columns, 128-byte swizzle. False
+// A 4-D tensor map over a state view [S, H, D, D] (fp32): boxes of `rows` rows x 32 columns, 128-byte swizzle. False
 // where the view does not qualify (16-byte alignment of the data and of every stride) or the driver has no encoder.
-bool state_tmap(const TensorView& v, int64_t D, CUtensorMap* m) {
+bool state_tmap(const TensorView& v, int64_t D, int rows, CUtensorMap* m) {
   const auto encode = tensor_map_encoder();
   if (!encode || !v.defined() || v.ndim != 4 || v.strides[3] != 1 || reinterpret_cast<uintptr_t>(v.data) % 16) return false;
   for (int d = 0; d < 3; ++d)
@@ -247,19 +257,19 @@ bool state_tmap(const TensorView& v, int64_t D, CUtensorMap* m) {
                               static_cast<cuuint64_t>(v.sizes[1]), static_cast<cuuint64_t>(v.sizes[0])};
   const cuuint64_t strides[3] = {static_cast<cuuint64_t>(v.strides[2] * 4), static_cast<cuuint64_t>(v.strides[1] * 4),
                                  static_cast<cuuint64_t>(v.strides[0] * 4)};
-  const cuuint32_t box[4] = {32, static_cast<cuuint32_t>(D), 1, 1}, unit[4] = {1, 1, 1, 1};
+  const cuuint32_t box[4] = {32, static_cast<cuuint32_t>(rows), 1, 1}, unit[4] = {1, 1, 1, 1};
   return encode(m, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, v.data, dims, strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
                 CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-template <int D>
+template <int D, bool Upper>
 void launch(dim3 grid, const DecArgs& a, cudaStream_t stream, const char* fn) {
   // Over 48 KB of dynamic shared memory needs opting in (per device: so on every call, a host-side setting).
-  check(cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  check(cudaFuncSetAttribute(decode_kernel<D, Upper>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(dec_smem_bytes<D>())),
         fn, "cudaFuncSetAttribute");
-  decode_kernel<D><<<grid, kDecThreads<D>, dec_smem_bytes<D>(), stream>>>(a);
+  decode_kernel<D, Upper><<<grid, kDecThreads<D>, dec_smem_bytes<D>(), stream>>>(a);
 }
 
 // The cluster form (decode_split.cu) where it applies: one token per sequence, its three CTAs per head one per SM
@@ -290,7 +300,7 @@ void recurrent_forward(const Problem& p, const ForwardOutputs& out) {
   const bool empty_seq = std::any_of(p.seqs.begin(), p.seqs.end(), [](const Sequence& s) { return s.length == 0; });
   const TensorView* states[4] = {&p.in.initial_kk, &p.in.initial_kv, &out.final_kk, &out.final_kv};
   for (int k = 0; k < 4; ++k)
-    a.tmap_ok[k] = (states[k] != &out.final_kv || empty_seq) && state_tmap(*states[k], p.D, &a.tmap[k]) ? 1 : 0;
+    a.tmap_ok[k] = (states[k] != &out.final_kv || empty_seq) && state_tmap(*states[k], p.D, p.D, &a.tmap[k]) ? 1 : 0;
   for (size_t i = 0; i < plan.omega.size() && i < static_cast<size_t>(kInlineOmegas); ++i)
     a.omega[i] = static_cast<float>(plan.omega[i]);
   if (plan.omega.size() > static_cast<size_t>(kInlineOmegas)) a.omega_tail = plan.omega[kInlineOmegas - 1];
@@ -312,10 +322,16 @@ void recurrent_forward(const Problem& p, const ForwardOutputs& out) {
   if (p.num_seqs() * p.H > std::numeric_limits<int32_t>::max())
     fail(fn, "decode takes at most 2^31 - 1 (sequence, head) pairs a call, got " + std::to_string(p.num_seqs() * p.H));
   const dim3 grid(static_cast<unsigned>(p.num_seqs() * p.H));
+  // Past one wave (two CTAs an SM) the step is bound by the state traffic, and reading only the initial H's upper
+  // triangle (H is symmetric, spec §14: 40 of its 64 KB at D = 128) pays: B = 64 74.0-74.1 us against 78.7, B = 32
+  // 40.1 against 42.5. Within one wave it is bound by latency, and the ten 4 KB boxes arrive later than the four
+  // 16 KB ones: B = 1 / 4 / 8 without the cluster form 13.6 / 13.9 / 14.8 against 12.7 / 13.1 / 14.2 (H200).
+  const bool upper = grid.x > 2u * static_cast<unsigned>(sm_count()) && a.ikk.dt;
+  if (upper) a.tmap_ok[4] = state_tmap(p.in.initial_kk, p.D, 32, &a.tmap[4]) ? 1 : 0;
   if (p.D == 64)
-    launch<64>(grid, a, stream_of(p), fn);
+    upper ? launch<64, true>(grid, a, stream_of(p), fn) : launch<64, false>(grid, a, stream_of(p), fn);
   else
-    launch<128>(grid, a, stream_of(p), fn);
+    upper ? launch<128, true>(grid, a, stream_of(p), fn) : launch<128, false>(grid, a, stream_of(p), fn);
   launch_check(fn);
 }
 

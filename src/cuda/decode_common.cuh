@@ -22,8 +22,10 @@ inline constexpr int kLateS = 12;
 // one launch. Sequences beyond kInlineSeqs come from a device table; iterations beyond kInlineOmegas
 // continue the omega recurrence on the device in fp64 from omega_tail, exactly as the host plan does.
 struct DecArgs {
-  CUtensorMap tmap[4];  // initial_kk, initial_kv, final_kk, final_kv (state_tmap), where tmap_ok
-  int32_t tmap_ok[4];
+  // initial_kk, initial_kv, final_kk, final_kv (state_tmap, boxes of D rows) and, for decode.cu's kernels that read
+  // only H's upper triangle, initial_kk in boxes of 32 rows (dec_load_upper), where tmap_ok.
+  CUtensorMap tmap[5];
+  int32_t tmap_ok[5];
   DView q, k, v, alpha, g, gk, o, x, fro, res;
   DView ikk, ikv, fkk, fkv;
   ChebConst cc;
@@ -87,6 +89,23 @@ constexpr size_t dec_smem_bytes() {  // also decode_split.cu's
   return static_cast<size_t>(D) * D * sizeof(float) + 1024;
 }
 
+// H's upper triangle into the buffer (one thread issues it): the 32 x 32 boxes on and above the diagonal, each where
+// the full state's boxes would put it, by a tensor map of 32-row boxes (state_tmap); dec_upper_bytes<D>() arrive on
+// bar. HBlock::from_buf mirrors the rest.
+template <int D>
+constexpr uint32_t dec_upper_bytes() {
+  return (D / 32) * (D / 32 + 1) / 2 * 32 * 32 * sizeof(float);
+}
+template <int D, typename... Policy>
+__device__ __forceinline__ void dec_load_upper(char* buf, const CUtensorMap* m, int h, int state, uint64_t* bar,
+                                               Policy... policy) {
+#pragma unroll
+  for (int q = 0; q < D / 32; ++q)
+#pragma unroll
+    for (int i = 0; i <= q; ++i)
+      tma_load_4d(buf + q * D * 128 + i * 32 * 128, m, 32 * q, 32 * i, h, state, bar, policy...);
+}
+
 // 16-byte chunk j of row i of the state in the buffer.
 template <int D>
 __device__ __forceinline__ float4& dec_chunk(char* buf, int i, int j) {
@@ -144,14 +163,27 @@ struct HBlock {
 #pragma unroll
     for (int i = 0; i < 4 * R * MC; ++i) v[i] = 0.f;
   }
-  __device__ __forceinline__ void from_buf(char* buf) {
+  // H from the buffer; where `upper`, only its upper triangle arrived (dec_load_upper: H is symmetric, spec §14), and
+  // a chunk of a block below the diagonal is read from the mirror block's column, four scalar loads (free of bank
+  // conflicts in decode.cu's layout; a warp's rows lie in one block row, so the branch is warp-uniform). decode.cu
+  // instantiates its kernel for each value of `upper`: choosing at run time slowed every step by 0.6-1 us (or spilled
+  // 68 bytes, with two loops). Mirroring in shared memory instead (a pass over the lower blocks, a barrier, then the
+  // plain read) took 75.2 us at B = 64 against 74.1-74.4 (H200).
+  __device__ __forceinline__ void from_buf(char* buf, bool upper = false) {
 #pragma unroll
     for (int c = 0; c < R * MC; ++c) {
-      const float4 u = dec_chunk<D>(buf, row(c), chk(c));
-      v[4 * c] = u.x;
-      v[4 * c + 1] = u.y;
-      v[4 * c + 2] = u.z;
-      v[4 * c + 3] = u.w;
+      const int i = row(c), j = chk(c);
+      if (!upper || (j >> 3) >= (i >> 5)) {
+        const float4 u = dec_chunk<D>(buf, i, j);
+        v[4 * c] = u.x;
+        v[4 * c + 1] = u.y;
+        v[4 * c + 2] = u.z;
+        v[4 * c + 3] = u.w;
+      } else {
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          v[4 * c + e] = reinterpret_cast<const float*>(&dec_chunk<D>(buf, 4 * j + e, i >> 2))[i & 3];
+      }
     }
   }
   __device__ __forceinline__ void to_buf(char* buf) const {

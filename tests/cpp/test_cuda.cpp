@@ -244,6 +244,21 @@ TEST(CudaScratch, ReleasedBetweenCallsSameResults) {
   EXPECT_EQ(ga.dk.to_f64(), gb.dk.to_f64());
 }
 
+// A pool of random kk states [S, H, D, cols] (cols >= D: padded rows), each D x D block symmetric as every H is: the
+// CUDA decode reads only the upper triangle (spec §14), so an asymmetric one would not be a state. Padding columns
+// stay random.
+Tensor symmetric_pool(int64_t S, int64_t H, int64_t D, int64_t cols, std::mt19937_64& rng) {
+  std::vector<double> v = Tensor::randn(DType::f64, {S, H, D, cols}, rng, 0.05).to_f64();
+  for (int64_t m = 0; m < S * H; ++m)
+    for (int64_t i = 0; i < D; ++i)
+      for (int64_t j = 0; j < i; ++j) {
+        double& lo = v[static_cast<size_t>((m * D + i) * cols + j)];
+        double& up = v[static_cast<size_t>((m * D + j) * cols + i)];
+        lo = up = 0.5 * (lo + up);
+      }
+  return Tensor::from_f64(v, DType::f32, {S, H, D, cols});
+}
+
 // One decode_pool_step on the CPU backend and one on CUDA, each from its own copy of the pool (kk, kv seen through
 // `rows`): the outputs and the whole pool buffers after the step match.
 template <class Rows>
@@ -277,7 +292,7 @@ TEST(CudaPool, MatchesCpu) {
   c.D = 64;
   const CaseInputs in = inputs_make(c, 8);
   std::mt19937_64 rng(3);
-  const Tensor kk = Tensor::randn(DType::f32, {5, c.H, c.D, c.D}, rng, 0.05);
+  const Tensor kk = symmetric_pool(5, c.H, c.D, c.D, rng);
   const Tensor kv = Tensor::randn(DType::f32, {5, c.H, c.D, c.D}, rng, 0.05);
   const Tensor slots = Tensor::from_f64({4, -1, 1}, DType::i32, {3});
   expect_pool_step_matches_cpu(c, in, kk, kv, slots, [](TensorView v) { return v; }, "");
@@ -285,22 +300,27 @@ TEST(CudaPool, MatchesCpu) {
 
 // A pool whose state rows are padded to D + 1 floats (no 16-byte alignment): the CUDA decode moves such states by
 // per-thread copies instead of 16-byte or bulk ones. Matches the CPU backend on the states and the output, and both
-// leave the padding alone (the whole buffers are compared).
+// leave the padding alone (the whole buffers are compared). Two rows, and more heads than one wave of CTAs (where
+// decode.cu copies only the upper triangle of H).
 TEST(CudaPool, PaddedStateRowsMatchCpu) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
-  for (const int64_t D : {64, 128}) {
-    const Case c = one_token_case(2, D);
-    const CaseInputs in = inputs_make(c, 9);
-    std::mt19937_64 rng(4);
-    const Tensor kk = Tensor::randn(DType::f32, {3, c.H, D, D + 1}, rng, 0.05);
-    const Tensor kv = Tensor::randn(DType::f32, {3, c.H, D, D + 1}, rng, 0.05);
-    const Tensor slots = Tensor::from_f64({2, 0}, DType::i32, {2});
-    const auto rows = [D](TensorView v) {  // [3, H, D, D] in the padded buffer
-      v.sizes[3] = D;
-      return v;
-    };
-    expect_pool_step_matches_cpu(c, in, kk, kv, slots, rows, "D=" + std::to_string(D) + " ");
-  }
+  for (const int64_t D : {64, 128})
+    for (const int64_t B : {2, 300}) {
+      const Case c = one_token_case(B, D);
+      const CaseInputs in = inputs_make(c, 9);
+      std::mt19937_64 rng(4);
+      const Tensor kk = symmetric_pool(B + 1, c.H, D, D + 1, rng);
+      const Tensor kv = Tensor::randn(DType::f32, {B + 1, c.H, D, D + 1}, rng, 0.05);
+      std::vector<double> sl(static_cast<size_t>(B));
+      for (int64_t i = 0; i < B; ++i) sl[static_cast<size_t>(i)] = static_cast<double>(B - i);  // slot 0 untouched
+      const Tensor slots = Tensor::from_f64(sl, DType::i32, {B});
+      const auto rows = [D](TensorView v) {  // [3, H, D, D] in the padded buffer
+        v.sizes[3] = D;
+        return v;
+      };
+      expect_pool_step_matches_cpu(c, in, kk, kv, slots, rows,
+                                   "D=" + std::to_string(D) + " B=" + std::to_string(B) + " ");
+    }
 }
 
 // One-token steps on a pool updated in place, with padding rows (slot -1), match the CPU backend: a few heads (the
@@ -314,7 +334,7 @@ TEST(CudaPool, BatchedStepMatchesCpu) {
       const CaseInputs in = inputs_make(c, 21);
       std::mt19937_64 rng(5);
       const int64_t S = c.B + 3;  // 603 = 9 x 67, 303 = 3 x 101: i -> 7 i + 3 (mod S) is one to one
-      const Tensor kk = Tensor::randn(DType::f32, {S, c.H, D, D}, rng, 0.05);
+      const Tensor kk = symmetric_pool(S, c.H, D, D, rng);
       const Tensor kv = Tensor::randn(DType::f32, {S, c.H, D, D}, rng, 0.05);
       std::vector<double> sl(c.B);
       for (int64_t i = 0; i < c.B; ++i) sl[i] = i % 9 == 4 ? -1.0 : static_cast<double>((7 * i + 3) % S);
