@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
   auto chunk = [&](int i, int j) -> float4& { return dec_chunk<D>(buf, i, j); };
   // A state between global memory and the buffer: D/32 tensor-map boxes issued by thread 0 where the host made a
   // map (sm_90), else every thread copies chunks (a warp per row: coalesced). Where Upper (see the launch), of
-  // the initial H only the upper triangle's 32 x 32 boxes (or their chunks) come, and HBlock::from_buf mirrors the
+  // the initial H only the upper triangle's blocks (or their chunks) come, and HBlock::from_buf mirrors the
   // rest. A load is complete after state_wait; a store reads what every thread wrote before it, and thread 0 waits
   // for its bulk reads (bulk_wait_read) before the buffer is rewritten or the CTA exits.
   auto tma = [&](int k) { return GKA_BULK_DEVICE && a.tmap_ok[k == kIkk && Upper ? kIkkUpper : k]; };
@@ -73,7 +73,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
         mbar_expect(br, upper ? dec_upper_bytes<D>() : D * D * sizeof(float));
         const uint64_t policy = l2_evict_first();
         if (upper)
-          dec_load_upper<D>(buf, &a.tmap[kIkkUpper], h, sq.state, br, policy);
+          dec_load_upper<D>(buf, a.tmap, h, sq.state, br, policy);
         else
           for (int q = 0; q < D / 32; ++q)
             tma_load_4d(buf + q * D * 128, &a.tmap[k], 32 * q, 0, h, sq.state, br, policy);
@@ -327,7 +327,11 @@ void recurrent_forward(const Problem& p, const ForwardOutputs& out) {
   // 40.1 against 42.5. Within one wave it is bound by latency, and the ten 4 KB boxes arrive later than the four
   // 16 KB ones: B = 1 / 4 / 8 without the cluster form 13.6 / 13.9 / 14.8 against 12.7 / 13.1 / 14.2 (H200).
   const bool upper = grid.x > 2u * static_cast<unsigned>(sm_count()) && a.ikk.dt;
-  if (upper) a.tmap_ok[4] = state_tmap(p.in.initial_kk, p.D, 32, &a.tmap[4]) ? 1 : 0;
+  if (upper) {  // the maps of dec_load_upper: heights 32 (and 64, 96 at D = 128), then the full state's
+    bool ok = a.tmap_ok[0];
+    for (int q = 0; q + 1 < p.D / 32; ++q) ok = ok && state_tmap(p.in.initial_kk, p.D, 32 * (q + 1), &a.tmap[4 + q]);
+    a.tmap_ok[4] = ok ? 1 : 0;
+  }
   if (p.D == 64)
     upper ? launch<64, true>(grid, a, stream_of(p), fn) : launch<64, false>(grid, a, stream_of(p), fn);
   else
