@@ -323,9 +323,9 @@ void recurrent_forward(const Problem& p, const ForwardOutputs& out) {
     fail(fn, "decode takes at most 2^31 - 1 (sequence, head) pairs a call, got " + std::to_string(p.num_seqs() * p.H));
   const dim3 grid(static_cast<unsigned>(p.num_seqs() * p.H));
   // Past one wave (two CTAs an SM) the step is bound by the state traffic, and reading only the initial H's upper
-  // triangle (H is symmetric, spec §14: 40 of its 64 KB at D = 128) pays: B = 64 74.0-74.1 us against 78.7, B = 32
-  // 40.1 against 42.5. Within one wave it is bound by latency, and the ten 4 KB boxes arrive later than the four
-  // 16 KB ones: B = 1 / 4 / 8 without the cluster form 13.6 / 13.9 / 14.8 against 12.7 / 13.1 / 14.2 (H200).
+  // triangle (H is symmetric, spec §14: 40 of its 64 KB at D = 128) pays: B = 64 73.5-73.9 us against 78.8-78.9, B =
+  // 32 40.1 against 42.5. Within one wave it is bound by latency, and the triangle (as ten 4 KB boxes then) arrived
+  // later than all of H: B = 1 / 4 / 8 without the cluster form 13.6 / 13.9 / 14.8 against 12.7 / 13.1 / 14.2 (H200).
   const bool upper = grid.x > 2u * static_cast<unsigned>(sm_count()) && a.ikk.dt;
   if (upper) {  // the maps of dec_load_upper: heights 32 (and 64, 96 at D = 128), then the full state's
     bool ok = a.tmap_ok[0];

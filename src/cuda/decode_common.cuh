@@ -168,7 +168,7 @@ struct HBlock {
   // conflicts in decode.cu's layout; a warp's rows lie in one block row, so the branch is warp-uniform). decode.cu
   // instantiates its kernel for each value of `upper`: choosing at run time slowed every step by 0.6-1 us (or spilled
   // 68 bytes, with two loops). Mirroring in shared memory instead (a pass over the lower blocks, a barrier, then the
-  // plain read) took 75.2 us at B = 64 against 74.1-74.4 (H200).
+  // plain read) took 75.2 us at B = 64 against 74.1-74.2 (H200, ten boxes).
   __device__ __forceinline__ void from_buf(char* buf, bool upper = false) {
 #pragma unroll
     for (int c = 0; c < R * MC; ++c) {

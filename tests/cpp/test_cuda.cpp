@@ -300,8 +300,8 @@ TEST(CudaPool, MatchesCpu) {
 
 // A pool whose state rows are padded to D + 1 floats (no 16-byte alignment): the CUDA decode moves such states by
 // per-thread copies instead of 16-byte or bulk ones. Matches the CPU backend on the states and the output, and both
-// leave the padding alone (the whole buffers are compared). Two rows, and more heads than one wave of CTAs (where
-// decode.cu copies only the upper triangle of H).
+// leave the padding alone (the whole buffers are compared). Two sequences, and 300: more heads than one wave of CTAs
+// (where decode.cu copies only the upper triangle of H).
 TEST(CudaPool, PaddedStateRowsMatchCpu) {
   if (!have_gpu()) GTEST_SKIP() << "no CUDA device";
   for (const int64_t D : {64, 128})
@@ -314,7 +314,7 @@ TEST(CudaPool, PaddedStateRowsMatchCpu) {
       std::vector<double> sl(static_cast<size_t>(B));
       for (int64_t i = 0; i < B; ++i) sl[static_cast<size_t>(i)] = static_cast<double>(B - i);  // slot 0 untouched
       const Tensor slots = Tensor::from_f64(sl, DType::i32, {B});
-      const auto rows = [D](TensorView v) {  // [3, H, D, D] in the padded buffer
+      const auto rows = [D](TensorView v) {  // [B + 1, H, D, D] in the padded buffer
         v.sizes[3] = D;
         return v;
       };
