@@ -272,6 +272,22 @@ void launch(dim3 grid, const DecArgs& a, cudaStream_t stream, const char* fn) {
   decode_kernel<D, Upper><<<grid, kDecThreads<D>, dec_smem_bytes<D>(), stream>>>(a);
 }
 
+// CTAs of decode_kernel<D, *> resident on one SM (two at D = 128, three at D = 64, by registers; 2 where the query
+// fails): one wave is that many per SM. Asked once per D (grid sizes only, like sm_count).
+template <int D>
+int decode_ctas_per_sm() {
+  static const int n = [] {
+    int b = 0;
+    const bool ok = cudaFuncSetAttribute(decode_kernel<D, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(dec_smem_bytes<D>())) == cudaSuccess &&
+                    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, decode_kernel<D, false>, kDecThreads<D>,
+                                                                  dec_smem_bytes<D>()) == cudaSuccess;
+    (void)cudaGetLastError();
+    return ok && b > 0 ? b : 2;
+  }();
+  return n;
+}
+
 // The cluster form (decode_split.cu) where it applies: one token per sequence, its three CTAs per head one per SM
 // (at B = 4, H = 16, two an SM took 13.9 us against decode.cu's 12.9), initial states a tensor map reads, a build
 // and device with clusters. GKA_CUDA_DECODE_SPLIT=0 turns it off (A/B).
@@ -322,11 +338,12 @@ void recurrent_forward(const Problem& p, const ForwardOutputs& out) {
   if (p.num_seqs() * p.H > std::numeric_limits<int32_t>::max())
     fail(fn, "decode takes at most 2^31 - 1 (sequence, head) pairs a call, got " + std::to_string(p.num_seqs() * p.H));
   const dim3 grid(static_cast<unsigned>(p.num_seqs() * p.H));
-  // Past one wave (two CTAs an SM) the step is bound by the state traffic, and reading only the initial H's upper
+  // Past one wave (decode_ctas_per_sm) the step is bound by the state traffic, and reading only the initial H's upper
   // triangle (H is symmetric, spec §14: 40 of its 64 KB at D = 128) pays: B = 64 73.5-73.9 us against 78.8-78.9, B =
   // 32 40.1 against 42.5. Within one wave it is bound by latency, and the triangle (as ten 4 KB boxes then) arrived
   // later than all of H: B = 1 / 4 / 8 without the cluster form 13.6 / 13.9 / 14.8 against 12.7 / 13.1 / 14.2 (H200).
-  const bool upper = grid.x > 2u * static_cast<unsigned>(sm_count()) && a.ikk.dt;
+  const int per_sm = p.D == 64 ? decode_ctas_per_sm<64>() : decode_ctas_per_sm<128>();
+  const bool upper = int64_t{grid.x} > int64_t{per_sm} * sm_count() && a.ikk.dt;
   if (upper) {  // the maps of dec_load_upper: heights 32 (and 64, 96 at D = 128), then the full state's
     bool ok = a.tmap_ok[0];
     for (int q = 0; q + 1 < p.D / 32; ++q) ok = ok && state_tmap(p.in.initial_kk, p.D, 32 * (q + 1), &a.tmap[4 + q]);
