@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
 #pragma unroll 4
       for (int n = t; n < D * NC; n += NT) {
         const int i = n / NC, j = n % NC;
-        if (!upper || (j >> 3) >= (i >> 5)) chunk(i, j) = ld4(v, drow(v, sq.state, h, i) + 4 * j, vec);
+        if (!upper || dec_upper_chunk(i, j)) chunk(i, j) = ld4(v, drow(v, sq.state, h, i) + 4 * j, vec);
       }
     }
   };

@@ -98,13 +98,15 @@ template <int D>
 constexpr uint32_t dec_upper_bytes() {
   return (D / 32) * (D / 32 + 1) / 2 * 32 * 32 * sizeof(float);
 }
-template <int D, typename... Policy>
+template <int D>
 __device__ __forceinline__ void dec_load_upper(char* buf, const CUtensorMap* maps, int h, int state, uint64_t* bar,
-                                               Policy... policy) {
+                                               uint64_t policy) {
 #pragma unroll
   for (int q = 0; q < D / 32; ++q)
-    tma_load_4d(buf + q * D * 128, &maps[q + 1 == D / 32 ? 0 : 4 + q], 32 * q, 0, h, state, bar, policy...);
+    tma_load_4d(buf + q * D * 128, &maps[q + 1 == D / 32 ? 0 : 4 + q], 32 * q, 0, h, state, bar, policy);
 }
+// Whether 16-byte chunk j of row i lies in a 32 x 32 block on or above the diagonal (what dec_load_upper brings).
+__host__ __device__ __forceinline__ bool dec_upper_chunk(int i, int j) { return (j >> 3) >= (i >> 5); }
 
 // 16-byte chunk j of row i of the state in the buffer.
 template <int D>
@@ -173,7 +175,7 @@ struct HBlock {
 #pragma unroll
     for (int c = 0; c < R * MC; ++c) {
       const int i = row(c), j = chk(c);
-      if (!upper || (j >> 3) >= (i >> 5)) {
+      if (!upper || dec_upper_chunk(i, j)) {
         const float4 u = dec_chunk<D>(buf, i, j);
         v[4 * c] = u.x;
         v[4 * c + 1] = u.y;
