@@ -185,31 +185,34 @@ int main(int argc, char** argv) {
   std::vector<int64_t> decode_batches;
   if (parts.find("decode") != std::string::npos) decode_batches = {1, 64};
   if (const char* e = std::getenv("GKA_BENCH_DECODE_B")) decode_batches = {std::atoi(e)};  // diagnostics: one batch
+  // Diagnostics: decode at another head size (64 or 128).
+  const int64_t Dd = std::getenv("GKA_BENCH_DECODE_D") ? std::atoi(std::getenv("GKA_BENCH_DECODE_D")) : D;
   cudaStream_t stream;
   ck(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
   for (int64_t B : decode_batches) {
-    const int64_t n = B * H * D, ns = B * H;
-    Buf q(n * 2), k(n * 2), v(n * 2), o(n * 2), alpha(ns * 4), g(ns * 4), hkk(B * H * D * D * 4), hkv(B * H * D * D * 4);
-    const float sc = std::sqrt(3.f / D);
+    const int64_t n = B * H * Dd, ns = B * H;
+    Buf q(n * 2), k(n * 2), v(n * 2), o(n * 2), alpha(ns * 4), g(ns * 4), hkk(B * H * Dd * Dd * 4),
+        hkv(B * H * Dd * Dd * 4);
+    const float sc = std::sqrt(3.f / Dd);
     fill<<<64, 256>>>(static_cast<__nv_bfloat16*>(q.p), n, 0, sc, 1);
     fill<<<64, 256>>>(static_cast<__nv_bfloat16*>(k.p), n, 0, sc, 2);
     fill<<<64, 256>>>(static_cast<__nv_bfloat16*>(v.p), n, 0, sc, 3);
     fill<<<64, 256>>>(static_cast<float*>(alpha.p), ns, 1, 1.f, 5);
     fill<<<64, 256>>>(static_cast<float*>(g.p), ns, 2, 1.f, 6);
-    fill<<<1024, 256>>>(static_cast<float*>(hkk.p), B * H * D * D, 0, 0.01f, 7);
-    fill<<<1024, 256>>>(static_cast<float*>(hkv.p), B * H * D * D, 0, 0.01f, 8);
+    fill<<<1024, 256>>>(static_cast<float*>(hkk.p), B * H * Dd * Dd, 0, 0.01f, 7);
+    fill<<<1024, 256>>>(static_cast<float*>(hkv.p), B * H * Dd * Dd, 0, 0.01f, 8);
     ck(cudaDeviceSynchronize(), "fill");
     gka::Inputs in;
-    in.q = tv(q, gka::DType::bf16, {B, 1, H, D});
-    in.k = tv(k, gka::DType::bf16, {B, 1, H, D});
-    in.v = tv(v, gka::DType::bf16, {B, 1, H, D});
+    in.q = tv(q, gka::DType::bf16, {B, 1, H, Dd});
+    in.k = tv(k, gka::DType::bf16, {B, 1, H, Dd});
+    in.v = tv(v, gka::DType::bf16, {B, 1, H, Dd});
     in.alpha = tv(alpha, gka::DType::f32, {B, 1, H});
     in.g = tv(g, gka::DType::f32, {B, 1, H});
     in.gk = in.g;
-    in.initial_kk = tv(hkk, gka::DType::f32, {B, H, D, D});
-    in.initial_kv = tv(hkv, gka::DType::f32, {B, H, D, D});
+    in.initial_kk = tv(hkk, gka::DType::f32, {B, H, Dd, Dd});
+    in.initial_kv = tv(hkv, gka::DType::f32, {B, H, Dd, Dd});
     gka::ForwardOutputs out;
-    out.o = tv(o, gka::DType::bf16, {B, 1, H, D});
+    out.o = tv(o, gka::DType::bf16, {B, 1, H, Dd});
     out.final_kk = in.initial_kk;  // in place
     out.final_kv = in.initial_kv;
     if (const char* drop = std::getenv("GKA_BENCH_DECODE_DROP")) {  // diagnostics: states left out
@@ -253,7 +256,7 @@ int main(int argc, char** argv) {
     cudaGraphDestroy(graph);
     // What cudaMemcpyAsync takes for the same bytes (both states read and written once): the card's practical
     // floor for a step, next to the issue's nominal one (bytes / peak bandwidth).
-    const size_t state_bytes = static_cast<size_t>(B * H * D * D * 4);
+    const size_t state_bytes = static_cast<size_t>(B * H * Dd * Dd * 4);
     Buf copy_kk(state_bytes), copy_kv(state_bytes);
     cudaEventRecord(a, stream);
     for (int r = 0; r < 50; ++r) {
@@ -265,7 +268,8 @@ int main(int argc, char** argv) {
     float ctot = 0;
     cudaEventElapsedTime(&ctot, a, b);
     char name[64];
-    std::snprintf(name, sizeof name, "decode B=%ld (us)", static_cast<long>(B));
+    std::snprintf(name, sizeof name, Dd == D ? "decode B=%ld (us)" : "decode B=%ld D=%ld (us)", static_cast<long>(B),
+                  static_cast<long>(Dd));
     std::printf("%-22s %10.1f %10s %10s %10.1f   (back-to-back %.1f us, graph replay %.1f us; state copy %.1f us)\n",
                 name, ms * 1e3, "-", "-", B == 1 ? 53.6 : 339.0, tot * 1e3 / 50, gtot * 1e3 / 100, ctot * 1e3 / 50);
   }

@@ -128,6 +128,13 @@ struct ChebConst {
 // The exact inverse of a power of two p, by its exponent's bits.
 __device__ __forceinline__ float inv_pow2(float p) { return __int_as_float(0x7f000000 - __float_as_int(p)); }
 
+// The GPU's global nanosecond timer (the same on every SM).
+__device__ __forceinline__ uint64_t global_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
 inline void check(cudaError_t e, const char* fn, const char* what) {
   if (e != cudaSuccess) fail(fn, std::string(what) + " failed: " + cudaGetErrorString(e));
 }

@@ -9,7 +9,8 @@
 // One shared buffer (D/32 boxes of D rows x 128 bytes, 128-byte swizzle) serves twice. First H arrives in it as D/32
 // tensor-map bulk copies (bulk_copy.cuh; per-thread copies of a 64 KB state took 2000-4000 cycles on one SM, and one
 // 64 KB 1-D bulk copy each way into a plain layout 1.2-1.3 / 5.6-5.7 us more a step at B = 1 / 64), on grids of more
-// than one wave only its upper triangle (decode_kernel<D, true>: H is symmetric), is read into registers, and, when
+// than one wave only its upper triangle (decode_kernel<D, true>: H is symmetric; these grids also start their first
+// wave's CTAs spread over a few microseconds, dec_stagger), is read into registers, and, when
 // the final H is known before S needs the buffer (at most one token), goes out the same way; with several tokens it
 // is stored straight from the registers. Then it holds S (stored k-major, [D][Dv]), which
 // arrives during the first solve (after that H store, its load goes out a few iterations in): thread (g, c) =
@@ -47,6 +48,7 @@ __global__ void __launch_bounds__(kDecThreads<D>, 2) decode_kernel(const __grid_
   __shared__ float red[NW];
   __shared__ float om_s[kInlineOmegas];
   __shared__ uint64_t bar[2];  // arrival of H, of S
+  if constexpr (Upper) dec_stagger<D>(a.first_wave);
   const SeqInfo sq = dec_seq(a, blockIdx.x / a.H);
   // H in registers as blocks (HBlock, decode_common.cuh): this thread's mat-vec row is r; S chunk column t % NC of
   // the rows of group g.
@@ -342,12 +344,16 @@ void recurrent_forward(const Problem& p, const ForwardOutputs& out) {
   // triangle (H is symmetric, spec §14: 40 of its 64 KB at D = 128) pays: B = 64 73.5-73.9 us against 78.8-78.9, B =
   // 32 40.1 against 42.5. Within one wave it is bound by latency, and the triangle (as ten 4 KB boxes then) arrived
   // later than all of H: B = 1 / 4 / 8 without the cluster form 13.6 / 13.9 / 14.8 against 12.7 / 13.1 / 14.2 (H200).
+  // These grids also stagger their first wave's start (dec_stagger): B = 64 72.0-72.6 against 73.5-74.0, B = 32
+  // 39.3-39.7 against 40.0-40.2.
   const int per_sm = p.D == 64 ? decode_ctas_per_sm<64>() : decode_ctas_per_sm<128>();
   const bool upper = int64_t{grid.x} > int64_t{per_sm} * sm_count() && a.ikk.dt;
   if (upper) {  // the maps of dec_load_upper: heights 32 (and 64, 96 at D = 128), then the full state's
     bool ok = a.tmap_ok[0];
     for (int q = 0; q + 1 < p.D / 32; ++q) ok = ok && state_tmap(p.in.initial_kk, p.D, 32 * (q + 1), &a.tmap[4 + q]);
     a.tmap_ok[4] = ok ? 1 : 0;
+    a.first_wave[0] = sm_count();  // one CTA an SM starts at once (dec_stagger)
+    a.first_wave[1] = per_sm * sm_count();
   }
   if (p.D == 64)
     upper ? launch<64, true>(grid, a, stream_of(p), fn) : launch<64, false>(grid, a, stream_of(p), fn);

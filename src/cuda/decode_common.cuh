@@ -17,6 +17,11 @@ inline constexpr int kInlineOmegas = 64;
 // transfers: 12 79.2-79.3 us, 16 79.3-79.4, 8 80.4-80.5, 4 81.9-82.0, 20 80.9-81.0 (H200, one call; v26 had found 8
 // and 12 alike, 84.3-84.7 / 84.4, against 85.8-86.1 for 4).
 inline constexpr int kLateS = 12;
+// The span over which the first wave's later CTAs start (dec_stagger), in ns. B = 64, H200, three calls: at D = 128
+// 5 us 72.0-72.6 against 73.9-74.0 with none, 3 / 4 / 7 us 72.9 / 72.7-72.9 / 72.9-73.1; at D = 64 2 us 27.6-27.8
+// against 28.7-28.9, 1 / 3 us 27.8-27.9 / 28.7.
+template <int D>
+inline constexpr int kDecStaggerNs = D == 128 ? 5000 : 2000;
 
 // Everything a decode launch needs travels in the kernel parameter (no uploads, no allocations): a call is
 // one launch. Sequences beyond kInlineSeqs come from a device table; iterations beyond kInlineOmegas
@@ -37,10 +42,25 @@ struct DecArgs {
   const SeqInfo* seq_table;
   float omega[kInlineOmegas];
   SeqInfo seqs[kInlineSeqs];
+  int first_wave[2] = {0, 0};  // dec_stagger: the CTAs [first_wave[0], first_wave[1]) start late
 };
 
 __device__ __forceinline__ SeqInfo dec_seq(const DecArgs& a, int s) {
   return s < kInlineSeqs ? a.seqs[s] : a.seq_table[s];
+}
+
+// All CTAs of a grid's first wave start at once, and their state loads queue behind each other (a %globaltimer
+// probe at B = 64: H in the registers 5-6 us after the start, where the first to land took 2.1-2.4), then the CTAs
+// sharing an SM solve side by side. Blocks 0 .. SMs - 1 start at once (the probe: blocks b and b + SMs share an SM,
+// on most SMs); the rest of the wave wait up to kDecStaggerNs, spread by block index, which spreads the wave's loads
+// and the phases of the CTAs that follow in their places.
+template <int D>
+__device__ __forceinline__ void dec_stagger(const int (&first_wave)[2]) {
+  const int b = static_cast<int>(blockIdx.x), lo = first_wave[0], hi = first_wave[1];
+  if (b < lo || b >= hi) return;
+  const int64_t wait = int64_t{kDecStaggerNs<D>} * (b - lo) / (hi - lo);
+  const uint64_t t0 = global_ns();
+  while (static_cast<int64_t>(global_ns() - t0) < wait) __nanosleep(256);
 }
 
 // A pool padding slot (state < 0): zeros for its tokens' outputs, states left alone. The caller passes the row of o
