@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
   cudaRuntimeGetVersion(&rt);
   const char* wg = std::getenv("GKA_CUDA_WGMMA");
   const bool hopper = prop.major == 9 && !(wg && std::string(wg) == "0");  // the library's rule (src/cuda/common.cuh)
-  std::printf("card: %s (sm_%d%d), CUDA runtime %d, libgka CUDA backend v29 (fp32: mma.sync 3xTF32; mixed: %s)\n",
+  std::printf("card: %s (sm_%d%d), CUDA runtime %d, libgka CUDA backend v30 (fp32: mma.sync 3xTF32; mixed: %s)\n",
               prop.name, prop.major, prop.minor, rt,
               hopper ? "wgmma, scaled f16 products (1 term), one iteration on f16 pairs, then the offset form; "
                        "with 16-bit inputs the forward's solve, its readout, and the backward's dq~ and "
@@ -100,7 +100,8 @@ int main(int argc, char** argv) {
                        "dk / dv on wgmma; states out by tensor-map stores; scratch from a kept pool; decode's H in "
                        "4-row blocks, 88 instructions an iteration; one-token steps on small grids as "
                        "three-CTA clusters; decode's states moved with an evict-first L2 policy, CTAs head "
-                       "fastest; past one wave of CTAs, decode reads only H's upper triangle"
+                       "fastest; past one wave of CTAs, decode reads only H's upper triangle and staggers the "
+                       "first wave's start"
                      : "mma.sync, tf32 then 3xTF32");
   const size_t flush_bytes = size_t(512) << 20;
   Buf flush(flush_bytes);
