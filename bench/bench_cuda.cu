@@ -187,7 +187,8 @@ int main(int argc, char** argv) {
   if (parts.find("decode") != std::string::npos) decode_batches = {1, 64};
   if (const char* e = std::getenv("GKA_BENCH_DECODE_B")) decode_batches = {std::atoi(e)};  // diagnostics: one batch
   // Diagnostics: decode at another head size (64 or 128).
-  const int64_t Dd = std::getenv("GKA_BENCH_DECODE_D") ? std::atoi(std::getenv("GKA_BENCH_DECODE_D")) : D;
+  const char* decode_d = std::getenv("GKA_BENCH_DECODE_D");
+  const int64_t Dd = decode_d ? std::atoi(decode_d) : D;
   cudaStream_t stream;
   ck(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
   for (int64_t B : decode_batches) {

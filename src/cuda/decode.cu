@@ -9,8 +9,7 @@
 // One shared buffer (D/32 boxes of D rows x 128 bytes, 128-byte swizzle) serves twice. First H arrives in it as D/32
 // tensor-map bulk copies (bulk_copy.cuh; per-thread copies of a 64 KB state took 2000-4000 cycles on one SM, and one
 // 64 KB 1-D bulk copy each way into a plain layout 1.2-1.3 / 5.6-5.7 us more a step at B = 1 / 64), on grids of more
-// than one wave only its upper triangle (decode_kernel<D, true>: H is symmetric; these grids also start their first
-// wave's CTAs spread over a few microseconds, dec_stagger), is read into registers, and, when
+// than one wave only its upper triangle (decode_kernel<D, true>: H is symmetric), is read into registers, and, when
 // the final H is known before S needs the buffer (at most one token), goes out the same way; with several tokens it
 // is stored straight from the registers. Then it holds S (stored k-major, [D][Dv]), which
 // arrives during the first solve (after that H store, its load goes out a few iterations in): thread (g, c) =
@@ -18,7 +17,8 @@
 // from those registers straight to global memory (a warp per row at D = 128, two at D = 64: whole 32-byte sectors),
 // sparing the buffer a second pass (B = 64: 85.3 against 86.2-86.4 us). All four state transfers carry an evict-first
 // L2 policy (bulk_copy.cuh, l2_evict_first). Views that no tensor map fits (16-byte alignment of data and strides),
-// and builds below sm_90, move the same layout by per-thread copies. States are read completely before they are
+// and builds below sm_90, move the same layout by per-thread copies. On grids of more than one wave the first wave's
+// CTAs start spread over a few microseconds (dec_stagger). States are read completely before they are
 // written, so final_* may alias initial_* (pools are updated in place). The omega sequence comes precomputed from the
 // host (no fp64 division on the chain).
 #include <cuda.h>
